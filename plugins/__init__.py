@@ -1,0 +1,1 @@
+"""zoo's built-in plugins, registered through the ``zoo`` entry-point group like any other."""

@@ -1,0 +1,1 @@
+"""The ``zoo`` command line: one module a command group, wired together in ``main``."""

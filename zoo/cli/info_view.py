@@ -1,0 +1,84 @@
+"""Render a model card for humans (``zoo info``)."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from zoo.cli.output import human_bytes, human_count
+from zoo.schema import ModelCard
+
+
+def _facts(card: ModelCard, source: str) -> Table:
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    aux = f" ({human_count(card.num_params_with_aux)} with aux head)" if card.num_params_with_aux else ""
+    pre = card.preprocessing
+    size = f"{pre.input_size[0]}x{pre.input_size[1]} (HxW)"
+    resize = {"none": "none", "exact": f"exact to {size}",
+              "shorter_side": f"shorter side to {pre.resize_size}"}[pre.resize]
+    out = card.output
+    reads = f"dict, read '{out.key}'" if out.kind == "dict" else "bare tensor"
+    if out.optional_keys:
+        reads += f" (optional: {', '.join(out.optional_keys)})"
+    rows = [
+        ("family", card.family),
+        ("task", card.task),
+        ("plugin", f"{card.plugin or '-'}  [dim]from {source}[/]"),
+        ("licence", card.license),
+        ("params", f"{card.num_params:,}{aux}"),
+        ("gflops", f"{card.gflops}" if card.gflops else "-"),
+        ("input", f"{pre.layout} {pre.dtype} {pre.color_order}, default {size}"),
+        ("scale", f"pixel / {pre.scale_divisor:g}"),
+        ("mean / std", f"{list(pre.mean)} / {list(pre.std)}"),
+        ("resize", f"{resize}, {pre.interpolation}{', antialias' if pre.antialias else ''}"),
+        ("output", f"{reads}: [N, {out.channels}, H, W] {out.semantics}, argmax over C"),
+    ]
+    for link in card.links:
+        rows.append((link.title, link.url))
+    for key, value in rows:
+        t.add_row(key, value)
+    return t
+
+
+def _weights(card: ModelCard) -> Table | Text:
+    if not card.weights:
+        return Text("no published weights: use --weights PATH|URL, or --weights none", "yellow")
+    t = Table(box=None, header_style="bold", title="weights", title_justify="left")
+    for col in ("name", "size", "sha256", "trained on", "metrics"):
+        t.add_column(col, overflow="fold")
+    for w in card.weights:
+        default = " [green](default)[/]" if w.name == card.default_weights else ""
+        sha = w.sha256 or f"{w.sha256_prefix} (prefix)"
+        size = human_bytes(w.size) + ("" if w.size_exact else " ~")
+        metrics = ", ".join(f"{m.name} {m.value:g}" for m in w.metrics) or "-"
+        t.add_row(w.name + default, size, sha, w.trained_on, metrics)
+    return t
+
+
+def _labels(card: ModelCard) -> Table:
+    t = Table(box=None, header_style="bold", title="labels", title_justify="left")
+    t.add_column("#", justify="right")
+    t.add_column("label")
+    t.add_column("default")
+    for name in card.palettes:
+        t.add_column(name)
+    for i, label in enumerate(card.labels):
+        swatches = [card.palette[i], *(p[i] for p in card.palettes.values())]
+        t.add_row(str(i), label, *(_swatch(c) for c in swatches))
+    return t
+
+
+def _swatch(rgb: tuple[int, int, int]) -> Text:
+    r, g, b = rgb
+    return Text.assemble(("  ", f"on rgb({r},{g},{b})"), f" {r:3d},{g:3d},{b:3d}")
+
+
+def render_card(card: ModelCard, source: str) -> Panel:
+    """The whole card as one rich panel."""
+    body = Group(Text(card.description), Text(), _facts(card, source), Text(), _weights(card),
+                 Text(), _labels(card))
+    return Panel(body, title=f"[bold]{card.name}[/]", title_align="left")

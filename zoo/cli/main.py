@@ -1,0 +1,182 @@
+"""Entry point of the ``zoo`` command: argument parsing, dispatch, and error-to-exit-code mapping.
+
+Exit codes: 0 success; 1 runtime failure (download, export, verification, plugin); 2 usage or
+bad input (unknown model, bad option, invalid card). Errors are one line on stderr; a
+traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from zoo.cli.output import error_line
+from zoo.errors import ZooError
+
+EPILOG = """\
+examples:
+  zoo list                          every registered model
+  zoo list 'deeplab*' --json        a glob, as JSON
+  zoo info deeplabv3_resnet50       the whole card: preprocessing, output, labels, palette
+  zoo plugins                       installed plugins and whether they loaded
+  zoo schema                        JSON Schema of a model card
+
+environment:
+  ZOO_REGISTRY   extra registry YAML files, separated by '{sep}'
+""".format(sep=__import__("os").pathsep)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with zoo's one-line error style (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        error_line(f"zoo: error: {message} (see `{self.prog} --help`)")
+        raise SystemExit(2)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--registry", action="append", type=Path, metavar="PATH", default=argparse.SUPPRESS,
+        help="merge an extra registry YAML file (repeatable)",
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS,
+        help="show full tracebacks on errors",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``zoo`` argument parser."""
+    common = _common()
+    parser = _Parser(
+        prog="zoo",
+        description="A registry of semantic-segmentation models that exports verified "
+        "mobile/edge artifacts with everything an app needs to use them.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"zoo {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("list", parents=[common], help="list registered models",
+                       description="List registered models as a table (or JSON).")
+    p.add_argument("pattern", nargs="?", help="glob on model names, e.g. 'fcn_*'")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_with_registry("list"))
+
+    p = sub.add_parser("info", parents=[common], help="show a model's card",
+                       description="Show everything known about one model: weights, "
+                       "preprocessing, output contract, labels and palettes.")
+    p.add_argument("name", help="model name (see `zoo list`)")
+    p.add_argument("--json", action="store_true", help="the validated card as JSON")
+    p.set_defaults(handler=_with_registry("info"))
+
+    p = sub.add_parser("plugins", parents=[common], help="show installed plugins",
+                       description="Plugins found in the 'zoo' entry-point group, whether they "
+                       "loaded, and why not.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_plugins)
+
+    p = sub.add_parser("schema", parents=[common], help="print a JSON Schema",
+                       description="Print the JSON Schema of a model card or an artifact "
+                       "manifest, for validating them in other languages.")
+    p.add_argument("which", nargs="?", choices=("card", "manifest"), default="card")
+    p.set_defaults(handler=_schema)
+
+    for register in _extra_commands():
+        register(sub, common)
+    return parser
+
+
+def _extra_commands() -> list[Callable[..., None]]:
+    """Command groups that live in their own modules (each adds its sub-parsers)."""
+    registrars: list[Callable[..., None]] = []
+    for module in ("zoo.cli.fetch", "zoo.cli.cache", "zoo.cli.verify"):
+        try:
+            mod = __import__(module, fromlist=["add_parsers"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        registrars.append(mod.add_parsers)
+    return registrars
+
+
+def _version() -> str:
+    from zoo import __version__
+
+    return __version__
+
+
+def load_registry(args: argparse.Namespace):  # noqa: ANN201 - avoids importing at module load
+    """The registry for this invocation: default, or fresh with ``--registry`` files merged."""
+    from zoo.registry import Registry, default_registry
+
+    extra = getattr(args, "registry", None)
+    return Registry(extra_files=extra) if extra else default_registry()
+
+
+def _with_registry(command: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from zoo.cli import catalog
+
+        handler = {"list": catalog.cmd_list, "info": catalog.cmd_info}[command]
+        return handler(args, load_registry(args))
+
+    return run
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from zoo.cli import catalog
+
+    try:
+        registry = load_registry(args)
+    except ZooError as exc:  # still show plugins when the catalogue itself is broken
+        error_line(f"zoo: warning: {exc}")
+        registry = None
+    return catalog.cmd_plugins(args, registry)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from zoo.cli import catalog
+
+    return catalog.cmd_schema(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    debug = getattr(args, "debug", False)
+    try:
+        return int(args.handler(args) or 0)
+    except ZooError as exc:
+        if debug:
+            raise
+        error_line(f"zoo: error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error_line("zoo: interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if debug:
+            raise
+        error_line(
+            f"zoo: internal error: {type(exc).__name__}: {exc} "
+            "(this is a bug; rerun with --debug for the traceback)"
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
