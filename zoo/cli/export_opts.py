@@ -1,0 +1,113 @@
+"""The export half of ``zoo fetch``: ``--format`` and the options that shape an artifact."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from zoo.errors import UsageError
+
+if TYPE_CHECKING:
+    from zoo.export.pipeline import ExportOutcome
+    from zoo.registry import Registry
+    from zoo.schema import ModelCard
+    from zoo.weights import ResolvedWeights
+
+_HW = re.compile(r"^(\d+)[xX](\d+)$")
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """'400x600' -> (400, 600): height then width."""
+    match = _HW.match(text.strip())
+    if not match or 0 in (h := int(match.group(1)), w := int(match.group(2))):
+        raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH, e.g. 520x520")
+    return h, w
+
+
+def add_export_options(p: argparse.ArgumentParser) -> None:
+    """Add ``--format`` and friends to a parser."""
+    g = p.add_argument_group("export (with --format)")
+    g.add_argument("--format", "-f", metavar="F",
+                   help="export to format F (torchscript, lite, or a plugin's); without it only "
+                   "the weights are fetched")
+    g.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR",
+                   help="folder for the artifact, manifest, operator list and SHA256SUMS "
+                   "(default: current folder)")
+    g.add_argument("--input-size", type=parse_hw, metavar="HxW",
+                   help="example input height x width (default: the card's input_size)")
+    g.add_argument("--bytecode-version", type=int, metavar="N",
+                   help="lite only: backport to bytecode version N for older runtimes "
+                   "(PyTorch Mobile 1.10 demo apps read <= 7)")
+    g.add_argument("--keep-aux", action="store_true",
+                   help="keep the auxiliary head (output dict gets 'aux'); dropped by default")
+    g.add_argument("--verify", action="store_true",
+                   help="run `zoo verify` on the artifact after exporting")
+
+
+def check_export_args(args: argparse.Namespace, card: ModelCard) -> None:
+    """Usage errors that need no work: catch them before any download or build."""
+    from zoo.export import available_formats
+
+    formats = available_formats()
+    if args.format not in formats:
+        raise UsageError(f"unknown format {args.format!r}; choose from {', '.join(formats)}")
+    if args.bytecode_version is not None and args.format != "lite":
+        raise UsageError("--bytecode-version applies to --format lite only")
+    if args.bytecode_version is not None and args.bytecode_version < 1:
+        raise UsageError("--bytecode-version must be a positive integer")
+    if args.keep_aux and "aux" not in card.output.optional_keys:
+        raise UsageError(f"model {card.name!r} has no auxiliary head; drop --keep-aux")
+
+
+def run_export(
+    args: argparse.Namespace, card: ModelCard, weights: ResolvedWeights, registry: Registry
+) -> int:
+    """Export, install into ``--output``, print a summary; optionally verify."""
+    from zoo.export.base import ExportOptions
+    from zoo.export.pipeline import export_artifact
+
+    options = ExportOptions(
+        input_size=args.input_size or tuple(card.preprocessing.input_size),
+        keep_aux=args.keep_aux,
+        bytecode_version=args.bytecode_version,
+    )
+    quiet = getattr(args, "quiet", False)
+
+    def log(message: str) -> None:
+        if not quiet:
+            print(f"zoo: {message}", file=sys.stderr)
+
+    outcome = export_artifact(card, weights, args.format, args.output, options,
+                              registry=registry, log=log)
+    _summary(outcome, quiet)
+    if args.verify:
+        from zoo.cli.verify import cmd_verify
+
+        return cmd_verify(argparse.Namespace(artifact=outcome.artifact, json=False))
+    return 0
+
+
+def _summary(outcome: ExportOutcome, quiet: bool) -> None:
+    m = outcome.manifest
+    if m.untrained:
+        print(f"zoo: {m.warning}", file=sys.stderr)
+    print(outcome.artifact)
+    if quiet:
+        return
+    facts = m.export
+    size = m.artifact.size if m.artifact else 0
+    lines = [
+        f"format {facts.format} ({facts.method}), input {facts.input_shape}, "
+        f"{size / 1e6:.1f} MB" + (f", bytecode v{facts.bytecode_version}"
+                                  if facts.bytecode_version else ""),
+        "optimizations: " + ", ".join(f"{k} {v}" for k, v in facts.optimizations.items()),
+        f"manifest {outcome.manifest_path.name}, checksums {outcome.sums_path.name}"
+        + (f", operators {outcome.operators_path.name}" if outcome.operators_path else ""),
+        "cache hit: no export work done" if outcome.cache_hit else "exported",
+        f"check it with: zoo verify {outcome.artifact}",
+    ]
+    for line in lines:
+        print(f"zoo: {line}", file=sys.stderr)

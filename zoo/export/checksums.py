@@ -1,0 +1,32 @@
+"""``SHA256SUMS`` files in the format ``sha256sum -c`` reads: ``<hex>  <name>`` per line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from zoo.fsutil import atomic_write_text
+
+SUMS_NAME = "SHA256SUMS"
+_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+
+
+def read_sums(path: Path) -> dict[str, str]:
+    """``{file name: sha256}`` from a SHA256SUMS file (missing file: empty)."""
+    if not path.is_file():
+        return {}
+    sums: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = _LINE.match(line.strip())
+        if match:
+            sums[match.group(2)] = match.group(1)
+    return sums
+
+
+def update_sums(folder: Path, entries: dict[str, str]) -> Path:
+    """Merge ``entries`` into ``folder/SHA256SUMS`` (other files' lines kept), atomically."""
+    path = folder / SUMS_NAME
+    sums = read_sums(path)
+    sums.update(entries)
+    atomic_write_text(path, "".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())))
+    return path

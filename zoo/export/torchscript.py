@@ -1,0 +1,171 @@
+"""TorchScript (``.pt``) and lite-interpreter (``.ptl``) exporters.
+
+Both script the model (tracing a wrapper only where scripting fails, and saying so), freeze
+it, and apply ``optimize_for_mobile`` only when this torch has XNNPACK. The archive's inner
+folder name comes from the file name, so callers save under the final name in a temp folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import warnings
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.errors import ExportError
+from zoo.export.base import Exporter, ExportOptions, Prepared
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from zoo.schema import ModelCard
+
+XNNPACK_SKIPPED = "skipped: XNNPACK is not available in this torch build"
+
+
+def xnnpack_available() -> bool:
+    """Whether ``optimize_for_mobile`` can run here (it raises without XNNPACK)."""
+    import torch
+
+    return bool(getattr(torch._C, "_is_xnnpack_enabled", lambda: False)())
+
+
+def capture(model: nn.Module, example: Tensor) -> tuple[Any, str, str | None]:
+    """``torch.jit.script`` the model; fall back to tracing. Returns (module, method, note)."""
+    import torch
+
+    try:
+        return torch.jit.script(model), "script", None
+    except Exception as exc:  # scripting failures come in many types
+        note = f"scripting failed ({type(exc).__name__}); traced instead: control flow is fixed"
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example, strict=False, check_trace=False)
+    except Exception as exc:
+        raise ExportError(f"cannot script or trace the model: {type(exc).__name__}: {exc}") from exc
+    return traced, "trace", note
+
+
+def _prepare_script(model: nn.Module, example: Tensor, mobile: bool) -> Prepared:
+    import torch
+
+    model = model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module, method, note = capture(model, example)
+        optimizations: dict[str, str] = {"eval": "applied"}
+        if note:
+            optimizations["capture"] = note
+        module = torch.jit.freeze(module.eval())
+        optimizations["freeze"] = "applied"
+        if mobile:
+            if xnnpack_available():
+                from torch.utils.mobile_optimizer import optimize_for_mobile
+
+                module = optimize_for_mobile(module)
+                optimizations["optimize_for_mobile"] = "applied"
+            else:
+                optimizations["optimize_for_mobile"] = XNNPACK_SKIPPED
+    operators = sorted(set(torch.jit.export_opnames(module)))
+    return Prepared(module=module, method=method, optimizations=optimizations, operators=operators)
+
+
+def _read_zip_extra(path: Path, name: str) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for entry in archive.namelist():
+                if entry.endswith(f"/extra/{name}"):
+                    return archive.read(entry).decode("utf-8")
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return None
+    return None
+
+
+class TorchScriptExporter(Exporter):
+    """``torch.jit.save`` archive for LibTorch / ``torch.jit.load``."""
+
+    name = "torchscript"
+    suffix = ".pt"
+    description = "TorchScript archive for LibTorch and torch.jit.load (C++, Python, server)"
+
+    def prepare(
+        self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions
+    ) -> Prepared:
+        return _prepare_script(model, example, mobile=False)
+
+    def save(self, prepared: Prepared, path: Path, extra_files: dict[str, str]) -> None:
+        import torch
+
+        buffer = io.BytesIO()  # inner folder 'archive', independent of the file name
+        torch.jit.save(prepared.module, buffer, _extra_files=extra_files)
+        path.write_bytes(buffer.getvalue())
+
+    def read_embedded(self, path: Path, name: str) -> str | None:
+        return _read_zip_extra(path, name)
+
+
+class LiteExporter(Exporter):
+    """PyTorch Mobile lite-interpreter archive (``_save_for_lite_interpreter``)."""
+
+    name = "lite"
+    suffix = ".ptl"
+    description = "PyTorch Mobile lite interpreter (iOS LibTorch-Lite, Android pytorch_android_lite)"
+
+    def prepare(
+        self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions
+    ) -> Prepared:
+        prepared = _prepare_script(model, example, mobile=True)
+        prepared.bytecode_version = options.bytecode_version or current_bytecode_version()
+        return prepared
+
+    def save(self, prepared: Prepared, path: Path, extra_files: dict[str, str]) -> None:
+        from torch.jit.mobile import _backport_for_mobile, _get_model_bytecode_version
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "lite interpreter is deprecated": we know
+            prepared.module._save_for_lite_interpreter(str(path), _extra_files=extra_files)
+        target = prepared.bytecode_version
+        if target is None or _get_model_bytecode_version(str(path)) == target:
+            return
+        staged = path.with_name(path.name + ".backport")
+        try:
+            ok = _backport_for_mobile(str(path), str(staged), target)
+            if not ok or _get_model_bytecode_version(str(staged)) != target:
+                raise ExportError(
+                    f"cannot backport to bytecode version {target}: this torch "
+                    f"({_torch_version()}) cannot write it; try a version >= 5"
+                )
+            staged.replace(path)
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise ExportError(f"backport to bytecode version {target} failed: {exc}") from exc
+        finally:
+            staged.unlink(missing_ok=True)
+
+    def read_embedded(self, path: Path, name: str) -> str | None:
+        return _read_zip_extra(path, name)
+
+
+@functools.cache
+def current_bytecode_version() -> int:
+    """The bytecode version this torch writes by default (probed with a one-op module)."""
+    import tempfile
+
+    import torch
+    from torch.jit.mobile import _get_model_bytecode_version
+
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")
+        probe = torch.jit.script(torch.nn.Identity())
+        path = Path(tmp) / "probe.ptl"
+        probe._save_for_lite_interpreter(str(path))
+        return int(_get_model_bytecode_version(str(path)))
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
