@@ -37,9 +37,10 @@ def builtin_registry_path() -> Path:
 def _format_validation(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(card)"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"field {loc}: {msg}")
+        # card-wide rules (palette vs labels vs classes) name their fields in the message
+        parts.append(f"field {loc}: {msg}" if loc else msg)
     return "; ".join(parts)
 
 

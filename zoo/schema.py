@@ -23,6 +23,8 @@ RGB = Annotated[
     Field(description="An sRGB colour as [r, g, b], each 0..255."),
 ]
 Triple = tuple[float, float, float]
+_Positive = Annotated[float, Field(gt=0)]
+PositiveTriple = tuple[_Positive, _Positive, _Positive]  # expressed in the JSON Schema too
 
 
 class _Strict(BaseModel):
@@ -49,15 +51,21 @@ class Metric(_Strict):
 class WeightsSource(_Strict):
     """One named set of published weights and how to verify it."""
 
-    name: str = Field(description="Key used with `--weights NAME`, lowercase [a-z0-9_]+.")
+    name: str = Field(
+        description="Key used with `--weights NAME`, lowercase [a-z0-9_]+.",
+        json_schema_extra={"pattern": MODEL_NAME_RE.pattern},
+    )
     urls: list[str] = Field(min_length=1, description="Download URLs, tried in order.")
     sha256: str | None = Field(
-        default=None, description="Full sha256 of the file (64 lowercase hex)."
+        default=None,
+        description="Full sha256 of the file (64 lowercase hex).",
+        json_schema_extra={"pattern": SHA256_RE.pattern},
     )
     sha256_prefix: str | None = Field(
         default=None,
         description="The 8-hex sha256 prefix torchvision embeds in file names, when the full "
         "hash is not published. Verification then checks the prefix only.",
+        json_schema_extra={"pattern": SHA256_PREFIX_RE.pattern},
     )
     size: int | None = Field(default=None, gt=0, description="File size in bytes.")
     size_exact: bool = Field(
@@ -76,14 +84,14 @@ class WeightsSource(_Strict):
     @field_validator("name")
     @classmethod
     def _name_rule(cls, value: str) -> str:
-        if not MODEL_NAME_RE.match(value):
+        if not MODEL_NAME_RE.fullmatch(value):
             raise ValueError(f"weights name {value!r} must match [a-z0-9_]+")
         return value
 
     @field_validator("sha256")
     @classmethod
     def _full_hash(cls, value: str | None) -> str | None:
-        if value is not None and not SHA256_RE.match(value):
+        if value is not None and not SHA256_RE.fullmatch(value):
             raise ValueError(
                 f"sha256 {value!r} must be 64 lowercase hex digits; an 8-hex prefix goes in "
                 "'sha256_prefix'"
@@ -93,7 +101,7 @@ class WeightsSource(_Strict):
     @field_validator("sha256_prefix")
     @classmethod
     def _prefix_hash(cls, value: str | None) -> str | None:
-        if value is not None and not SHA256_PREFIX_RE.match(value):
+        if value is not None and not SHA256_PREFIX_RE.fullmatch(value):
             raise ValueError(f"sha256_prefix {value!r} must be exactly 8 lowercase hex digits")
         return value
 
@@ -119,7 +127,9 @@ class Preprocessing(_Strict):
         description="Divide 8-bit pixel values by this before normalising (255: to [0, 1]).",
     )
     mean: Triple = Field(description="Per-channel mean subtracted after scaling.")
-    std: Triple = Field(description="Per-channel std divided by after subtracting the mean.")
+    std: PositiveTriple = Field(
+        description="Per-channel std (each > 0) divided by after subtracting the mean."
+    )
     resize: Literal["none", "shorter_side", "exact"] = Field(
         default="none",
         description="'none': keep the image size; 'shorter_side': scale so the shorter edge is "
@@ -137,13 +147,6 @@ class Preprocessing(_Strict):
     )
     layout: Literal["NCHW"] = Field(default="NCHW", description="Tensor layout.")
     dtype: Literal["float32"] = Field(default="float32", description="Input dtype.")
-
-    @field_validator("std")
-    @classmethod
-    def _positive_std(cls, value: Triple) -> Triple:
-        if any(s <= 0 for s in value):
-            raise ValueError(f"std {list(value)} must be three positive numbers")
-        return value
 
     @model_validator(mode="after")
     def _resize_size_needed(self) -> Preprocessing:
@@ -182,7 +185,10 @@ class OutputContract(_Strict):
 class ModelCard(_Strict):
     """A registered model: identity, weights, preprocessing, output, labels and palette."""
 
-    name: str = Field(description="CLI key, lowercase [a-z0-9_]+.")
+    name: str = Field(
+        description="CLI key, lowercase [a-z0-9_]+.",
+        json_schema_extra={"pattern": MODEL_NAME_RE.pattern},
+    )
     family: str = Field(description="Architecture family, e.g. 'deeplabv3', 'fcn'.")
     task: Literal["semantic_segmentation"] = Field(default="semantic_segmentation")
     description: str = Field(description="One or two sentences for humans.")
@@ -216,7 +222,7 @@ class ModelCard(_Strict):
     @field_validator("name")
     @classmethod
     def _name_rule(cls, value: str) -> str:
-        if not MODEL_NAME_RE.match(value):
+        if not MODEL_NAME_RE.fullmatch(value):
             raise ValueError(f"name {value!r} must match [a-z0-9_]+ (lowercase, digits, '_')")
         return value
 
@@ -230,7 +236,7 @@ class ModelCard(_Strict):
         if len(self.palette) != n:
             raise ValueError(f"palette has {len(self.palette)} colours but num_classes is {n}")
         for pname, colours in self.palettes.items():
-            if not MODEL_NAME_RE.match(pname):
+            if not MODEL_NAME_RE.fullmatch(pname):
                 raise ValueError(f"palettes: name {pname!r} must match [a-z0-9_]+")
             if len(colours) != n:
                 raise ValueError(

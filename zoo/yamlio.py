@@ -39,7 +39,7 @@ def load_yaml(path: Path) -> Any:
     except OSError as exc:
         raise CardError(f"cannot read registry file {path}: {exc.strerror or exc}") from exc
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - safe loader subclass
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

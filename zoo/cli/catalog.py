@@ -58,8 +58,8 @@ def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in rows:
         table.add_row(
-            r["name"], r["family"], str(r["classes"]), escape(r["output"]), human_count(r["params"]),
-            human_bytes(r["weights_size"]), r["plugin"] or "-",
+            r["name"], r["family"], str(r["classes"]), escape(r["output"]),
+            human_count(r["params"]), human_bytes(r["weights_size"]), r["plugin"] or "-",
         )
     console = stdout_console()
     if rows:

@@ -15,7 +15,8 @@ def _facts(card: ModelCard, source: str) -> Table:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
-    aux = f" ({human_count(card.num_params_with_aux)} with aux head)" if card.num_params_with_aux else ""
+    with_aux = card.num_params_with_aux
+    aux = f" ({human_count(with_aux)} with aux head)" if with_aux else ""
     pre = card.preprocessing
     size = f"{pre.input_size[0]}x{pre.input_size[1]} (HxW)"
     resize = {"none": "none", "exact": f"exact to {size}",

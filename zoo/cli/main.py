@@ -11,9 +11,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoo.cli.output import error_line
 from zoo.errors import ZooError
+
+if TYPE_CHECKING:  # imported for real only when a command needs it
+    from zoo.registry import Registry
 
 EPILOG = """\
 examples:
@@ -36,11 +40,14 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(dest: str = "registry") -> argparse.ArgumentParser:
+    # The top-level parser and the sub-parsers keep --registry under different dests:
+    # argparse copies a sub-parser's namespace over the parent's, so one shared dest would
+    # drop `zoo --registry A list --registry B`'s A.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--registry", action="append", type=Path, metavar="PATH", default=argparse.SUPPRESS,
-        help="merge an extra registry YAML file (repeatable)",
+        dest=dest, help="merge an extra registry YAML file (repeatable)",
     )
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS,
@@ -58,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mobile/edge artifacts with everything an app needs to use them.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
+        parents=[_common(dest="top_registry")],
     )
     parser.add_argument("--version", action="version", version=f"zoo {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -113,11 +120,11 @@ def _version() -> str:
     return __version__
 
 
-def load_registry(args: argparse.Namespace):  # noqa: ANN201 - avoids importing at module load
+def load_registry(args: argparse.Namespace) -> Registry:
     """The registry for this invocation: default, or fresh with ``--registry`` files merged."""
     from zoo.registry import Registry, default_registry
 
-    extra = getattr(args, "registry", None)
+    extra = [*getattr(args, "top_registry", []), *getattr(args, "registry", [])]
     return Registry(extra_files=extra) if extra else default_registry()
 
 

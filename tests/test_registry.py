@@ -1,0 +1,359 @@
+"""The registry: built-in catalogue, extra files, strict YAML, in-process plugins, clashes.
+
+Plugins here are registered in-process on a fresh ``PluginHost`` for focused checks; the
+entry-point path (real pip installs) is in ``test_plugins.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from zoo.errors import CardError, PluginError, UnknownModelError, ZooError
+from zoo.plugins import PluginHost, hookimpl
+from zoo.registry import (
+    BUILTIN_SOURCE,
+    Registry,
+    builtin_registry_path,
+    default_registry,
+    read_registry_file,
+)
+from zoo.schema import ModelCard
+from zoo.yamlio import load_yaml
+
+BUILTIN = [
+    "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_resnet101",
+    "deeplabv3_resnet50",
+    "fcn_resnet101",
+    "fcn_resnet50",
+    "lraspp_mobilenet_v3_large",
+    "single_conv",
+]
+
+
+def card_data(name: str, base: str = "single_conv", **changes: Any) -> dict[str, Any]:
+    """A valid card (a copy of a built-in one) renamed to ``name``."""
+    raw = next(c for c in load_yaml(builtin_registry_path())["models"] if c["name"] == base)
+    return {**copy.deepcopy(raw), "name": name, **changes}
+
+
+def write_registry(path: Path, *cards: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump({"version": 1, "models": list(cards)}, sort_keys=False))
+    return path
+
+
+# -- the built-in catalogue --------------------------------------------------------------------
+
+
+def test_builtin_catalogue_has_the_seven_models_with_their_plugins() -> None:
+    reg = default_registry()
+    assert reg.names() == BUILTIN
+    plugins = {c.name: c.plugin for c in reg.cards()}
+    assert plugins == {
+        "deeplabv3_mobilenet_v3_large": "deeplabv3",
+        "deeplabv3_resnet101": "deeplabv3",
+        "deeplabv3_resnet50": "deeplabv3",
+        "fcn_resnet101": "fcn",
+        "fcn_resnet50": "fcn",
+        "lraspp_mobilenet_v3_large": "fcn",
+        "single_conv": "single_conv",
+    }
+    assert reg.source("single_conv") == BUILTIN_SOURCE
+    assert reg.conflicts == {}
+
+
+def test_glob_pattern() -> None:
+    reg = default_registry()
+    assert reg.names("fcn_*") == ["fcn_resnet101", "fcn_resnet50"]
+    assert [c.name for c in reg.cards("*mobilenet*")] == [
+        "deeplabv3_mobilenet_v3_large",
+        "lraspp_mobilenet_v3_large",
+    ]
+    assert reg.names("nothing*") == []
+
+
+@pytest.mark.parametrize(
+    ("asked", "suggested"),
+    [
+        ("deeplab_resnet50", ["deeplabv3_resnet50", "deeplabv3_resnet101"]),
+        ("fcn_resnet", ["fcn_resnet50", "fcn_resnet101"]),
+        ("single", ["single_conv"]),  # not close by difflib: found as a prefix
+    ],
+)
+def test_unknown_model_suggests_the_closest_names(asked: str, suggested: list[str]) -> None:
+    with pytest.raises(UnknownModelError) as info:
+        default_registry().get(asked)
+    assert info.value.suggestions[: len(suggested)] == suggested
+    assert str(info.value).startswith(f"unknown model {asked!r}; did you mean {suggested[0]}")
+    assert info.value.exit_code == 2
+
+
+def test_unknown_model_without_anything_close() -> None:
+    with pytest.raises(UnknownModelError, match=r"^unknown model 'x'; see `zoo list`$"):
+        default_registry().get("x")
+
+
+# -- registry files: strict YAML -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        ("models:\n  - name: a\n    family: [unclosed\n", 4, "YAML syntax error"),
+        ("models:\n- name: a\n  family: b\n   description: c\n", 4, "YAML syntax error"),
+        ("models:\n\t- name: a\n", 2, "YAML syntax error"),
+        ("version: 1\nmodels: []\nmodels: []\n", 3, "duplicate key 'models'"),
+        ("models:\n- name: a\n  family: b\n  name: c\n", 4, "duplicate key 'name'"),
+    ],
+    ids=["unclosed-flow", "bad-indent", "tab", "duplicate-top-level", "duplicate-in-card"],
+)
+def test_yaml_errors_name_the_file_and_line(
+    tmp_path: Path, text: str, line: int, problem: str
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(CardError) as info:
+        read_registry_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}:"), message
+    assert problem in message
+    assert "\n" not in message
+
+
+def test_unreadable_and_misshapen_files(tmp_path: Path) -> None:
+    with pytest.raises(CardError, match=r"cannot read registry file .*missing\.yaml"):
+        read_registry_file(tmp_path / "missing.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- name: a\n")
+    with pytest.raises(CardError, match=r"list\.yaml: expected a mapping with a 'models:' list"):
+        read_registry_file(path)
+    path.write_text("models: []\nmodel: []\n")
+    with pytest.raises(CardError, match=r"unknown top-level keys \['model'\]"):
+        read_registry_file(path)
+    path.write_text("models:\n  - just a string\n")
+    with pytest.raises(CardError, match="each model must be a mapping, got str"):
+        read_registry_file(path)
+
+
+def test_invalid_card_in_a_file_names_file_model_and_field(tmp_path: Path) -> None:
+    bad = card_data("bad_colours")
+    bad["palette"][2] = [0, 300, 0]
+    path = write_registry(tmp_path / "extra.yaml", card_data("fine_model"), bad)
+    with pytest.raises(CardError) as info:
+        Registry(extra_files=[path])
+    assert str(info.value) == (
+        f"{path}: model 'bad_colours': field palette.2.1: Input should be less than or equal to 255"
+    )
+
+
+# -- extra files: --registry and ZOO_REGISTRY ------------------------------------------------
+
+
+def test_extra_files_merge_into_the_catalogue(tmp_path: Path) -> None:
+    path = write_registry(tmp_path / "mine.yaml", card_data("my_seg"))
+    reg = Registry(extra_files=[path])
+    assert reg.names() == sorted([*BUILTIN, "my_seg"])
+    assert reg.source("my_seg") == str(path)
+    # the builder comes from the built-in plugin that provides the card's architecture
+    assert reg.get("my_seg").plugin == "single_conv"
+    assert "my_seg" not in default_registry().names()
+
+
+def test_zoo_registry_takes_several_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = write_registry(tmp_path / "a.yaml", card_data("from_a"))
+    b = write_registry(tmp_path / "b.yaml", card_data("from_b"))
+    monkeypatch.setenv("ZOO_REGISTRY", os.pathsep.join([str(a), "", str(b)]))
+    assert {"from_a", "from_b"} <= set(default_registry().names())
+
+
+def test_zoo_registry_naming_a_missing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZOO_REGISTRY", str(tmp_path / "gone.yaml"))
+    with pytest.raises(CardError, match=r"ZOO_REGISTRY names .*gone\.yaml, which is not a file"):
+        default_registry()
+
+
+def test_a_name_defined_twice_is_unavailable_and_names_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_registry(tmp_path / "dup.yaml", card_data("deeplabv3_resnet50"))
+    reg = Registry(extra_files=[path])
+    assert "deeplabv3_resnet50" not in reg.names()
+    assert reg.conflicts == {"deeplabv3_resnet50": [BUILTIN_SOURCE, str(path)]}
+    with pytest.raises(PluginError) as info:
+        reg.get("deeplabv3_resnet50")
+    assert f"defined by both {BUILTIN_SOURCE} and {path}" in str(info.value)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(
+        f"zoo: warning: model 'deeplabv3_resnet50' is defined by both {BUILTIN_SOURCE}"
+    )
+
+
+# -- in-process plugins ---------------------------------------------------------------------
+
+
+class CardsPlugin:
+    """A plugin object contributing fixed ``zoo_models`` items and builders."""
+
+    def __init__(self, items: Any, builders: dict[str, Any] | None = None) -> None:
+        self.items = items
+        self.builders = builders or {}
+
+    @hookimpl
+    def zoo_models(self) -> Any:
+        return self.items
+
+    @hookimpl
+    def zoo_builders(self) -> Any:
+        return self.builders
+
+
+class RaisingPlugin:
+    @hookimpl
+    def zoo_models(self) -> Any:
+        raise OSError("disk on fire\nsecond line")
+
+
+def host_with(**plugins: object) -> PluginHost:
+    host = PluginHost()
+    for name, plugin in plugins.items():
+        host.register(plugin, name)
+    return host
+
+
+def test_plugin_items_may_be_cards_dicts_or_yaml_paths(tmp_path: Path) -> None:
+    as_path = write_registry(tmp_path / "a.yaml", card_data("from_path", architecture="toy"))
+    as_str = str(write_registry(tmp_path / "b.yaml", card_data("from_str", architecture="toy")))
+    card = ModelCard.model_validate(card_data("from_object", architecture="toy"))
+
+    def build_toy(card: ModelCard, aux: bool = False) -> str:
+        return f"toy with {card.num_classes} classes"
+
+    items = [card, card_data("from_dict", architecture="toy"), as_path, as_str]
+    reg = Registry(host=host_with(toys=CardsPlugin(items, {"toy": build_toy})))
+    for name in ("from_object", "from_dict", "from_path", "from_str"):
+        got = reg.get(name)
+        assert got.plugin == "toys"
+        assert reg.builder(got)(got) == "toy with 23 classes"
+        assert reg.source(name) == "plugin 'toys' ((in-process))"
+
+
+def test_the_same_file_twice_from_one_plugin_is_a_clash(tmp_path: Path) -> None:
+    path = write_registry(tmp_path / "twice.yaml", card_data("twice"))
+    reg = Registry(host=host_with(me=CardsPlugin([path, path])))
+    assert "twice" not in reg.names()
+    assert reg.conflicts == {"twice": ["plugin 'me' ((in-process))"] * 2}
+
+
+def test_plugin_with_an_invalid_card_is_disabled_and_others_keep_working(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bad = card_data("bad_plugin_model")
+    bad["labels"] = bad["labels"][:5]
+    host = host_with(
+        good=CardsPlugin([card_data("good_model")]), bad=CardsPlugin([card_data("sibling"), bad])
+    )
+    reg = Registry(host=host)
+    assert "good_model" in reg.names()
+    assert "sibling" not in reg.names() and "bad_plugin_model" not in reg.names()
+    info = host.plugins["bad"]
+    assert not info.ok
+    assert info.error == (
+        "invalid model card: plugin 'bad': model 'bad_plugin_model': "
+        "labels has 5 entries but num_classes is 23"
+    )
+    assert host.plugins["good"].ok
+    assert capsys.readouterr().err == f"zoo: warning: plugin 'bad' disabled: {info.error}\n"
+
+
+def test_plugin_whose_hook_raises_is_disabled(capsys: pytest.CaptureFixture[str]) -> None:
+    host = host_with(boom=RaisingPlugin(), good=CardsPlugin([card_data("good_model")]))
+    reg = Registry(host=host)
+    assert "good_model" in reg.names()
+    assert host.plugins["boom"].error == "zoo_models() raised OSError: disk on fire second line"
+    assert host.pm.get_plugin("boom") is None
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"zoo: warning: plugin 'boom' disabled: {host.plugins['boom'].error}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("plugin", "reason"),
+    [
+        (CardsPlugin({"name": "not a list"}), "zoo_models() must return a list, got dict"),
+        (CardsPlugin([42]), "each model must be a mapping, got int"),
+        (CardsPlugin([], builders=["not", "a", "dict"]), "zoo_builders() must return a dict"),
+    ],
+)
+def test_plugin_returning_the_wrong_shape_is_disabled(plugin: CardsPlugin, reason: str) -> None:
+    host = host_with(odd=plugin)
+    Registry(host=host)
+    assert reason in (host.plugins["odd"].error or "")
+
+
+def test_two_plugins_claiming_one_name(capsys: pytest.CaptureFixture[str]) -> None:
+    host = host_with(
+        first=CardsPlugin([card_data("shared_name")]),
+        second=CardsPlugin([card_data("shared_name")]),
+    )
+    reg = Registry(host=host)
+    with pytest.raises(PluginError) as info:
+        reg.get("shared_name")
+    assert str(info.value) == (
+        "model 'shared_name' is defined by both plugin 'first' ((in-process)) and "
+        "plugin 'second' ((in-process)); uninstall or rename one of them"
+    )
+    assert "shared_name" in capsys.readouterr().err
+    # both plugins stay enabled: only the contested name is withheld
+    assert host.plugins["first"].ok and host.plugins["second"].ok
+
+
+def test_architecture_provided_twice_keeps_the_first(capsys: pytest.CaptureFixture[str]) -> None:
+    host = host_with(
+        a=CardsPlugin(
+            [card_data("toy_model", architecture="toy")], {"toy": lambda card, aux=False: "a"}
+        ),
+        b=CardsPlugin([], {"toy": lambda card, aux=False: "b"}),
+    )
+    reg = Registry(host=host)
+    card = reg.get("toy_model")
+    assert reg.builder(card)(card) == "a"
+    assert (
+        "architecture 'toy' is provided by both 'a' and 'b'; keeping 'a'" in capsys.readouterr().err
+    )
+
+
+# -- builders --------------------------------------------------------------------------------
+
+
+def test_builder_errors_are_plugin_errors_naming_the_model() -> None:
+    reg = Registry(host=PluginHost())  # no plugins: no builders
+    card = reg.get("single_conv")
+    with pytest.raises(
+        PluginError,
+        match=r"model 'single_conv': no plugin provides architecture 'single_conv' \(known: none\)",
+    ):
+        reg.builder(card)
+    dotted = card.model_copy(update={"architecture": "zoo_no_such_module.model:build"})
+    with pytest.raises(
+        PluginError, match=r"cannot import builder 'zoo_no_such_module.model:build'"
+    ):
+        reg.builder(dotted)
+    assert issubclass(PluginError, ZooError)
+
+
+def test_dotted_architecture_needs_no_plugin() -> None:
+    reg = Registry(host=PluginHost())
+    card = reg.get("single_conv").model_copy(update={"architecture": "zoo.api:list_models"})
+    from zoo.api import list_models
+
+    assert reg.builder(card) is list_models
