@@ -98,6 +98,7 @@ class GoldenOutput(_Strict):
     """The eager model's output on the golden input (before any export step)."""
 
     shape: list[int]
+    abs_max: float = Field(description="Largest |value| in the output: the scale of the check.")
     samples: list[GoldenSample]
     channel_means: list[float]
     argmax_histogram: list[int] = Field(description="Pixel count per class of the argmax.")
@@ -107,8 +108,10 @@ class GoldenOutput(_Strict):
 class Golden(_Strict):
     input: GoldenInput
     output: GoldenOutput
-    atol: float = Field(description="Absolute tolerance for parity checks.")
-    rtol: float = Field(description="Relative tolerance for parity checks.")
+    atol: float = Field(description="Absolute part of the parity tolerance.")
+    rtol: float = Field(
+        description="Relative part: a value passes when |Δ| <= atol + rtol * output.abs_max."
+    )
 
 
 class ArtifactFacts(_Strict):

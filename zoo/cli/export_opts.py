@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zoo.cli.output import human_bytes
 from zoo.errors import UsageError
 
 if TYPE_CHECKING:
@@ -92,8 +93,6 @@ def run_export(
 
 def _summary(outcome: ExportOutcome, quiet: bool) -> None:
     m = outcome.manifest
-    if m.untrained:
-        print(f"zoo: {m.warning}", file=sys.stderr)
     print(outcome.artifact)
     if quiet:
         return
@@ -101,7 +100,7 @@ def _summary(outcome: ExportOutcome, quiet: bool) -> None:
     size = m.artifact.size if m.artifact else 0
     lines = [
         f"format {facts.format} ({facts.method}), input {facts.input_shape}, "
-        f"{size / 1e6:.1f} MB" + (f", bytecode v{facts.bytecode_version}"
+        f"{human_bytes(size)}" + (f", bytecode v{facts.bytecode_version}"
                                   if facts.bytecode_version else ""),
         "optimizations: " + ", ".join(f"{k} {v}" for k, v in facts.optimizations.items()),
         f"manifest {outcome.manifest_path.name}, checksums {outcome.sums_path.name}"

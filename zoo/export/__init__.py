@@ -6,7 +6,7 @@ from zoo.errors import PluginError, UsageError
 from zoo.export.base import Exporter, ExportOptions, Prepared
 from zoo.plugins import PluginHost, as_callable, get_host, warn
 
-__all__ = ["Exporter", "ExportOptions", "Prepared", "available_formats", "get_exporter"]
+__all__ = ["ExportOptions", "Exporter", "Prepared", "available_formats", "get_exporter"]
 
 
 def _refs(host: PluginHost) -> dict[str, tuple[str, object]]:

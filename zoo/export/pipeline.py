@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 GOLDEN_SEED = 0
 GOLDEN_MAX_SIDE = 256
 ATOL = 1e-4
-RTOL = 1e-4
+RTOL = 1e-5
 
 Log = Callable[[str], None]
 
@@ -151,7 +151,8 @@ def _load_cached(folder: Path, name: str) -> Manifest | None:
     except ValueError:
         return None
     facts = manifest.artifact
-    if facts is None or facts.size != artifact.stat().st_size or sha256_file(artifact) != facts.sha256:
+    intact = facts is not None and facts.size == artifact.stat().st_size
+    if not intact or sha256_file(artifact) != facts.sha256:
         shutil.rmtree(folder, ignore_errors=True)  # never serve bytes that don't match
         return None
     return manifest
@@ -245,13 +246,16 @@ def _manifest(
     )
 
 
-def _install(cached: Path, name: str, manifest: Manifest, out_dir: Path, hit: bool) -> ExportOutcome:
+def _install(
+    cached: Path, name: str, manifest: Manifest, out_dir: Path, hit: bool
+) -> ExportOutcome:
     """Copy the cached files into ``out_dir`` (skipping identical ones) and update SHA256SUMS."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [name, f"{name}.manifest.json"]
     if manifest.export.operators_file:
         files.append(manifest.export.operators_file)
-    lock = zoo_home() / "locks" / (hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:16] + ".lock")
+    folder_id = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:16]
+    lock = zoo_home() / "locks" / f"out-{folder_id}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     sums: dict[str, str] = {}
     with FileLock(str(lock)):

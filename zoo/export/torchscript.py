@@ -111,7 +111,7 @@ class LiteExporter(Exporter):
 
     name = "lite"
     suffix = ".ptl"
-    description = "PyTorch Mobile lite interpreter (iOS LibTorch-Lite, Android pytorch_android_lite)"
+    description = "PyTorch Mobile lite interpreter (LibTorch-Lite on iOS, pytorch_android_lite)"
 
     def prepare(
         self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions

@@ -101,8 +101,8 @@ def _check_hashes(report: Report, artifact: Path, sidecar: Path, manifest: Manif
         if listed is None:
             ok &= report.add("SHA256SUMS", False, f"{name} is not listed in {SUMS_NAME}")
         else:
-            ok &= report.add("SHA256SUMS", listed == want, f"{name}: "
-                             + ("matches" if listed == want else f"{want[:16]}… != listed {listed[:16]}…"))
+            detail = "matches" if listed == want else f"{want[:16]}… != listed {listed[:16]}…"
+            ok &= report.add("SHA256SUMS", listed == want, f"{name}: {detail}")
     return ok
 
 
@@ -145,7 +145,8 @@ def _check_parity(report: Report, artifact: Path, manifest: Manifest) -> None:
     if result.get("max_abs_diff") is None:
         report.add("parity", False, "; ".join(result.get("problems", [])) or "failed")
         return
-    tol = f"atol {golden.atol:g} + rtol {golden.rtol:g}·|ref|"
+    tol = (f"limit {result['limit']:.3g} = atol {golden.atol:g} + rtol {golden.rtol:g} × "
+           f"max|out| {golden.output.abs_max:.3g}")
     detail = (f"max |Δ| {result['max_abs_diff']:.3g} ({tol}) on {golden.input.shape}, "
               f"argmax agreement {result['argmax_agreement']:.1%}")
     if result.get("bit_exact"):

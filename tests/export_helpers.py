@@ -1,0 +1,98 @@
+"""Helpers for export tests: generate real weight files, fetch through the CLI, run artifacts
+in a clean process (no zoo, no torchvision) the way a device runtime would."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import run_zoo
+
+# Runs in a fresh interpreter: loads an artifact with torch only and prints its full output.
+CLEAN_RUNNER = r"""
+import json, sys
+import torch
+fmt, path, shape, seed, mean, std, out_file = json.loads(sys.argv[1])
+if fmt == "lite":
+    from torch.jit.mobile import _load_for_lite_interpreter
+    m = _load_for_lite_interpreter(path)
+else:
+    m = torch.jit.load(path)
+g = torch.Generator().manual_seed(seed)
+x = torch.rand(shape, generator=g)
+x = (x - torch.tensor(mean)[None, :, None, None]) / torch.tensor(std)[None, :, None, None]
+with torch.no_grad():
+    r = m(x)
+kind = "dict" if isinstance(r, dict) else "tensor"
+keys = sorted(r) if isinstance(r, dict) else None
+t = r["out"] if isinstance(r, dict) else r
+torch.save(t, out_file)
+print(json.dumps({"kind": kind, "keys": keys, "shape": list(t.shape),
+                  "torchvision": "torchvision" in sys.modules, "zoo": "zoo" in sys.modules}))
+"""
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_weights(name: str, folder: Path, seed: int = 1) -> Path:
+    """A state dict for built-in model ``name`` in torchvision's layout (aux head included
+    where torchvision's COCO weights have one), from a seeded random init."""
+    import torch
+
+    import zoo
+    from zoo.registry import default_registry
+
+    card = zoo.get(name)
+    torch.manual_seed(seed)
+    has_aux = "aux" in card.output.optional_keys
+    model = default_registry().builder(card)(card, aux=has_aux).eval()
+    # A raw init's logits reach the hundreds; trained ones are of order 10. Scale the class
+    # convolutions so the output has a trained model's scale and 1e-4 means what it says.
+    with torch.no_grad():
+        scale = model(torch.rand(1, 3, 64, 64))
+        scale = (scale["out"] if isinstance(scale, dict) else scale).abs().max().item()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.out_channels == card.num_classes:
+                module.weight.mul_(10.0 / scale)
+                if module.bias is not None:
+                    module.bias.mul_(10.0 / scale)
+    path = folder / f"{name}-{seed}.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def fetch(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``zoo fetch ARGS`` in a subprocess with its own ZOO_HOME."""
+    return run_zoo(["fetch", *args], env={"ZOO_HOME": str(home), **env})
+
+
+def run_clean(fmt: str, artifact: Path, manifest: dict, out_file: Path) -> dict:
+    """Run the manifest's golden input through ``artifact`` in a clean process."""
+    g = manifest["golden"]["input"]
+    request = [fmt, str(artifact), g["shape"], g["seed"], g["mean"], g["std"], str(out_file)]
+    proc = subprocess.run([sys.executable, "-c", CLEAN_RUNNER, json.dumps(request)],
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def eager_output(name: str, weights: Path | None, manifest: dict):
+    """The eager model's output on the manifest's golden input, built by zoo in-process."""
+    import torch
+
+    import zoo
+    from zoo.build import build_model
+    from zoo.export._runner import golden_input, select_output
+    from zoo.weights import UNTRAINED, resolve_weights
+
+    card = zoo.get(name)
+    resolved = resolve_weights(card, str(weights)) if weights else UNTRAINED
+    model = build_model(card, resolved)
+    with torch.no_grad():
+        out = model(golden_input(manifest["golden"]["input"]))
+    return select_output(out, card.output.key)

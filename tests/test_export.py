@@ -1,0 +1,263 @@
+"""`zoo fetch NAME --format torchscript|lite`: artifacts, manifests, checksums, parity, verify.
+
+Weights are real state dicts generated here and served from a real HTTP server on 127.0.0.1;
+artifacts are loaded with torch's own loaders in processes that import neither zoo nor
+torchvision.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_zoo
+from tests.export_helpers import eager_output, fetch, make_weights, run_clean, sha256_file
+from tests.httpserver import HTTPTestServer, http_server  # noqa: F401
+
+BUILTIN = [
+    "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_resnet101",
+    "deeplabv3_resnet50",
+    "fcn_resnet101",
+    "fcn_resnet50",
+    "lraspp_mobilenet_v3_large",
+    "single_conv",
+]
+SUFFIX = {"torchscript": ".pt", "lite": ".ptl"}
+SMALL = "64x96"  # non-square on purpose: H and W must never swap
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("weights")
+
+
+def _manifest(artifact: Path) -> dict:
+    return json.loads(artifact.with_name(artifact.name + ".manifest.json").read_text())
+
+
+def _serve(server: HTTPTestServer, path: Path) -> str:
+    return server.serve(f"/models/{path.name}", path) + f"#sha256={sha256_file(path)}"
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_builtin_model_exports_to_both_formats_and_verifies(
+    name: str, tmp_path: Path, weights_dir: Path, http_server: HTTPTestServer  # noqa: F811
+) -> None:
+    weights = make_weights(name, weights_dir)
+    url = _serve(http_server, weights)
+    for fmt, suffix in SUFFIX.items():
+        out = tmp_path / fmt
+        proc = fetch([name, "--format", fmt, "--weights", url, "--input-size", SMALL,
+                      "-o", str(out), "--quiet"], tmp_path / "home")
+        assert proc.returncode == 0, proc.stderr
+        artifact = out / f"{name}{suffix}"
+        assert proc.stdout.strip().splitlines()[-1] == str(artifact)
+        manifest = _manifest(artifact)
+        assert manifest["untrained"] is False
+        assert manifest["weights"]["sha256"] == sha256_file(weights)
+        assert manifest["export"]["format"] == fmt
+        assert manifest["export"]["method"] == "script"
+        assert manifest["export"]["input_shape"] == [1, 3, 64, 96]
+        assert manifest["artifact"]["sha256"] == sha256_file(artifact)
+
+        verified = run_zoo(["verify", str(artifact), "--json"])
+        report = json.loads(verified.stdout)
+        assert verified.returncode == 0, report
+        assert report["ok"] and report["parity"]["max_abs_diff"] <= 1e-4
+        assert report["parity"]["modules"] == {"zoo": False, "torchvision": False}
+
+        clean = run_clean(fmt, artifact, manifest, tmp_path / f"{fmt}.out")
+        assert clean["torchvision"] is False and clean["zoo"] is False
+        expected_kind = "tensor" if name == "single_conv" else "dict"
+        assert clean["kind"] == expected_kind
+        if expected_kind == "dict":
+            assert clean["keys"] == ["out"]  # aux head dropped by default
+        assert clean["shape"] == [1, 21 if name != "single_conv" else 23, 64, 96]
+    # full-tensor parity against the eager model, built independently in this process
+    import torch
+
+    eager = eager_output(name, weights, manifest)
+    for fmt in SUFFIX:
+        got = torch.load(tmp_path / f"{fmt}.out")
+        assert got.shape == eager.shape
+        assert (got - eager).abs().max().item() <= 1e-4
+
+
+def test_seed_numbers_deeplabv3_resnet50_keep_aux_torchscript(
+    tmp_path: Path, weights_dir: Path, http_server: HTTPTestServer  # noqa: F811
+) -> None:
+    weights = make_weights("deeplabv3_resnet50", weights_dir)
+    proc = fetch(["deeplabv3_resnet50", "--format", "torchscript", "--keep-aux",
+                  "--weights", _serve(http_server, weights), "--input-size", "400x400",
+                  "-o", str(tmp_path / "out"), "--quiet"], tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    artifact = tmp_path / "out" / "deeplabv3_resnet50.pt"
+    size_mb = artifact.stat().st_size / 1e6
+    assert 160 <= size_mb <= 176, size_mb  # the tutorial's "about 168 MB"
+    manifest = _manifest(artifact)
+    assert manifest["output"]["optional_keys"] == ["aux"]
+    script = (
+        "import torch, sys; m = torch.jit.load(sys.argv[1]); r = m(torch.rand(1, 3, 400, 400));"
+        "print(sorted(r), list(r['out'].shape), list(r['aux'].shape))"
+    )
+    ran = subprocess.run([sys.executable, "-c", script, str(artifact)],
+                         capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "['aux', 'out'] [1, 21, 400, 400] [1, 21, 400, 400]"
+
+
+@pytest.fixture
+def lite_artifact(tmp_path: Path) -> Path:
+    proc = fetch(["single_conv", "--format", "lite", "--weights", "none", "-o",
+                  str(tmp_path / "out")], tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    assert "UNTRAINED" in proc.stderr
+    return tmp_path / "out" / "single_conv.ptl"
+
+
+def test_untrained_export_says_so_everywhere(lite_artifact: Path) -> None:
+    manifest = _manifest(lite_artifact)
+    assert manifest["untrained"] is True and "UNTRAINED" in manifest["warning"]
+    with zipfile.ZipFile(lite_artifact) as archive:
+        embedded = json.loads(archive.read("single_conv/extra/manifest.json"))
+    assert embedded["untrained"] is True and embedded["artifact"] is None
+    verified = run_zoo(["verify", str(lite_artifact)])
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "VERIFIED" in verified.stdout
+
+
+def test_sha256sums_passes_sha256sum_check(lite_artifact: Path) -> None:
+    folder = lite_artifact.parent
+    listed = (folder / "SHA256SUMS").read_text().splitlines()
+    assert {line.split("  ")[1] for line in listed} == {
+        "single_conv.ptl", "single_conv.ptl.manifest.json", "single_conv.ptl.ops.yaml"}
+    proc = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=folder, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_operator_list_is_yaml_of_root_ops(lite_artifact: Path) -> None:
+    ops = yaml.safe_load(lite_artifact.with_name("single_conv.ptl.ops.yaml").read_text())
+    assert ops == sorted(ops)
+    assert "aten::conv2d" in ops and "aten::relu" in ops
+
+
+def test_lite_manifest_records_bytecode_and_skipped_xnnpack(lite_artifact: Path) -> None:
+    from torch.jit.mobile import _get_model_bytecode_version
+
+    facts = _manifest(lite_artifact)["export"]
+    assert facts["bytecode_version"] == _get_model_bytecode_version(str(lite_artifact))
+    assert facts["method"] == "script"
+    assert facts["optimizations"]["freeze"] == "applied"
+    assert facts["optimizations"]["optimize_for_mobile"].startswith(("applied", "skipped"))
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate", "edit_manifest", "drop_sums_line"])
+def test_verify_fails_on_damage(lite_artifact: Path, damage: str) -> None:
+    manifest_path = lite_artifact.with_name(lite_artifact.name + ".manifest.json")
+    if damage == "flip_byte":
+        data = bytearray(lite_artifact.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        lite_artifact.write_bytes(bytes(data))
+    elif damage == "truncate":
+        lite_artifact.write_bytes(lite_artifact.read_bytes()[:-100])
+    elif damage == "edit_manifest":
+        manifest = json.loads(manifest_path.read_text())
+        manifest["model"]["labels"][1] = "not-paved-area"
+        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    else:
+        sums = lite_artifact.parent / "SHA256SUMS"
+        sums.write_text("".join(line + "\n" for line in sums.read_text().splitlines()
+                                if not line.endswith("single_conv.ptl")))
+    proc = run_zoo(["verify", str(lite_artifact)])
+    assert proc.returncode == 1, proc.stdout
+    assert "NOT VERIFIED" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+def test_verify_missing_file_is_usage_error(tmp_path: Path) -> None:
+    proc = run_zoo(["verify", str(tmp_path / "nope.ptl")])
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr
+
+
+def test_repeat_fetch_is_a_cache_hit(tmp_path: Path) -> None:
+    args = ["single_conv", "--format", "torchscript", "--weights", "none",
+            "-o", str(tmp_path / "o")]
+    first = fetch(args, tmp_path / "home")
+    assert first.returncode == 0, first.stderr
+    cached = next((tmp_path / "home" / "artifacts").glob("*/single_conv.pt"))
+    stamp = cached.stat().st_mtime_ns
+    second = fetch(args, tmp_path / "home")
+    assert second.returncode == 0, second.stderr
+    assert "cache hit" in second.stderr
+    assert "preparing" not in second.stderr
+    assert cached.stat().st_mtime_ns == stamp
+
+
+def test_exports_are_byte_identical_across_processes_and_folders(tmp_path: Path) -> None:
+    for fmt, suffix in SUFFIX.items():
+        outs = []
+        for run in ("a", "b"):
+            out = tmp_path / f"{fmt}-{run}" / "nested"
+            proc = fetch(["lraspp_mobilenet_v3_large", "--format", fmt, "--weights", "none",
+                          "--input-size", SMALL, "-o", str(out), "--quiet"],
+                         tmp_path / f"home-{run}")
+            assert proc.returncode == 0, proc.stderr
+            outs.append(out / f"lraspp_mobilenet_v3_large{suffix}")
+        assert outs[0].read_bytes() == outs[1].read_bytes()
+        assert _manifest(outs[0]) == _manifest(outs[1])
+
+
+def test_bytecode_backport_to_7_verifies(tmp_path: Path) -> None:
+    from torch.jit.mobile import _get_model_bytecode_version
+
+    proc = fetch(["single_conv", "--format", "lite", "--bytecode-version", "7", "--weights",
+                  "none", "-o", str(tmp_path / "o"), "--quiet"], tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    artifact = tmp_path / "o" / "single_conv.ptl"
+    assert _get_model_bytecode_version(str(artifact)) == 7
+    assert _manifest(artifact)["export"]["bytecode_version"] == 7
+    assert run_zoo(["verify", str(artifact)]).returncode == 0
+
+
+def test_failed_backport_leaves_no_partial_file(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    proc = fetch(["single_conv", "--format", "lite", "--bytecode-version", "3", "--weights",
+                  "none", "-o", str(out)], tmp_path / "home")
+    assert proc.returncode == 1
+    assert "bytecode version 3" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() or not any(out.iterdir())
+    leftovers = [p for p in (tmp_path / "home" / "artifacts").rglob("*") if p.is_file()
+                 and not p.name.endswith(".lock")]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "coreml"], "unknown format 'coreml'; choose from lite, torchscript"),
+        (["--format", "torchscript", "--bytecode-version", "7"], "applies to --format lite only"),
+        (["--format", "lite", "--input-size", "64by64"], "is not HEIGHTxWIDTH"),
+    ],
+)
+def test_bad_export_options_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = fetch(["single_conv", "--weights", "none", "-o", str(tmp_path / "o"), *args],
+                 tmp_path / "home")
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_keep_aux_on_model_without_aux_is_usage_error(tmp_path: Path) -> None:
+    proc = fetch(["lraspp_mobilenet_v3_large", "--format", "lite", "--keep-aux", "--weights",
+                  "none", "-o", str(tmp_path / "o")], tmp_path / "home")
+    assert proc.returncode == 2
+    assert "no auxiliary head" in proc.stderr
