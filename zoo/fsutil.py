@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -64,8 +66,34 @@ def atomic_copy(src: Path, dest: Path) -> None:
         raise
 
 
-def same_file_content(a: Path, b: Path, b_sha256: str | None = None) -> bool:
-    """True when both files exist with the same size and sha256."""
-    if not (a.is_file() and b.is_file()) or a.stat().st_size != b.stat().st_size:
-        return False
-    return sha256_file(a) == (b_sha256 or sha256_file(b))
+class StatMemo:
+    """Remembers files' sha256 by (size, mtime_ns) in one JSON file, so a re-check of an
+    unchanged file costs a ``stat`` instead of a full read. A changed file is re-hashed."""
+
+    def __init__(self, store: Path) -> None:
+        self.store = store
+        try:
+            self._data: dict[str, dict] = json.loads(store.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self._data = {}
+
+    def sha256(self, path: Path) -> str:
+        """The file's sha256, from the memo when its size and mtime are unchanged."""
+        st = path.stat()
+        record = self._data.get(str(path.resolve()))
+        if record and record["size"] == st.st_size and record["mtime_ns"] == st.st_mtime_ns:
+            return str(record["sha256"])
+        sha = sha256_file(path)
+        self.remember(path, sha)
+        return sha
+
+    def remember(self, path: Path, sha: str) -> None:
+        """Record ``path``'s current stat with a hash the caller already knows."""
+        st = path.stat()
+        self._data[str(path.resolve())] = {
+            "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+
+    def save(self) -> None:
+        """Write the memo (best effort: a read-only store only costs re-hashing later)."""
+        with contextlib.suppress(OSError):
+            atomic_write_text(self.store, json.dumps(self._data, indent=1, sort_keys=True))

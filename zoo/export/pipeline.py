@@ -23,7 +23,7 @@ from zoo.errors import ExportError
 from zoo.export import get_exporter
 from zoo.export.base import Exporter, ExportOptions, Prepared
 from zoo.export.checksums import update_sums
-from zoo.fsutil import atomic_copy, same_file_content, sha256_file
+from zoo.fsutil import StatMemo, atomic_copy, sha256_file
 from zoo.manifest import (
     EMBEDDED_NAME,
     UNTRAINED_WARNING,
@@ -71,7 +71,7 @@ def artifact_file_name(card: ModelCard, exporter: Exporter, options: ExportOptio
 
 def cache_key(card: ModelCard, weights: ResolvedWeights, fmt: str, options: ExportOptions) -> str:
     """Hash of everything that shapes the artifact's bytes."""
-    import torch
+    from importlib.metadata import version
 
     from zoo import __version__
 
@@ -81,7 +81,7 @@ def cache_key(card: ModelCard, weights: ResolvedWeights, fmt: str, options: Expo
         "format": fmt,
         "options": options.as_dict(),
         "zoo": __version__,
-        "torch": torch.__version__,
+        "torch": version("torch"),  # not `import torch`: a cache hit must stay cheap
     }
     blob = json.dumps(payload, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
@@ -141,6 +141,11 @@ def export_artifact(
     return _install(cached, name, manifest, out_dir, hit)
 
 
+def _memo(folder: Path) -> StatMemo:
+    """Hashes of the cached files and of their installed copies, by size and mtime."""
+    return StatMemo(folder.parent / f"{folder.name}.stat.json")
+
+
 def _load_cached(folder: Path, name: str) -> Manifest | None:
     manifest_path = folder / f"{name}.manifest.json"
     artifact = folder / name
@@ -152,7 +157,7 @@ def _load_cached(folder: Path, name: str) -> Manifest | None:
         return None
     facts = manifest.artifact
     intact = facts is not None and facts.size == artifact.stat().st_size
-    if not intact or sha256_file(artifact) != facts.sha256:
+    if not intact or _memo(folder).sha256(artifact) != facts.sha256:
         shutil.rmtree(folder, ignore_errors=True)  # never serve bytes that don't match
         return None
     return manifest
@@ -197,14 +202,18 @@ def _produce(
         artifact = staging / name
         say(f"writing {name}")
         exporter.save(prepared, artifact, {EMBEDDED_NAME: manifest.embedded().to_json()})
+        sha = sha256_file(artifact)
         manifest = manifest.model_copy(update={"artifact": ArtifactFacts(
-            file=name, size=artifact.stat().st_size, sha256=sha256_file(artifact))})
+            file=name, size=artifact.stat().st_size, sha256=sha)})
         if prepared.operators is not None:
             ops = yaml.safe_dump(sorted(prepared.operators), default_flow_style=False)
             (staging / f"{name}.ops.yaml").write_text(ops, encoding="utf-8")
         (staging / f"{name}.manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         shutil.rmtree(dest, ignore_errors=True)
         staging.replace(dest)
+        memo = _memo(dest)
+        memo.remember(dest / name, sha)
+        memo.save()
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -258,18 +267,20 @@ def _install(
     lock = zoo_home() / "locks" / f"out-{folder_id}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     sums: dict[str, str] = {}
+    memo = _memo(cached)
     with FileLock(str(lock)):
         for file in files:
             src, dest = cached / file, out_dir / file
-            known = manifest.artifact.sha256 if (file == name and manifest.artifact) else None
-            sha = known or sha256_file(src)
-            if not same_file_content(dest, src, sha):
+            sha = memo.sha256(src)
+            if not (dest.is_file() and memo.sha256(dest) == sha):
                 try:
                     atomic_copy(src, dest)
                 except OSError as exc:
                     raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
+                memo.remember(dest, sha)
             sums[file] = sha
         sums_path = update_sums(out_dir, sums)
+        memo.save()
     ops = out_dir / manifest.export.operators_file if manifest.export.operators_file else None
     return ExportOutcome(
         artifact=out_dir / name, manifest_path=out_dir / f"{name}.manifest.json",

@@ -1,0 +1,140 @@
+"""Benchmark `zoo fetch deeplabv3_resnet50 --format lite` against the seed tutorial's bare steps.
+
+Baseline (issue 5): the tutorial's steps in a fresh process: build the torchvision model, load
+the weights, `torch.jit.script`, save for the lite interpreter. Measured in the same run:
+
+- wall time of `zoo fetch NAME --format lite --weights FILE` (cold process, empty cache)
+  / bare steps                                                    target <= 1.3
+- the cache-hit repeat / the first fetch                          target <= 0.1
+- artifact sizes (zoo's frozen lite file vs the bare one)
+- lite-interpreter inference / eager inference (same input, same threads, median)
+                                                                  target <= 1.05
+
+    python benchmarks/export.py [--model deeplabv3_resnet50] [--weights FILE] [--runs 5]
+
+Without --weights a random state dict in torchvision's layout (with the aux head) is made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BARE_STEPS = r"""
+import sys, warnings
+warnings.filterwarnings("ignore")
+import torch
+from torchvision.models import segmentation
+name, weights, out = sys.argv[1:4]
+model = getattr(segmentation, name)(weights=None, weights_backbone=None, aux_loss=True)
+model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+model.eval()
+scripted = torch.jit.script(model)
+scripted._save_for_lite_interpreter(out)
+"""
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
+    return elapsed
+
+
+def make_weights(name: str, folder: Path) -> Path:
+    import torch
+    from torchvision.models import segmentation
+
+    kwargs = {"aux_loss": True} if not name.startswith("lraspp") else {}
+    model = getattr(segmentation, name)(weights=None, weights_backbone=None, **kwargs)
+    path = folder / f"{name}.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def inference_times(name: str, weights: Path, artifact: Path, size: int, runs: int,
+                    threads: int) -> tuple[float, float]:
+    """Median seconds per forward pass: eager (zoo.build) and the lite artifact."""
+    import torch
+    from torch.jit.mobile import _load_for_lite_interpreter
+
+    import zoo
+    from zoo.build import build_model
+    from zoo.weights import resolve_weights
+
+    torch.set_num_threads(threads)
+    card = zoo.get(name)
+    eager = build_model(card, resolve_weights(card, str(weights)))
+    lite = _load_for_lite_interpreter(str(artifact))
+    x = torch.rand(1, 3, size, size)
+
+    def median(fn) -> float:
+        with torch.no_grad():
+            fn(x)  # warm-up
+            samples = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                fn(x)
+                samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+    return median(eager), median(lite)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="deeplabv3_resnet50")
+    parser.add_argument("--weights", type=Path, help="state dict file (default: random)")
+    parser.add_argument("--runs", type=int, default=5, help="inference runs per side")
+    parser.add_argument("--size", type=int, default=520, help="inference input size")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        weights = args.weights or make_weights(args.model, tmpdir)
+        env = {**os.environ, "ZOO_HOME": str(tmpdir / "home")}
+        bare_out = tmpdir / "bare.ptl"
+        bare = timed([sys.executable, "-c", BARE_STEPS, args.model, str(weights), str(bare_out)],
+                     env)
+        fetch = [sys.executable, "-m", "zoo", "fetch", args.model, "--format", "lite",
+                 "--weights", str(weights), "-o", str(tmpdir / "out"), "--quiet"]
+        first = timed(fetch, env)
+        repeat = timed(fetch, env)
+        artifact = tmpdir / "out" / f"{args.model}.ptl"
+        eager_s, lite_s = inference_times(args.model, weights, artifact, args.size, args.runs,
+                                          args.threads)
+        rows = [
+            ("bare steps (build, load, script, save)", f"{bare:.2f} s", "baseline", ""),
+            ("zoo fetch --format lite (cold)", f"{first:.2f} s", f"{first / bare:.2f}x",
+             "<= 1.3"),
+            ("zoo fetch repeat (cache hit)", f"{repeat:.2f} s", f"{repeat / first:.3f}x first",
+             "<= 0.1"),
+            ("bare artifact size", f"{bare_out.stat().st_size / 1e6:.1f} MB", "", ""),
+            ("zoo artifact size (frozen, aux dropped)",
+             f"{artifact.stat().st_size / 1e6:.1f} MB",
+             f"{artifact.stat().st_size / bare_out.stat().st_size:.2f}x bare", ""),
+            (f"eager inference {args.size}x{args.size}", f"{eager_s * 1000:.0f} ms", "baseline",
+             ""),
+            (f"lite inference {args.size}x{args.size}", f"{lite_s * 1000:.0f} ms",
+             f"{lite_s / eager_s:.2f}x", "<= 1.05"),
+        ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{args.model}, {args.threads} threads, median of {args.runs} inference runs")
+    print(f"{'measure':<{width}}  {'value':>10}  {'ratio':>14}  target")
+    for label, value, ratio, target in rows:
+        print(f"{label:<{width}}  {value:>10}  {ratio:>14}  {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

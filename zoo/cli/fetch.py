@@ -1,0 +1,144 @@
+"""``zoo fetch NAME``: get a model's weights into the cache, verified, and print the path.
+
+The weights options (``--weights``, ``--mirror``, ``--offline``, ...) are added by
+:func:`add_weights_options` and turned into a :class:`~zoo.weights.ResolvedWeights` by
+:func:`weights_from_args`, so any command that needs weights shares them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from zoo.cli.export_opts import add_export_options, check_export_args, run_export
+from zoo.cli.output import error_line
+from zoo.errors import UsageError
+
+if TYPE_CHECKING:
+    from zoo.schema import ModelCard
+    from zoo.weights import ResolvedWeights
+
+EPILOG = """\
+weights sources (--weights):
+  NAME                 one of the card's weights (see `zoo info NAME`); default: its default
+  https://.../w.pth    a URL; append #sha256=HEX to pin its hash (pip style)
+  PATH | file://PATH   a local file (hashed, used in place, not copied into the cache)
+  none                 random init: everything produced is marked UNTRAINED
+
+environment:
+  ZOO_HOME     cache root (default: the platform's user cache folder); see `zoo cache path`
+  ZOO_MIRROR   like --mirror
+  ZOO_OFFLINE  1: use the cache only, never the network (like --offline)
+
+examples:
+  zoo fetch deeplabv3_resnet50
+  zoo fetch deeplabv3_resnet50 --mirror https://mirror.example.com
+  zoo fetch single_conv --weights ./my_drone_weights.pth
+  zoo fetch deeplabv3_resnet50 --format lite -o app/models
+  zoo fetch deeplabv3_resnet50 --format lite --bytecode-version 7   # PyTorch Mobile 1.10 apps
+  zoo fetch deeplabv3_resnet50 --format torchscript --keep-aux --input-size 400x400
+"""
+
+
+def add_weights_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options that choose and fetch weights (shared by every weights-using command)."""
+    g = parser.add_argument_group("weights")
+    g.add_argument("--weights", metavar="SPEC", default=None,
+                   help="weights NAME, URL[#sha256=HEX], PATH, or 'none' (default: the card's)")
+    g.add_argument("--mirror", metavar="BASE", default=None,
+                   help="download from BASE instead: keeps the URL's path, replaces scheme and "
+                   "host (env ZOO_MIRROR)")
+    g.add_argument("--allow-http", action="store_true",
+                   help="allow plain http:// to hosts other than loopback")
+    g.add_argument("--offline", action="store_true", default=None,
+                   help="use the cache only; fail at once if the weights are not there "
+                   "(env ZOO_OFFLINE=1)")
+    g.add_argument("--timeout", type=_positive_float, default=30.0, metavar="S",
+                   help="seconds to wait for a connection or for data (default 30)")
+    g.add_argument("--retries", type=_non_negative_int, default=3, metavar="N",
+                   help="retries on connection errors, timeouts and 5xx (default 3)")
+    shown = g.add_mutually_exclusive_group()
+    shown.add_argument("--progress", action="store_true",
+                       help="show a progress bar even when stderr is not a terminal")
+    shown.add_argument("--quiet", "-q", action="store_true",
+                       help="no progress bar and no notes (errors and UNTRAINED still show)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
+    return int(text)
+
+
+def progress_mode(args: argparse.Namespace) -> str:
+    """'always' with --progress, 'never' with --quiet, else 'auto'."""
+    if getattr(args, "quiet", False):
+        return "never"
+    return "always" if getattr(args, "progress", False) else "auto"
+
+
+def weights_from_args(args: argparse.Namespace, card: ModelCard) -> ResolvedWeights:
+    """Resolve the weights the options in ``args`` ask for; warns loudly when untrained."""
+    from zoo.weights import resolve_weights
+
+    weights = resolve_weights(
+        card, args.weights, mirror=args.mirror, offline=True if args.offline else None,
+        allow_http=args.allow_http, progress=progress_mode(args), timeout=args.timeout,
+        retries=args.retries,
+    )
+    if weights.untrained:
+        untrained_warning(card.name)
+    return weights
+
+
+def untrained_warning(name: str) -> None:
+    """The loud line every untrained result gets on stderr (even with --quiet)."""
+    error_line(
+        f"zoo: UNTRAINED: {name} has random weights (--weights none); its outputs are "
+        "meaningless until you load trained weights"
+    )
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register ``zoo fetch``."""
+    p = sub.add_parser(
+        "fetch", parents=[common], help="fetch weights; with --format, export an artifact",
+        description="Fetch a model's weights into the cache (verified by sha256, resumable, "
+        "safe to run concurrently) and print the cached file's path on stdout. With --format, "
+        "also build the model, export it, and write the artifact, its manifest, its operator "
+        "list and SHA256SUMS into -o DIR; the artifact's path is printed on stdout.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help="model name (see `zoo list`)")
+    add_weights_options(p)
+    add_export_options(p)
+    p.set_defaults(handler=cmd_fetch)
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Resolve the weights; print their path (nothing on stdout when untrained)."""
+    from zoo.cli.main import load_registry
+
+    registry = load_registry(args)
+    card = registry.get(args.name)
+    if args.weights is not None and not args.weights.strip():
+        raise UsageError("--weights needs a value: NAME, URL, PATH or none")
+    if args.format is not None:
+        check_export_args(args, card)  # before any download or build
+    weights = weights_from_args(args, card)
+    if args.format is not None:
+        return run_export(args, card, weights, registry)
+    if weights.path is not None:
+        sys.stdout.write(f"{weights.path}\n")
+    return 0
