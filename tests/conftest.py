@@ -50,3 +50,6 @@ def run_zoo(
         timeout=timeout,
         check=False,
     )
+
+
+pytest_plugins = ["tests.httpserver"]

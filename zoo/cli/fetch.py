@@ -47,8 +47,8 @@ def add_weights_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", metavar="SPEC", default=None,
                    help="weights NAME, URL[#sha256=HEX], PATH, or 'none' (default: the card's)")
     g.add_argument("--mirror", metavar="BASE", default=None,
-                   help="download from BASE instead: keeps the URL's path, replaces scheme and "
-                   "host (env ZOO_MIRROR)")
+                   help="fetch the card's weights from BASE: keeps each URL's path, replaces "
+                   "scheme and host (env ZOO_MIRROR)")
     g.add_argument("--allow-http", action="store_true",
                    help="allow plain http:// to hosts other than loopback")
     g.add_argument("--offline", action="store_true", default=None,

@@ -1,0 +1,145 @@
+"""Build a card's model and load its weights safely, in eval mode.
+
+Weights are loaded with ``torch.load(..., weights_only=True)``: a file whose pickle would run
+code is refused, never executed. The state dict must fit the model exactly; a mismatch names
+the missing and unexpected keys and any shape differences. torchvision's segmentation weights
+carry the auxiliary head (``aux_classifier.*``): the model is then built with it, loaded
+strictly, and the head is dropped unless ``keep_aux`` (it only helps training).
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from zoo.errors import UsageError, ZooError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from zoo.registry import Registry
+    from zoo.schema import ModelCard
+    from zoo.weights import ResolvedWeights
+
+AUX_PREFIX = "aux_classifier."
+UNTRAINED_SEED = 0
+_SHOW = 5
+
+
+class WeightsError(ZooError):
+    """A weights file that cannot be loaded into its model (unsafe, unreadable, mismatched)."""
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict with ``weights_only=True``; accepts ``{"state_dict"|"model": ...}``
+    wrappers and DataParallel's ``module.`` prefix."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol chatter; errors still raise
+            obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" not in str(exc):
+            raise WeightsError(
+                f"cannot read weights {path}: torch.load(weights_only=True) cannot parse it "
+                f"({_reason(exc)}); it must be a file written by torch.save(state_dict, PATH)"
+            ) from exc
+        raise WeightsError(
+            f"refusing to load {path}: torch.load(weights_only=True) rejected it "
+            f"({_reason(exc)}); loading it fully could run code from the file; re-save it "
+            "as a plain state dict with torch.save(model.state_dict(), PATH) in code you trust"
+        ) from exc
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise WeightsError(
+            f"cannot read weights {path}: not a torch state dict file ({_reason(exc)})"
+        ) from exc
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
+        raise WeightsError(
+            f"{path} holds a {type(obj).__name__}, not a state dict (a mapping of parameter "
+            "names to tensors)"
+        )
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def _reason(exc: BaseException) -> str:
+    """The telling line of torch's multi-paragraph load errors."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    telling = [ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln]
+    text = (telling or lines or [type(exc).__name__])[0]
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOW])
+    return shown + (f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
+
+
+def check_fit(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Raise WeightsError naming missing/unexpected keys and shape mismatches, if any."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k} {list(state[k].shape)} vs model {list(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state))
+        if state[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_listed(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_listed(unexpected)})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches ({_listed(shapes)})")
+    if problems:
+        raise WeightsError(f"{where}: {'; '.join(problems)}; are these weights for this model?")
+
+
+def build_model(
+    card: ModelCard,
+    weights: ResolvedWeights,
+    *,
+    keep_aux: bool = False,
+    registry: Registry | None = None,
+) -> nn.Module:
+    """The card's model with ``weights`` loaded (or seeded random init when untrained), in
+    eval mode. The aux head is kept only with ``keep_aux``."""
+    if registry is None:
+        from zoo.registry import default_registry
+
+        registry = default_registry()
+    builder = registry.builder(card)
+    if weights.untrained or weights.path is None:
+        torch.manual_seed(UNTRAINED_SEED)  # untrained exports are reproducible
+        return builder(card, aux=keep_aux).eval()
+    state = load_state_dict(weights.path)
+    has_aux = any(k.startswith(AUX_PREFIX) for k in state)
+    if keep_aux and not has_aux:
+        raise UsageError(
+            f"--keep-aux: the weights {weights.source} have no auxiliary head "
+            f"({AUX_PREFIX}* keys); drop --keep-aux or use weights that include it"
+        )
+    model = builder(card, aux=has_aux)
+    where = f"weights {weights.path} do not fit model {card.name!r}"
+    check_fit(model, state, where)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # pragma: no cover - check_fit catches what strict loading would
+        raise WeightsError(f"{where}: {' '.join(str(exc).split())[:300]}") from exc
+    if has_aux and not keep_aux:
+        # Rebuild without the head rather than setting aux_classifier = None: torchvision
+        # declares it a TorchScript constant, and a None assigned later breaks scripting.
+        model = builder(card, aux=False)
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(AUX_PREFIX)})
+    return model.eval()

@@ -1,0 +1,119 @@
+"""``zoo cache list|verify|clear|path``: look after the weights cache under ZOO_HOME."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from zoo.cli.output import error_line, human_bytes, print_json, stdout_console
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register ``zoo cache`` and its sub-commands."""
+    p = sub.add_parser("cache", parents=[common], help="inspect or clean the weights cache",
+                       description="The weights cache under ZOO_HOME: list, re-verify, clear.")
+    cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION")
+    p.set_defaults(handler=lambda _args: _usage(p))
+
+    q = cache_sub.add_parser("list", parents=[common], help="cached weights files",
+                             description="Every cached weights file: hash, size, models, URL.")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(handler=cmd_list)
+
+    q = cache_sub.add_parser("verify", parents=[common], help="re-hash every cached file",
+                             description="Re-hash every cached weights file; delete those whose "
+                             "bytes no longer match their hash. Exit 1 if any were bad.")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(handler=cmd_verify)
+
+    q = cache_sub.add_parser("clear", parents=[common], help="delete cached weights",
+                             description="Delete every cached weights file (and unfinished "
+                             "downloads), or only those of model NAME, or of a hash prefix.")
+    q.add_argument("name", nargs="?", help="model name or sha256 prefix (8+ hex digits)")
+    q.set_defaults(handler=cmd_clear)
+
+    q = cache_sub.add_parser("path", parents=[common], help="print the cache root (ZOO_HOME)",
+                             description="Print the cache root: $ZOO_HOME, or the platform's "
+                             "user cache folder.")
+    q.set_defaults(handler=cmd_path)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _row(entry: Any) -> dict[str, Any]:
+    data = entry.to_json()
+    data.pop("mtime_ns")
+    return data
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``zoo cache list``."""
+    from zoo.cache import WeightsCache
+
+    rows = [_row(e) for e in WeightsCache().list()]
+    if args.json:
+        print_json(rows)
+        return 0
+    console = stdout_console()
+    if not rows:
+        console.print("the weights cache is empty")
+        return 0
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col, justify in (("sha256", "left"), ("size", "right"), ("used by", "left"),
+                         ("url", "left"), ("fetched", "left")):
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for r in rows:
+        used = ", ".join(
+            f"{ref['model']}:{ref['weights']}" if ref["weights"] else ref["model"]
+            for ref in r["refs"]
+        )
+        table.add_row(r["sha256"][:12], human_bytes(r["size"]), escape(used or "-"),
+                      escape(r["urls"][-1] if r["urls"] else "-"), r["fetched_at"] or "-")
+    console.print(table)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """``zoo cache verify``: exit 1 when a bad file was found (and removed)."""
+    from zoo.cache import WeightsCache
+
+    results = WeightsCache().verify(remove=True)
+    bad = [r for r in results if not r.ok]
+    if args.json:
+        print_json([{"sha256": r.sha256, "path": str(r.path), "ok": r.ok, "actual": r.actual,
+                     "removed": not r.ok} for r in results])
+    else:
+        for r in bad:
+            error_line(f"zoo: BAD {r.path}: bytes hash to {r.actual}; removed")
+        print(f"{len(results) - len(bad)} ok, {len(bad)} bad (removed)")
+    return 1 if bad else 0
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    """``zoo cache clear [NAME]``."""
+    from zoo.cache import WeightsCache
+
+    removed = WeightsCache().clear(args.name)
+    freed = sum(e.size for e in removed)
+    what = f" for {args.name}" if args.name else ""
+    if args.name and not removed:
+        print(f"no cached weights{what}")
+    else:
+        print(f"removed {len(removed)} file{'s' if len(removed) != 1 else ''}{what} "
+              f"({human_bytes(freed)})")
+    return 0
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    """``zoo cache path``."""
+    from zoo.paths import zoo_home
+
+    print(zoo_home())
+    return 0
