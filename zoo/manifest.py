@@ -114,6 +114,19 @@ class Golden(_Strict):
     )
 
 
+class QuantizationFacts(_Strict):
+    """How an int8 artifact was made and how close it stays to fp32."""
+
+    scheme: Literal["int8"]
+    method: str = Field(description="'fx' (TorchScript/lite) or 'pt2e' (ExecuTorch).")
+    details: dict[str, str] = Field(description="Engine, quantizer, granularity, ...")
+    calibration: dict[str, Any] = Field(
+        description="'source' is 'images' (--calibrate DIR) or 'synthetic' (flagged)."
+    )
+    sqnr_db: float = Field(description="SQNR of int8 logits vs fp32 on the calibration set.")
+    argmax_agreement: float = Field(description="Share of pixels whose argmax matches fp32.")
+
+
 class ArtifactFacts(_Strict):
     file: str
     size: int
@@ -131,6 +144,10 @@ class Manifest(_Strict):
     weights: WeightsFacts
     export: ExportFacts
     golden: Golden
+    quantization: QuantizationFacts | None = Field(
+        default=None, description="Present for --quantize exports; the golden output is the "
+        "quantized model's own (parity), fidelity to fp32 is recorded here."
+    )
     artifact: ArtifactFacts | None = Field(
         default=None, description="Hash of the artifact file (sidecar only, null when embedded)."
     )

@@ -1,4 +1,5 @@
-"""Built-in plugin: the TorchScript (``.pt``) and lite-interpreter (``.ptl``) export formats.
+"""Built-in plugin: TorchScript (``.pt``), lite interpreter (``.ptl``), ExecuTorch (``.pte``)
+and ONNX (``.onnx``) export formats; the last two need their optional extras at export time.
 
 Registered through the ``zoo`` entry-point group like a third-party format would be.
 """
@@ -11,4 +12,6 @@ def zoo_exporters() -> dict[str, str]:
     return {
         "torchscript": "zoo.export.torchscript:TorchScriptExporter",
         "lite": "zoo.export.torchscript:LiteExporter",
+        "pte": "zoo.export.executorch:PteExporter",
+        "onnx": "zoo.export.onnx:OnnxExporter",
     }

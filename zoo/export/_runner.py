@@ -113,7 +113,8 @@ def _hist_overlap(a: list[int], b: list[int]) -> float:
     return sum(min(x, y) for x, y in zip(a, b, strict=False)) / total
 
 
-def _load(fmt: str, path: str) -> Any:
+def load_runnable(fmt: str, path: str) -> Any:
+    """A callable ``x -> result`` for an artifact, through the format's own runtime only."""
     if fmt == "torchscript":
         import torch
 
@@ -122,6 +123,18 @@ def _load(fmt: str, path: str) -> Any:
         from torch.jit.mobile import _load_for_lite_interpreter
 
         return _load_for_lite_interpreter(path)
+    if fmt == "pte":
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(path).load_method("forward")
+        return lambda x: method.execute([x])[0]
+    if fmt == "onnx":
+        import onnxruntime
+        import torch
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
     raise SystemExit(f"no loader for format {fmt!r} in the generic runner")
 
 
@@ -131,7 +144,9 @@ def run_request(request: dict[str, Any]) -> dict[str, Any]:
 
     torch.manual_seed(0)
     torch.set_num_threads(int(request.get("threads", 1)))
-    module = _load(request["format"], request["artifact"])
+    if request.get("engine"):  # int8 TorchScript/lite: the engine it was quantized for
+        torch.backends.quantized.engine = request["engine"]
+    module = load_runnable(request["format"], request["artifact"])
     golden = request["golden"]
     x = golden_input(golden["input"])
     with torch.no_grad():

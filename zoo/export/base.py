@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from zoo.errors import UsageError
+
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
@@ -46,7 +48,8 @@ class Prepared:
     optimizations: dict[str, str]
     bytecode_version: int | None = None
     operators: list[str] | None = None
-    output_kind: str = "dict"
+    #: The artifact only accepts the example's shape, so the golden input must use it.
+    static_shape: bool = False
 
 
 class Exporter(abc.ABC):
@@ -57,6 +60,29 @@ class Exporter(abc.ABC):
     description: ClassVar[str]
     #: The format keeps dict outputs (TorchScript does; ExecuTorch returns tensors only).
     keeps_dict_output: ClassVar[bool] = True
+    #: Precisions ``--quantize`` accepts besides fp32.
+    quantize_schemes: ClassVar[tuple[str, ...]] = ()
+    #: ``(import name, pip extra)`` the format needs at export time, e.g. ("onnx", "onnx").
+    requires: ClassVar[tuple[str, str] | None] = None
+
+    def check_available(self) -> None:
+        """Raise a usage error with the exact install line when an optional extra is missing."""
+        if self.requires is None:
+            return
+        import importlib.util
+
+        module, extra = self.requires
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(
+                f"format {self.name!r} needs the optional extra '{extra}': "
+                f"pip install 'zoo[{extra}]'"
+            )
+
+    def quantize(
+        self, model: nn.Module, batches: list[Tensor], card: ModelCard, options: ExportOptions
+    ) -> tuple[Any, dict[str, Any]]:
+        """Return an int8 version of ``model`` calibrated on ``batches``, and its facts."""
+        raise UsageError(f"format {self.name!r} has no --quantize support")
 
     @abc.abstractmethod
     def prepare(

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from filelock import FileLock
@@ -33,6 +33,7 @@ from zoo.manifest import (
     GoldenInput,
     GoldenOutput,
     Manifest,
+    QuantizationFacts,
     WeightsFacts,
     model_facts,
 )
@@ -87,15 +88,15 @@ def cache_key(card: ModelCard, weights: ResolvedWeights, fmt: str, options: Expo
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
-def golden_shape(input_size: tuple[int, int], method: str) -> list[int]:
+def golden_shape(input_size: tuple[int, int], static: bool) -> list[int]:
     """The golden input's shape: the export size, scaled down to keep the check fast.
 
-    Fully convolutional models give the same per-pixel function at any size; a traced model
-    is shape-specialised, so it keeps the export size.
+    Fully convolutional models give the same per-pixel function at any size; a traced or
+    statically exported model is shape-specialised, so it keeps the export size.
     """
     h, w = input_size
     longest = max(h, w)
-    if method == "trace" or longest <= GOLDEN_MAX_SIDE:
+    if static or longest <= GOLDEN_MAX_SIDE:
         return [1, 3, h, w]
     scale = GOLDEN_MAX_SIDE / longest
     h2, w2 = (max(32, round(side * scale / 16) * 16) for side in (h, w))
@@ -122,8 +123,13 @@ def export_artifact(
     *,
     registry: Registry | None = None,
     log: Log | None = None,
+    calibrate_dir: Path | None = None,
 ) -> ExportOutcome:
-    """Produce (or reuse from the cache) the artifact for ``card`` and install it in ``out_dir``."""
+    """Produce (or reuse from the cache) the artifact for ``card`` and install it in ``out_dir``.
+
+    ``calibrate_dir`` holds calibration images for ``options.extra['quantize']``; its content
+    must already be fingerprinted in ``options.extra['calibrate']`` (it shapes the cache key).
+    """
     say = log or (lambda _msg: None)
     exporter = get_exporter(fmt, registry.host if registry else None)
     name = artifact_file_name(card, exporter, options)
@@ -135,7 +141,8 @@ def export_artifact(
         manifest = _load_cached(cached, name)
         hit = manifest is not None
         if manifest is None:
-            manifest = _produce(card, weights, exporter, options, name, cached, registry, say)
+            manifest = _produce(card, weights, exporter, options, name, cached, registry, say,
+                                calibrate_dir)
         else:
             say(f"cache hit: {cached}")
     return _install(cached, name, manifest, out_dir, hit)
@@ -172,6 +179,7 @@ def _produce(
     dest: Path,
     registry: Registry | None,
     say: Log,
+    calibrate_dir: Path | None,
 ) -> Manifest:
     import torch
 
@@ -180,23 +188,27 @@ def _produce(
 
     say(f"building {card.name} ({weights.source})")
     model = build_model(card, weights, keep_aux=options.keep_aux, registry=registry)
+    quantization = None
+    if options.extra.get("quantize"):
+        model, quantization = _quantize(model, card, exporter, options, calibrate_dir, say)
     h, w = options.input_size
     pre = card.preprocessing
 
-    def record(method: str) -> tuple[GoldenInput, dict]:
-        spec = GoldenInput(seed=GOLDEN_SEED, shape=golden_shape(options.input_size, method),
+    def record(static: bool) -> tuple[GoldenInput, dict]:
+        spec = GoldenInput(seed=GOLDEN_SEED, shape=golden_shape(options.input_size, static),
                            mean=list(pre.mean), std=list(pre.std))
         say(f"recording the eager model's golden output at {spec.shape}")
         with torch.no_grad():
             eager = model(golden_input(spec.model_dump()))
         return spec, summarize(select_output(eager, card.output.key), GOLDEN_SEED)
 
-    g_input, summary = record("script")  # before export steps can touch the module
+    g_input, summary = record(False)  # before export steps can touch the module
     say(f"preparing {exporter.name} export")
     prepared = exporter.prepare(model, torch.zeros(1, 3, h, w), card, options)
-    if golden_shape(options.input_size, prepared.method) != g_input.shape:
-        g_input, summary = record(prepared.method)
+    if golden_shape(options.input_size, prepared.static_shape) != g_input.shape:
+        g_input, summary = record(True)
     manifest = _manifest(card, weights, exporter, options, prepared, name, g_input, summary)
+    manifest = manifest.model_copy(update={"quantization": quantization})
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest.parent))
     try:
         artifact = staging / name
@@ -218,6 +230,25 @@ def _produce(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _quantize(
+    model: Any, card: ModelCard, exporter: Exporter, options: ExportOptions,
+    calibrate_dir: Path | None, say: Log,
+) -> tuple[Any, QuantizationFacts]:
+    from zoo.export.quantize import calibration, fidelity
+
+    scheme = options.extra["quantize"]
+    batches, calib = calibration(card, options.input_size, calibrate_dir)
+    say(f"quantizing to {scheme} with {calib['images']} {calib['source']} calibration images")
+    quantized, details = exporter.quantize(model, batches, card, options)
+    scores = fidelity(model, quantized, batches, card.output.key)
+    say(f"int8 fidelity: SQNR {scores['sqnr_db']} dB, argmax agreement "
+        f"{scores['argmax_agreement']:.1%}")
+    method = details.pop("method")
+    facts = QuantizationFacts(scheme=scheme, method=method, details=details,
+                              calibration=calib, **scores)
+    return quantized, facts
 
 
 def _manifest(

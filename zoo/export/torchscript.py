@@ -69,7 +69,8 @@ def _prepare_script(model: nn.Module, example: Tensor, mobile: bool) -> Prepared
             else:
                 optimizations["optimize_for_mobile"] = XNNPACK_SKIPPED
     operators = sorted(set(torch.jit.export_opnames(module)))
-    return Prepared(module=module, method=method, optimizations=optimizations, operators=operators)
+    return Prepared(module=module, method=method, optimizations=optimizations, operators=operators,
+                    static_shape=method == "trace")
 
 
 def _read_zip_extra(path: Path, name: str) -> str | None:
@@ -83,7 +84,21 @@ def _read_zip_extra(path: Path, name: str) -> str | None:
     return None
 
 
-class TorchScriptExporter(Exporter):
+class _ScriptedExporter(Exporter):
+    """Shared by TorchScript and lite: int8 through FX graph mode quantization."""
+
+    quantize_schemes = ("int8",)
+
+    def quantize(
+        self, model: nn.Module, batches: list[Tensor], card: ModelCard, options: ExportOptions
+    ) -> tuple[Any, dict[str, Any]]:
+        from zoo.export.quantize import quantize_fx
+
+        engine = options.extra.get("engine") or "qnnpack"
+        return quantize_fx(model, batches, engine), {"method": "fx", "engine": engine}
+
+
+class TorchScriptExporter(_ScriptedExporter):
     """``torch.jit.save`` archive for LibTorch / ``torch.jit.load``."""
 
     name = "torchscript"
@@ -106,7 +121,7 @@ class TorchScriptExporter(Exporter):
         return _read_zip_extra(path, name)
 
 
-class LiteExporter(Exporter):
+class LiteExporter(_ScriptedExporter):
     """PyTorch Mobile lite-interpreter archive (``_save_for_lite_interpreter``)."""
 
     name = "lite"

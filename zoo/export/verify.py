@@ -126,6 +126,7 @@ def run_parity(artifact: Path, manifest: Manifest, threads: int = 1) -> dict[str
         "golden": manifest.golden.model_dump(mode="json"),
         "output_key": manifest.output.key,
         "threads": threads,
+        "engine": manifest.quantization.details.get("engine") if manifest.quantization else None,
     }
     env = {k: v for k, v in os.environ.items() if k != "PYTHONSTARTUP"}
     proc = subprocess.run(
