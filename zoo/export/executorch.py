@@ -61,7 +61,7 @@ class PteExporter(Exporter):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                program = torch.export.export(wrapped.eval(), (example,), dynamic_shapes=shapes)
+                program = torch.export.export(wrapped, (example,), dynamic_shapes=shapes)
         except Exception as exc:
             hint = " (try another --dynamic-size range)" if dynamic else ""
             raise ExportError(f"torch.export failed{hint}: {type(exc).__name__}: "

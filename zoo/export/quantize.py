@@ -144,7 +144,7 @@ def quantize_pt2e(model: nn.Module, batches: list[Tensor]) -> nn.Module:
 
     config = get_symmetric_quantization_config(is_per_channel=True)
     quantizer = XNNPACKQuantizer().set_global(config)
-    graph = torch.export.export(model.eval(), (batches[0],)).module()
+    graph = torch.export.export(model, (batches[0],)).module()
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for x in batches:

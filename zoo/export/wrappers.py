@@ -12,6 +12,8 @@ class TensorOutput(nn.Module):
         super().__init__()
         self.model = model
         self.key = key
+        # Set the flag only: .eval() recurses, and PT2E-converted graphs refuse .eval().
+        self.training = False
 
     def forward(self, x: Tensor) -> Tensor:
         result = self.model(x)
