@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             server.wait()
     base = statistics.median(times[BASE])
     zoo = statistics.median(times[ZOO])
-    served = "sendfile" if not args.chunked else f"{args.chunked}-byte writes"
+    served = (f"{args.chunked}-byte writes" if args.chunked else
+              "1 MiB writes" if args.rate_mb else "zero-copy sendfile")
     paced = f", paced at {args.rate_mb:g} MB/s" if args.rate_mb else ""
     print(f"file: {args.size_mb} MB from {url} (server process: {served}{paced}); "
           f"{args.rounds} rounds, median; {os.cpu_count()} CPUs")

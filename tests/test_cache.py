@@ -137,3 +137,12 @@ def test_verify_drops_orphan_sidecars() -> None:
     (cache.root / "sha256" / SHA).unlink()
     assert cache.verify() == []
     assert not (cache.root / "sha256" / f"{SHA}.json").exists()
+
+
+def test_clear_keeps_a_download_in_progress() -> None:
+    cache = WeightsCache()
+    cache.part_path("busy").write_bytes(b"x")
+    cache.part_path("idle").write_bytes(b"y")
+    with cache.lock("busy"):
+        cache.clear()
+    assert cache.part_path("busy").exists() and not cache.part_path("idle").exists()

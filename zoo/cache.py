@@ -302,9 +302,17 @@ class WeightsCache:
         for entry in chosen:
             self._remove(entry.sha256)
         if name is None:
-            for pattern in ("*.part", "*.part.json"):
-                for stale in self.blobs.glob(pattern) if self.blobs.is_dir() else []:
+            for stale in self.blobs.glob("*.part") if self.blobs.is_dir() else []:
+                lock = FileLock(str(self.root / "locks" / f"{stale.stem}.lock"))
+                try:
+                    lock.acquire(timeout=0)  # a download in progress keeps its file
+                except Timeout:
+                    continue
+                try:
                     stale.unlink(missing_ok=True)
+                    stale.with_name(stale.name + ".json").unlink(missing_ok=True)
+                finally:
+                    lock.release()
             index = self.root / "index"
             for memo in index.glob("*.json") if index.is_dir() else []:
                 memo.unlink(missing_ok=True)
