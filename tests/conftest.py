@@ -19,7 +19,9 @@ _ZOO_VARS = ("ZOO_HOME", "ZOO_REGISTRY", "ZOO_MIRROR", "ZOO_OFFLINE")
 
 
 @pytest.fixture(autouse=True)
-def zoo_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def zoo_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """A fresh, empty ZOO_HOME for each test; zoo's in-process caches reset."""
     from zoo.registry import reset_default_registry
 

@@ -243,7 +243,8 @@ def test_failed_backport_leaves_no_partial_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--format", "coreml"], "unknown format 'coreml'; choose from lite, torchscript"),
+        (["--format", "coreml"],
+         "unknown format 'coreml'; choose from lite, onnx, pte, torchscript"),
         (["--format", "torchscript", "--bytecode-version", "7"], "applies to --format lite only"),
         (["--format", "lite", "--input-size", "64by64"], "is not HEIGHTxWIDTH"),
     ],

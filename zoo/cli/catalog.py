@@ -43,7 +43,12 @@ def list_row(card: ModelCard) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
-    rows = [list_row(card) for card in registry.cards(args.pattern)]
+    cards = registry.cards(args.pattern)
+    if getattr(args, "format", None):
+        from zoo.export.support import exports_to
+
+        cards = [card for card in cards if exports_to(card, args.format)]
+    rows = [list_row(card) for card in cards]
     if args.json:
         print_json(rows)
         return 0

@@ -78,8 +78,23 @@ def _swatch(rgb: tuple[int, int, int]) -> Text:
     return Text.assemble(("  ", f"on rgb({r},{g},{b})"), f" {r:3d},{g:3d},{b:3d}")
 
 
+def _formats(card: ModelCard) -> Table:
+    from zoo.export.support import support_matrix
+
+    t = Table(box=None, header_style="bold", title="export formats", title_justify="left")
+    for col in ("format", "file", "fp32", "int8", "status"):
+        t.add_column(col)
+    for row in support_matrix(card):
+        status = "installed" if row.installed else f"[yellow]needs {row.install}[/]"
+        if row.note:
+            status = row.note
+        t.add_row(row.format, f"{card.name}{row.suffix}", "yes" if row.fp32 else "no",
+                  "yes" if row.int8 else "-", status)
+    return t
+
+
 def render_card(card: ModelCard, source: str) -> Panel:
     """The whole card as one rich panel."""
     body = Group(Text(card.description), Text(), _facts(card, source), Text(), _weights(card),
-                 Text(), _labels(card))
+                 Text(), _formats(card), Text(), _labels(card))
     return Panel(body, title=f"[bold]{card.name}[/]", title_align="left")

@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", parents=[common], help="list registered models",
                        description="List registered models as a table (or JSON).")
     p.add_argument("pattern", nargs="?", help="glob on model names, e.g. 'fcn_*'")
+    p.add_argument("--format", metavar="F", help="only models known to export to format F")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_with_registry("list"))
 
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Callable[..., None]]:
     """Command groups that live in their own modules (each adds its sub-parsers)."""
     registrars: list[Callable[..., None]] = []
-    for module in ("zoo.cli.fetch", "zoo.cli.cache", "zoo.cli.verify"):
+    for module in ("zoo.cli.fetch", "zoo.cli.cache", "zoo.cli.verify", "zoo.cli.run"):
         try:
             mod = __import__(module, fromlist=["add_parsers"])
         except ModuleNotFoundError as exc:

@@ -65,6 +65,10 @@ class Exporter(abc.ABC):
     #: ``(import name, pip extra)`` the format needs at export time, e.g. ("onnx", "onnx").
     requires: ClassVar[tuple[str, str] | None] = None
 
+    def supports(self, card: ModelCard) -> str | None:
+        """None when ``card`` is known to export to this format, else the reason it is not."""
+        return None
+
     def check_available(self) -> None:
         """Raise a usage error with the exact install line when an optional extra is missing."""
         if self.requires is None:
