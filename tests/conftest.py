@@ -16,6 +16,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 _ZOO_VARS = ("ZOO_HOME", "ZOO_REGISTRY", "ZOO_MIRROR", "ZOO_OFFLINE")
+BUILTIN_MODELS = [  # registry.yaml's models, sorted
+    "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_resnet101",
+    "deeplabv3_resnet50",
+    "fcn_resnet101",
+    "fcn_resnet50",
+    "lraspp_mobilenet_v3_large",
+    "single_conv",
+]
 
 
 @pytest.fixture(autouse=True)

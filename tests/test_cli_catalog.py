@@ -15,20 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import run_zoo
+from tests.conftest import BUILTIN_MODELS, run_zoo
 from zoo.registry import builtin_registry_path
 from zoo.schema import ModelCard
 from zoo.yamlio import load_yaml
 
-SEVEN = [
-    "deeplabv3_mobilenet_v3_large",
-    "deeplabv3_resnet101",
-    "deeplabv3_resnet50",
-    "fcn_resnet101",
-    "fcn_resnet50",
-    "lraspp_mobilenet_v3_large",
-    "single_conv",
-]
+SEVEN = BUILTIN_MODELS
 
 
 def ok_json(*args: str, env: dict[str, str] | None = None) -> Any:

@@ -16,19 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_zoo
+from tests.conftest import BUILTIN_MODELS, run_zoo
 from tests.export_helpers import eager_output, fetch, make_weights, run_clean, sha256_file
 from tests.httpserver import HTTPTestServer, http_server  # noqa: F401
 
-BUILTIN = [
-    "deeplabv3_mobilenet_v3_large",
-    "deeplabv3_resnet101",
-    "deeplabv3_resnet50",
-    "fcn_resnet101",
-    "fcn_resnet50",
-    "lraspp_mobilenet_v3_large",
-    "single_conv",
-]
+BUILTIN = BUILTIN_MODELS
 SUFFIX = {"torchscript": ".pt", "lite": ".ptl"}
 SMALL = "64x96"  # non-square on purpose: H and W must never swap
 

@@ -16,18 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_zoo
+from tests.conftest import BUILTIN_MODELS, run_zoo
 from tests.plugins import SOURCES, build_wheels, install, pythonpath, uninstall
 
-BUILTIN = {
-    "deeplabv3_mobilenet_v3_large",
-    "deeplabv3_resnet101",
-    "deeplabv3_resnet50",
-    "fcn_resnet101",
-    "fcn_resnet50",
-    "lraspp_mobilenet_v3_large",
-    "single_conv",
-}
+BUILTIN = set(BUILTIN_MODELS)
 EXAMPLE_MODEL = "example_tiny_segnet"
 
 

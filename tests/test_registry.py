@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import BUILTIN_MODELS
 from zoo.errors import CardError, PluginError, UnknownModelError, ZooError
 from zoo.plugins import PluginHost, hookimpl
 from zoo.registry import (
@@ -26,15 +27,7 @@ from zoo.registry import (
 from zoo.schema import ModelCard
 from zoo.yamlio import load_yaml
 
-BUILTIN = [
-    "deeplabv3_mobilenet_v3_large",
-    "deeplabv3_resnet101",
-    "deeplabv3_resnet50",
-    "fcn_resnet101",
-    "fcn_resnet50",
-    "lraspp_mobilenet_v3_large",
-    "single_conv",
-]
+BUILTIN = BUILTIN_MODELS
 
 
 def card_data(name: str, base: str = "single_conv", **changes: Any) -> dict[str, Any]:

@@ -32,27 +32,15 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from zoo.fsutil import atomic_write_text, sha256_file
 from zoo.paths import weights_dir
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_READ = 1 << 20
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_READ):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -182,7 +170,7 @@ class WeightsCache:
         if data is not None and data.get("sha256") == sha256 and \
                 data.get("size") == st.st_size and data.get("mtime_ns") == st.st_mtime_ns:
             return CacheEntry.from_json(data, blob)
-        if sha256_of(blob) != sha256:  # touched or damaged: never serve it
+        if sha256_file(blob) != sha256:  # touched or damaged: never serve it
             self._remove(sha256)
             return None
         data = {**(data or {}), "sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -240,7 +228,7 @@ class WeightsCache:
         if data and data.get("path") == str(path) and data.get("size") == st.st_size and \
                 data.get("mtime_ns") == st.st_mtime_ns and HEX64.match(str(data.get("sha256"))):
             return str(data["sha256"])
-        sha = sha256_of(path)
+        sha = sha256_file(path)
         with contextlib.suppress(OSError):  # a read-only ZOO_HOME only costs a re-hash
             write_json_atomic(memo, {"path": str(path), "size": st.st_size,
                                      "mtime_ns": st.st_mtime_ns, "sha256": sha})
@@ -275,7 +263,7 @@ class WeightsCache:
         for sha in self._blob_names():
             blob = self.blob_path(sha)
             try:
-                actual: str | None = sha256_of(blob)
+                actual: str | None = sha256_file(blob)
             except OSError:
                 actual = None
             ok = actual == sha
