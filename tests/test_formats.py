@@ -39,6 +39,8 @@ def _fetch_all(name: str, tmp_path: Path, server: HTTPTestServer, formats: list[
             assert artifact == out / f"{name}{tag}{FORMATS[fmt]}"
             manifest = json.loads(Path(f"{artifact}.manifest.json").read_text())
             assert manifest["export"]["format"] == fmt
+            if fmt in ("torchscript", "lite"):  # int8 too: scripted, not a shape-fixed trace
+                assert manifest["export"]["method"] == "script"
             if fmt in ("pte", "onnx"):  # tensor-only runtimes: the contract says so
                 assert manifest["output"]["kind"] == "tensor"
             if precision == "int8":

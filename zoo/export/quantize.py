@@ -130,7 +130,14 @@ def quantize_fx(model: nn.Module, batches: list[Tensor], engine: str) -> nn.Modu
     with torch.no_grad():
         for x in batches:
             prepared(x)
-    return convert_fx(prepared).eval()
+    converted = convert_fx(prepared).eval()
+    # FX copies forward()'s annotations into generated code; string annotations (modules with
+    # `from __future__ import annotations`) come out as names TorchScript cannot resolve,
+    # which would force a traced, shape-fixed export. Tensors need no annotation.
+    for node in converted.graph.nodes:
+        node.type = None
+    converted.recompile()
+    return converted
 
 
 def quantize_pt2e(model: nn.Module, batches: list[Tensor]) -> nn.Module:
