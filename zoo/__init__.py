@@ -1,9 +1,14 @@
 """zoo: a plugin-based registry of semantic-segmentation models for apps and edge devices.
 
-Importing ``zoo`` is cheap: no torch, no plugins loaded. The registry is built on first use.
+Importing ``zoo`` is cheap: no torch, no plugins loaded. The registry is built on first use,
+and the helpers that need torch, numpy or Pillow (``load``, ``preprocess``, ``postprocess``,
+``colorize``) are imported the first time one of them is looked up.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from zoo.api import get, list_models, registry
 from zoo.errors import (
@@ -19,7 +24,20 @@ from zoo.errors import (
 from zoo.plugins import hookimpl
 from zoo.schema import ModelCard, OutputContract, Preprocessing, WeightsSource
 
+if TYPE_CHECKING:
+    from zoo.postprocessing import colorize, postprocess
+    from zoo.preprocessing import preprocess
+    from zoo.runner import load
+
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it, imported on first access (torch, numpy, Pillow)
+_LAZY = {
+    "colorize": "zoo.postprocessing",
+    "load": "zoo.runner",
+    "postprocess": "zoo.postprocessing",
+    "preprocess": "zoo.preprocessing",
+}
 
 __all__ = [
     "CardError",
@@ -35,8 +53,24 @@ __all__ = [
     "WeightsSource",
     "ZooError",
     "__version__",
+    "colorize",
     "get",
     "hookimpl",
     "list_models",
+    "load",
+    "postprocess",
+    "preprocess",
     "registry",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -1,0 +1,231 @@
+"""Run a model on images: the eager module from the registry, or an exported artifact.
+
+``load`` builds the eager module through the same weights path as ``zoo fetch``.
+``load_artifact`` opens an artifact the way its format's runtime does and reads its sidecar
+manifest for the preprocessing and output contract. Both give a :class:`Predictor`, which is
+what ``zoo run`` drives. A new artifact format needs one loader in :data:`ARTIFACT_LOADERS`
+(or an exporter with a ``load_runtime(path)`` method): a callable that takes the artifact path
+and returns something callable on a ``[1, 3, H, W]`` tensor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from zoo.errors import UsageError, ZooError
+from zoo.fsutil import sha256_file
+from zoo.manifest import Manifest
+from zoo.postprocessing import postprocess
+from zoo.preprocessing import preprocess, rgb_array
+from zoo.schema import ModelCard, OutputContract, Preprocessing
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from zoo.preprocessing import ImageLike
+    from zoo.registry import Registry
+    from zoo.weights import ResolvedWeights
+
+MANIFEST_SUFFIX = ".manifest.json"
+RGBTriple = tuple[int, int, int]
+ArtifactLoader = Callable[[Path], Callable[..., Any]]
+
+
+class UntrainedWarning(UserWarning):
+    """A model or artifact with random weights: its predictions are meaningless."""
+
+
+def _torchscript(path: Path) -> Callable[..., Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+def _lite(path: Path) -> Callable[..., Any]:
+    from torch.jit.mobile import _load_for_lite_interpreter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return _load_for_lite_interpreter(str(path))
+
+
+#: format name (as in ``manifest.export.format``) -> loader returning a callable module.
+ARTIFACT_LOADERS: dict[str, ArtifactLoader] = {"torchscript": _torchscript, "lite": _lite}
+
+
+def artifact_loader(fmt: str) -> ArtifactLoader:
+    """The loader for artifacts of format ``fmt``; a clear error when zoo cannot run them."""
+    if fmt in ARTIFACT_LOADERS:
+        return ARTIFACT_LOADERS[fmt]
+    try:
+        from zoo.export import get_exporter
+
+        runtime = getattr(get_exporter(fmt), "load_runtime", None)
+    except ZooError:
+        runtime = None
+    if callable(runtime):
+        return runtime
+    known = ", ".join(sorted(ARTIFACT_LOADERS))
+    raise UsageError(
+        f"cannot run artifacts of format {fmt!r}: zoo has no runtime loader for it "
+        f"(it can run {known}); run the eager model instead (drop --artifact)"
+    )
+
+
+@dataclass
+class Predictor:
+    """A runnable model plus the facts to feed it and read it (from its card or manifest)."""
+
+    name: str
+    module: Callable[..., Any]
+    preprocessing: Preprocessing
+    output: OutputContract
+    labels: list[str]
+    palette: list[RGBTriple]
+    palettes: dict[str, list[RGBTriple]] = field(default_factory=dict)
+    untrained: bool = False
+    runtime: str = "eager"  # or the artifact's format
+    source: str = ""  # weights source, or the artifact path
+
+    @classmethod
+    def from_card(cls, card: ModelCard, module: Callable[..., Any], *, untrained: bool,
+                  source: str) -> Predictor:
+        """Wrap an eager module built for ``card``."""
+        return cls(card.name, module, card.preprocessing, card.output, list(card.labels),
+                   list(card.palette), {k: list(v) for k, v in card.palettes.items()},
+                   untrained, "eager", source)
+
+    def palette_named(self, name: str | None) -> list[RGBTriple]:
+        """The default palette (``None``/'default') or a named one; unknown names list choices."""
+        if name in (None, "default"):
+            return list(self.palette)
+        if name not in self.palettes:
+            choices = ", ".join(["default", *self.palettes])
+            raise UsageError(f"model {self.name!r} has no palette {name!r}; choose from {choices}")
+        return list(self.palettes[name])
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        """The raw output for an input tensor (no gradients)."""
+        with torch.inference_mode():
+            return self.module(x)
+
+    def predict(self, image: ImageLike) -> np.ndarray:
+        """The label map for ``image``, at the image's own size: preprocess, run, postprocess."""
+        pixels = rgb_array(image)
+        return postprocess(self(preprocess(pixels, self.preprocessing)), self.output, size=pixels)
+
+
+def load(
+    name: str | ModelCard,
+    weights: str | Path | None = None,
+    *,
+    keep_aux: bool = False,
+    registry: Registry | None = None,
+    mirror: str | None = None,
+    offline: bool | None = None,
+    progress: str = "auto",
+) -> nn.Module:
+    """The eager ``nn.Module`` of model ``name``, in eval mode, with its weights loaded.
+
+    ``weights`` is what ``zoo fetch --weights`` takes: ``None`` for the card's default, a
+    weights name, a URL (``#sha256=HEX`` pins it), a local path, or ``"none"`` for random
+    init, which warns :class:`UntrainedWarning`. Downloads go through zoo's verified cache.
+    """
+    from zoo.build import build_model
+
+    card, reg = _card(name, registry)
+    resolved = resolve(card, weights, mirror=mirror, offline=offline, progress=progress)
+    if resolved.untrained:
+        warnings.warn(untrained_message(card.name), UntrainedWarning, stacklevel=2)
+    return build_model(card, resolved, keep_aux=keep_aux, registry=reg)
+
+
+def _card(name: str | ModelCard, registry: Registry | None) -> tuple[ModelCard, Registry]:
+    from zoo.registry import default_registry
+
+    reg = registry or default_registry()
+    return (name if isinstance(name, ModelCard) else reg.get(name)), reg
+
+
+def resolve(card: ModelCard, weights: str | Path | None, **options: Any) -> ResolvedWeights:
+    """``zoo.weights.resolve_weights`` for a spec that may also be a ``Path``."""
+    from zoo.weights import resolve_weights
+
+    return resolve_weights(card, None if weights is None else str(weights), **options)
+
+
+def untrained_message(name: str) -> str:
+    return (f"UNTRAINED: {name} has random weights (--weights none); its predictions are "
+            "meaningless")
+
+
+def eager_predictor(card: ModelCard, weights: ResolvedWeights,
+                    registry: Registry | None = None) -> Predictor:
+    """A predictor for the eager model of ``card`` with already-resolved ``weights``."""
+    from zoo.build import build_model
+
+    model = build_model(card, weights, registry=registry)
+    return Predictor.from_card(card, model, untrained=weights.untrained, source=weights.source)
+
+
+def read_manifest(path: Path) -> tuple[Path, Manifest]:
+    """(artifact, its sidecar manifest) for a path naming either; errors name the file."""
+    path = Path(path)
+    if path.name.endswith(MANIFEST_SUFFIX):
+        artifact, sidecar = path.with_name(path.name[: -len(MANIFEST_SUFFIX)]), path
+    else:
+        artifact, sidecar = path, path.with_name(path.name + MANIFEST_SUFFIX)
+    if not artifact.is_file():
+        raise UsageError(f"{artifact}: no such artifact; make one with `zoo fetch NAME --format F`")
+    if not sidecar.is_file():
+        raise UsageError(
+            f"{artifact}: its manifest {sidecar.name} is missing beside it; zoo needs it for "
+            "the preprocessing and output contract (re-export with `zoo fetch --format`)"
+        )
+    try:
+        manifest = Manifest.model_validate_json(sidecar.read_text(encoding="utf-8"))
+    except (ValidationError, ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0]
+        raise UsageError(f"{sidecar}: not a valid zoo manifest: {first}") from None
+    return artifact, manifest
+
+
+def load_artifact(path: str | Path, *, check_hash: bool = True) -> Predictor:
+    """A predictor for an exported artifact, with the facts of its sidecar manifest.
+
+    The artifact's size and sha256 must match the manifest (``check_hash``), so a stale or
+    swapped manifest cannot describe another file. An untrained artifact warns
+    :class:`UntrainedWarning`.
+    """
+    artifact, manifest = read_manifest(Path(path))
+    facts = manifest.artifact
+    if check_hash and facts is not None:
+        size = artifact.stat().st_size
+        if size != facts.size or sha256_file(artifact) != facts.sha256:
+            raise ZooError(
+                f"{artifact} does not match its manifest (sha256/size differ); it was changed "
+                f"after export: re-export it, or see `zoo verify {artifact}`"
+            )
+    loader = artifact_loader(manifest.export.format)
+    try:
+        module = loader(artifact)
+    except Exception as exc:  # runtimes raise many types for files they cannot read
+        text = " ".join(str(exc).split())[:200]
+        raise ZooError(
+            f"{artifact}: the {manifest.export.format} runtime cannot load it: {text}"
+        ) from exc
+    model = manifest.model
+    if manifest.untrained:
+        warnings.warn(untrained_message(model.name), UntrainedWarning, stacklevel=2)
+    return Predictor(model.name, module, model.preprocessing, manifest.output,
+                     list(model.labels), list(model.palette),
+                     {k: list(v) for k, v in model.palettes.items()},
+                     manifest.untrained, manifest.export.format, str(artifact))
