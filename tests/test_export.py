@@ -207,15 +207,23 @@ def test_exports_are_byte_identical_across_processes_and_folders(tmp_path: Path)
         assert _manifest(outs[0]) == _manifest(outs[1])
 
 
-def test_bytecode_backport_to_7_verifies(tmp_path: Path) -> None:
+def test_bytecode_backport_to_7_verifies_and_is_reproducible(tmp_path: Path) -> None:
     from torch.jit.mobile import _get_model_bytecode_version
 
-    proc = fetch(["single_conv", "--format", "lite", "--bytecode-version", "7", "--weights",
-                  "none", "-o", str(tmp_path / "o"), "--quiet"], tmp_path / "home")
-    assert proc.returncode == 0, proc.stderr
-    artifact = tmp_path / "o" / "single_conv.ptl"
+    artifacts = []
+    for run in ("a", "b"):  # torch's backport names constants by memory address: undone
+        proc = fetch(["lraspp_mobilenet_v3_large", "--format", "lite", "--bytecode-version",
+                      "7", "--weights", "none", "--input-size", SMALL, "-o",
+                      str(tmp_path / run), "--quiet"], tmp_path / f"home-{run}")
+        assert proc.returncode == 0, proc.stderr
+        artifacts.append(tmp_path / run / "lraspp_mobilenet_v3_large.ptl")
+    artifact = artifacts[0]
+    assert artifact.read_bytes() == artifacts[1].read_bytes()
     assert _get_model_bytecode_version(str(artifact)) == 7
     assert _manifest(artifact)["export"]["bytecode_version"] == 7
+    with zipfile.ZipFile(artifact) as archive:
+        constants = [n for n in archive.namelist() if "/constants/" in n]
+    assert constants and all(len(Path(n).stem) <= 4 for n in constants)
     assert run_zoo(["verify", str(artifact)]).returncode == 0
 
 

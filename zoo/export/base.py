@@ -60,6 +60,8 @@ class Exporter(abc.ABC):
     description: ClassVar[str]
     #: The format keeps dict outputs (TorchScript does; ExecuTorch returns tensors only).
     keeps_dict_output: ClassVar[bool] = True
+    #: Record the golden output at the export size (shape-specialised programs).
+    golden_at_export_size: ClassVar[bool] = False
     #: Precisions ``--quantize`` accepts besides fp32.
     quantize_schemes: ClassVar[tuple[str, ...]] = ()
     #: ``(import name, pip extra)`` the format needs at export time, e.g. ("onnx", "onnx").

@@ -24,6 +24,19 @@ if TYPE_CHECKING:
 MANIFEST_METHOD = "zoo_manifest"
 
 
+def dynamic_shapes(options: ExportOptions) -> dict[str, Any] | None:
+    """``torch.export`` dynamic shapes for ``--dynamic-size MIN:MAX`` (None: static)."""
+    dynamic = options.extra.get("dynamic_size")
+    if not dynamic:
+        return None
+    import torch
+
+    low, high = dynamic
+    height = torch.export.Dim("height", min=low, max=high)
+    width = torch.export.Dim("width", min=low, max=high)
+    return {"x": {2: height, 3: width}}
+
+
 class PteExporter(Exporter):
     """ExecuTorch program lowered to XNNPACK (iOS/Android/embedded ExecuTorch runtime)."""
 
@@ -34,12 +47,15 @@ class PteExporter(Exporter):
     quantize_schemes = ("int8",)
     requires = ("executorch", "executorch")
 
+    golden_at_export_size = True
+
     def quantize(
         self, model: nn.Module, batches: list[Tensor], card: ModelCard, options: ExportOptions
     ) -> tuple[Any, dict[str, Any]]:
         from zoo.export.wrappers import TensorOutput
 
-        quantized = quantize_pt2e(TensorOutput(model, card.output.key), batches)
+        quantized = quantize_pt2e(TensorOutput(model, card.output.key), batches,
+                                  dynamic_shapes(options))
         return quantized, {"method": "pt2e", "quantizer": "XNNPACKQuantizer",
                            "granularity": "symmetric, per-channel weights"}
 
@@ -52,12 +68,7 @@ class PteExporter(Exporter):
 
         wrapped = TensorOutput(model, card.output.key)
         dynamic = options.extra.get("dynamic_size")
-        shapes = None
-        if dynamic:
-            low, high = dynamic
-            h = torch.export.Dim("height", min=low, max=high)
-            w = torch.export.Dim("width", min=low, max=high)
-            shapes = {"x": {2: h, 3: w}}
+        shapes = dynamic_shapes(options)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

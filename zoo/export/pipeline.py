@@ -205,7 +205,7 @@ def _produce(
             eager = model(golden_input(spec.model_dump()))
         return spec, summarize(select_output(eager, card.output.key), GOLDEN_SEED)
 
-    g_input, summary = record(False)  # before export steps can touch the module
+    g_input, summary = record(exporter.golden_at_export_size)  # before export steps run
     say(f"preparing {exporter.name} export")
     prepared = exporter.prepare(model, torch.zeros(1, 3, h, w), card, options)
     if golden_shape(options.input_size, prepared.static_shape) != g_input.shape:

@@ -140,7 +140,9 @@ def quantize_fx(model: nn.Module, batches: list[Tensor], engine: str) -> nn.Modu
     return converted
 
 
-def quantize_pt2e(model: nn.Module, batches: list[Tensor]) -> nn.Module:
+def quantize_pt2e(
+    model: nn.Module, batches: list[Tensor], dynamic_shapes: dict[str, Any] | None = None
+) -> nn.Module:
     """PT2E int8 with ExecuTorch's XNNPACK quantizer, symmetric, per-channel weights."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -151,7 +153,7 @@ def quantize_pt2e(model: nn.Module, batches: list[Tensor]) -> nn.Module:
 
     config = get_symmetric_quantization_config(is_per_channel=True)
     quantizer = XNNPACKQuantizer().set_global(config)
-    graph = torch.export.export(model, (batches[0],)).module()
+    graph = torch.export.export(model, (batches[0],), dynamic_shapes=dynamic_shapes).module()
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for x in batches:

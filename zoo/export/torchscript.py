@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ExportError
 from zoo.export.base import Exporter, ExportOptions, Prepared
+from zoo.export.lite_archive import canonicalize
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -152,7 +153,9 @@ class LiteExporter(_ScriptedExporter):
                     f"cannot backport to bytecode version {target}: this torch "
                     f"({_torch_version()}) cannot write it; try a version >= 5"
                 )
-            staged.replace(path)
+            canonicalize(staged, path)  # backport names constants by address
+            if _get_model_bytecode_version(str(path)) != target:
+                raise ExportError(f"rewriting the bytecode {target} archive failed")
         except ExportError:
             raise
         except Exception as exc:
