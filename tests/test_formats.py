@@ -192,3 +192,27 @@ def test_list_and_info_show_formats() -> None:
     assert "export formats" in info.stdout
     for fmt in FORMATS:
         assert f"single_conv{FORMATS[fmt]}" in info.stdout
+
+
+@pytest.mark.parametrize("fmt", ["pte", "onnx"])
+def test_zoo_run_drives_pte_and_onnx_artifacts(tmp_path: Path, fmt: str) -> None:
+    import numpy as np
+    from PIL import Image
+
+    import zoo
+
+    image = tmp_path / "street.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (200, 320, 3), dtype=np.uint8)).save(image)
+    proc = fetch(["single_conv", "--format", fmt, "--weights", "none", "--input-size", "96x128",
+                  "-o", str(tmp_path / "a"), "--quiet"], tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    artifact = Path(proc.stdout.strip().splitlines()[-1])
+    ran = run_zoo(["run", "single_conv", str(image), "--artifact", str(artifact),
+                   "-o", str(tmp_path / "out")])
+    assert ran.returncode == 0, ran.stderr
+    labels = np.asarray(Image.open(tmp_path / "out" / "street.labels.png"))
+    colour = np.asarray(Image.open(tmp_path / "out" / "street.color.png"))
+    assert labels.shape == (200, 320) and colour.shape == (200, 320, 3)
+    palette = np.array(zoo.get("single_conv").palette, dtype=np.uint8)
+    assert (colour == palette[labels]).all()

@@ -43,22 +43,50 @@ class UntrainedWarning(UserWarning):
     """A model or artifact with random weights: its predictions are meaningless."""
 
 
-def _torchscript(path: Path) -> Callable[..., Any]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
-        return torch.jit.load(str(path), map_location="cpu")
+def _runtime(fmt: str) -> ArtifactLoader:
+    """The same runtime loader ``zoo verify`` uses (zoo/export/_runner.py), one implementation."""
 
+    def load(path: Path) -> Callable[..., Any]:
+        from zoo.export._runner import load_runnable
 
-def _lite(path: Path) -> Callable[..., Any]:
-    from torch.jit.mobile import _load_for_lite_interpreter
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+            return load_runnable(fmt, str(path))
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return _load_for_lite_interpreter(str(path))
+    return load
 
 
 #: format name (as in ``manifest.export.format``) -> loader returning a callable module.
-ARTIFACT_LOADERS: dict[str, ArtifactLoader] = {"torchscript": _torchscript, "lite": _lite}
+ARTIFACT_LOADERS: dict[str, ArtifactLoader] = {
+    fmt: _runtime(fmt) for fmt in ("torchscript", "lite", "pte", "onnx")
+}
+
+
+def accepted_size(manifest: Manifest) -> tuple[int, int] | tuple[int, int, int, int] | None:
+    """Input sizes a shape-specialised artifact accepts: (H, W) when fixed, (min, max, -, -)
+    for an ExecuTorch ``--dynamic-size`` range; None when any size works."""
+    if manifest.export.format != "pte":
+        return None
+    dynamic = manifest.export.options.get("dynamic_size")
+    if dynamic:
+        return (int(dynamic[0]), int(dynamic[1]), -1, -1)
+    return (manifest.export.input_shape[2], manifest.export.input_shape[3])
+
+
+def fit_input(x: torch.Tensor, accepted: tuple[int, ...] | None) -> torch.Tensor:
+    """Resize ``x`` (bilinear) into what the artifact accepts; the label map is resized back."""
+    if accepted is None:
+        return x
+    h, w = x.shape[-2:]
+    if len(accepted) == 2:
+        target = accepted
+    else:
+        low, high = accepted[0], accepted[1]
+        target = (min(max(h, low), high), min(max(w, low), high))
+    if (h, w) == tuple(target):
+        return x
+    return torch.nn.functional.interpolate(x, size=tuple(target), mode="bilinear",
+                                           align_corners=False)
 
 
 def artifact_loader(fmt: str) -> ArtifactLoader:
@@ -94,6 +122,7 @@ class Predictor:
     untrained: bool = False
     runtime: str = "eager"  # or the artifact's format
     source: str = ""  # weights source, or the artifact path
+    accepted: tuple[int, ...] | None = None  # see accepted_size()
 
     @classmethod
     def from_card(cls, card: ModelCard, module: Callable[..., Any], *, untrained: bool,
@@ -115,7 +144,7 @@ class Predictor:
     def __call__(self, x: torch.Tensor) -> Any:
         """The raw output for an input tensor (no gradients)."""
         with torch.inference_mode():
-            return self.module(x)
+            return self.module(fit_input(x, self.accepted))
 
     def predict(self, image: ImageLike) -> np.ndarray:
         """The label map for ``image``, at the image's own size: preprocess, run, postprocess."""
@@ -228,4 +257,5 @@ def load_artifact(path: str | Path, *, check_hash: bool = True) -> Predictor:
     return Predictor(model.name, module, model.preprocessing, manifest.output,
                      list(model.labels), list(model.palette),
                      {k: list(v) for k, v in model.palettes.items()},
-                     manifest.untrained, manifest.export.format, str(artifact))
+                     manifest.untrained, manifest.export.format, str(artifact),
+                     accepted_size(manifest))

@@ -40,8 +40,8 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
     """Add ``--format`` and friends to a parser."""
     g = p.add_argument_group("export (with --format)")
     g.add_argument("--format", "-f", metavar="F",
-                   help="export to format F (torchscript, lite, or a plugin's); without it only "
-                   "the weights are fetched")
+                   help="export to format F (torchscript, lite, pte, onnx, or a plugin's); without "
+                   "it only the weights are fetched")
     g.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR",
                    help="folder for the artifact, manifest, operator list and SHA256SUMS "
                    "(default: current folder)")

@@ -38,6 +38,9 @@ examples:
   zoo fetch deeplabv3_resnet50 --format lite -o app/models
   zoo fetch deeplabv3_resnet50 --format lite --bytecode-version 7   # PyTorch Mobile 1.10 apps
   zoo fetch deeplabv3_resnet50 --format torchscript --keep-aux --input-size 400x400
+  zoo fetch deeplabv3_resnet50 --format lite --quantize int8 --calibrate ./photos
+  zoo fetch lraspp_mobilenet_v3_large --format pte --dynamic-size 128:1024   # zoo[executorch]
+  zoo fetch lraspp_mobilenet_v3_large --format onnx                          # zoo[onnx]
 """
 
 
