@@ -52,14 +52,25 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_copy(src: Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` atomically (temp copy beside ``dest``, then rename)."""
+def atomic_copy(src: Path, dest: Path, *, link: bool = False) -> None:
+    """Copy ``src`` to ``dest`` atomically (temp copy beside ``dest``, then rename).
+
+    With ``link``, hard-link instead where the filesystem allows (no bytes copied); the two
+    names then share one file, so only use it for files nobody edits in place.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, FILE_MODE)
+        if link:
+            os.unlink(tmp)
+            try:
+                os.link(src, tmp)
+            except OSError:  # another filesystem, or no hard links: copy
+                link = False
+        if not link:
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, FILE_MODE)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -308,8 +308,8 @@ def _install(
             src, dest = cached / file, out_dir / file
             sha = memo.sha256(src)
             if not (dest.is_file() and memo.sha256(dest) == sha):
-                try:
-                    atomic_copy(src, dest)
+                try:  # hard link where possible: a 160 MB artifact costs no copy
+                    atomic_copy(src, dest, link=True)
                 except OSError as exc:
                     raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
                 memo.remember(dest, sha)
