@@ -1,7 +1,5 @@
 """``python -m zoo`` runs the CLI."""
 
-import sys
+from zoo.cli.main import run
 
-from zoo.cli.main import main
-
-sys.exit(main())
+run()

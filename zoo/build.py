@@ -106,6 +106,13 @@ def check_fit(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -
         raise WeightsError(f"{where}: {'; '.join(problems)}; are these weights for this model?")
 
 
+def _skeleton(builder: Any, card: ModelCard, aux: bool) -> nn.Module:
+    """The model's structure without initialising weights: built on the meta device (no
+    memory, no random init), to be filled by ``load_state_dict(assign=True)``."""
+    with torch.device("meta"):
+        return builder(card, aux=aux)
+
+
 def build_model(
     card: ModelCard,
     weights: ResolvedWeights,
@@ -130,16 +137,20 @@ def build_model(
             f"--keep-aux: the weights {weights.source} have no auxiliary head "
             f"({AUX_PREFIX}* keys); drop --keep-aux or use weights that include it"
         )
-    model = builder(card, aux=has_aux)
     where = f"weights {weights.path} do not fit model {card.name!r}"
-    check_fit(model, state, where)
+    check_fit(_skeleton(builder, card, has_aux), state, where)
+    if has_aux and not keep_aux:  # build without the head rather than set it to None later:
+        # torchvision declares aux_classifier a TorchScript constant; None breaks scripting
+        state = {k: v for k, v in state.items() if not k.startswith(AUX_PREFIX)}
+    model = _skeleton(builder, card, keep_aux and has_aux)
+    dtypes = {k: t.dtype for k, t in model.state_dict().items()}
+    state = {k: v.to(dtypes[k]) if k in dtypes else v for k, v in state.items()}  # fp16 files
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:  # pragma: no cover - check_fit catches what strict loading would
         raise WeightsError(f"{where}: {' '.join(str(exc).split())[:300]}") from exc
-    if has_aux and not keep_aux:
-        # Rebuild without the head rather than setting aux_classifier = None: torchvision
-        # declares it a TorchScript constant, and a None assigned later breaks scripting.
-        model = builder(card, aux=False)
-        model.load_state_dict({k: v for k, v in state.items() if not k.startswith(AUX_PREFIX)})
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        # a tensor the state dict does not hold (non-persistent buffer): build for real
+        model = builder(card, aux=keep_aux and has_aux)
+        model.load_state_dict(state, strict=True)
     return model.eval()

@@ -8,6 +8,7 @@ traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -186,5 +187,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """Console-script entry: ``main()``, then exit.
+
+    After a command that loaded torch, interpreter teardown (finalising torch, torchvision and
+    TorchScript objects) takes about a second; the work is done and every file is already in
+    place atomically, so the process flushes its streams and leaves with ``os._exit``.
+    """
+    code = main()
+    if "torch" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
