@@ -262,3 +262,21 @@ def test_keep_aux_on_model_without_aux_is_usage_error(tmp_path: Path) -> None:
                   "none", "-o", str(tmp_path / "o")], tmp_path / "home")
     assert proc.returncode == 2
     assert "no auxiliary head" in proc.stderr
+
+
+def test_cache_lists_and_clears_exports(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    for fmt in ("torchscript", "lite"):
+        proc = fetch(["single_conv", "--format", fmt, "--weights", "none", "-o",
+                      str(tmp_path / "o"), "--quiet"], home)
+        assert proc.returncode == 0, proc.stderr
+    env = {"ZOO_HOME": str(home)}
+    listed = json.loads(run_zoo(["cache", "list", "--artifacts", "--json"], env=env).stdout)
+    assert sorted(r["file"] for r in listed) == ["single_conv.pt", "single_conv.ptl"]
+    assert all(r["model"] == "single_conv" and r["size"] > 0 for r in listed)
+    assert run_zoo(["cache", "clear", "lraspp_mobilenet_v3_large"], env=env).returncode == 0
+    assert len(json.loads(run_zoo(["cache", "list", "--artifacts", "--json"], env=env).stdout)) == 2
+    cleared = run_zoo(["cache", "clear", "single_conv"], env=env)
+    assert cleared.returncode == 0 and "removed 2 cached exports" in cleared.stdout
+    assert json.loads(run_zoo(["cache", "list", "--artifacts", "--json"], env=env).stdout) == []
+    assert (tmp_path / "o" / "single_conv.ptl").is_file()  # outputs are the user's, kept

@@ -1,4 +1,5 @@
-"""``zoo cache list|verify|clear|path``: look after the weights cache under ZOO_HOME."""
+"""``zoo cache list|verify|clear|path``: look after the caches under ZOO_HOME (downloaded
+weights, and exported artifacts for `list` and `clear`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.set_defaults(handler=lambda _args: _usage(p))
 
     q = cache_sub.add_parser("list", parents=[common], help="cached weights files",
-                             description="Every cached weights file: hash, size, models, URL.")
+                             description="Every cached weights file: hash, size, models, URL "
+                             "(with --artifacts: every cached export).")
+    q.add_argument("--artifacts", action="store_true", help="list cached exports instead")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(handler=cmd_list)
 
@@ -27,9 +30,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(handler=cmd_verify)
 
-    q = cache_sub.add_parser("clear", parents=[common], help="delete cached weights",
+    q = cache_sub.add_parser("clear", parents=[common], help="delete cached weights/exports",
                              description="Delete every cached weights file (and unfinished "
-                             "downloads), or only those of model NAME, or of a hash prefix.")
+                             "downloads) and cached export, or only those of model NAME, or "
+                             "the weights of a hash prefix.")
     q.add_argument("name", nargs="?", help="model name or sha256 prefix (8+ hex digits)")
     q.set_defaults(handler=cmd_clear)
 
@@ -54,6 +58,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     """``zoo cache list``."""
     from zoo.cache import WeightsCache
 
+    if args.artifacts:
+        return _list_artifacts(args)
     rows = [_row(e) for e in WeightsCache().list()]
     if args.json:
         print_json(rows)
@@ -80,6 +86,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_artifacts(args: argparse.Namespace) -> int:
+    from zoo.export.store import artifact_entries
+
+    rows = [{"model": e.model, "file": e.file, "format": e.format, "size": e.size,
+             "path": str(e.folder)} for e in artifact_entries()]
+    if args.json:
+        print_json(rows)
+        return 0
+    console = stdout_console()
+    if not rows:
+        console.print("no cached exports")
+    for r in rows:
+        console.print(f"{r['file']:<44} {human_bytes(r['size']):>10}  {r['path']}",
+                      highlight=False)
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """``zoo cache verify``: exit 1 when a bad file was found (and removed)."""
     from zoo.cache import WeightsCache
@@ -99,8 +122,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_clear(args: argparse.Namespace) -> int:
     """``zoo cache clear [NAME]``."""
     from zoo.cache import WeightsCache
+    from zoo.export.store import clear_artifacts
 
     removed = WeightsCache().clear(args.name)
+    exports = clear_artifacts(args.name)
+    if exports:
+        print(f"removed {len(exports)} cached export{'s' if len(exports) != 1 else ''} "
+              f"({human_bytes(sum(e.size for e in exports))})")
     freed = sum(e.size for e in removed)
     what = f" for {args.name}" if args.name else ""
     if args.name and not removed:

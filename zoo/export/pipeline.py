@@ -37,7 +37,7 @@ from zoo.manifest import (
     WeightsFacts,
     model_facts,
 )
-from zoo.paths import zoo_home
+from zoo.paths import artifacts_dir, zoo_home
 from zoo.schema import ModelCard, OutputContract
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def export_artifact(
     exporter = get_exporter(fmt, registry.host if registry else None)
     name = artifact_file_name(card, exporter, options)
     key = cache_key(card, weights, fmt, options)
-    root = zoo_home() / "artifacts"
+    root = artifacts_dir()
     root.mkdir(parents=True, exist_ok=True)
     cached = root / key
     with FileLock(str(root / f"{key}.lock")):
