@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _timing import median_seconds
 
 BARE_STEPS = r"""
 import sys, warnings
@@ -76,17 +77,7 @@ def inference_times(name: str, weights: Path, artifact: Path, size: int, runs: i
     lite = _load_for_lite_interpreter(str(artifact))
     x = torch.rand(1, 3, size, size)
 
-    def median(fn) -> float:
-        with torch.no_grad():
-            fn(x)  # warm-up
-            samples = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                fn(x)
-                samples.append(time.perf_counter() - start)
-        return statistics.median(samples)
-
-    return median(eager), median(lite)
+    return median_seconds(eager, x, runs), median_seconds(lite, x, runs)
 
 
 def main() -> int:

@@ -20,12 +20,12 @@ import argparse
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _timing import median_seconds
 
 FORMATS = [("torchscript", "fp32"), ("torchscript", "int8"), ("lite", "fp32"),
            ("lite", "int8"), ("pte", "fp32"), ("pte", "int8"), ("onnx", "fp32")]
@@ -42,19 +42,6 @@ def export(name: str, fmt: str, precision: str, weights: Path, out: Path, home: 
     if proc.returncode != 0:
         raise SystemExit(f"export failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     return Path(proc.stdout.strip().splitlines()[-1])
-
-
-def median_latency(fn, x, runs: int) -> float:
-    import torch
-
-    with torch.no_grad():
-        fn(x)
-        samples = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn(x)
-            samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
 
 
 def fidelity(ref, got) -> tuple[float, float]:
@@ -82,7 +69,7 @@ def bench_model(name: str, weights: Path, tmp: Path, size: int, runs: int) -> li
     x = (x - mean) / std
     with torch.no_grad():
         ref = select_output(eager(x), card.output.key)
-    base = median_latency(eager, x, runs)
+    base = median_seconds(eager, x, runs)
     rows = [(name, "eager", "fp32", "-", base, 1.0, math.inf, 1.0)]
     for fmt, precision in FORMATS:
         artifact = export(name, fmt, precision, weights, tmp / "out", tmp / "home", size)
@@ -95,7 +82,7 @@ def bench_model(name: str, weights: Path, tmp: Path, size: int, runs: int) -> li
         with torch.no_grad():
             got = select_output(run(x), card.output.key)
         sqnr, agree = fidelity(ref, got)
-        latency = median_latency(run, x, runs)
+        latency = median_seconds(run, x, runs)
         rows.append((name, fmt, precision, f"{artifact.stat().st_size / 1e6:.1f} MB", latency,
                      latency / base, sqnr, agree))
     return rows

@@ -25,7 +25,7 @@ from zoo.fsutil import sha256_file
 from zoo.manifest import Manifest
 from zoo.postprocessing import postprocess
 from zoo.preprocessing import preprocess, rgb_array
-from zoo.schema import ModelCard, OutputContract, Preprocessing
+from zoo.schema import ModelCard, OutputContract, Preprocessing, choose_palette
 
 if TYPE_CHECKING:
     from torch import nn
@@ -134,12 +134,7 @@ class Predictor:
 
     def palette_named(self, name: str | None) -> list[RGBTriple]:
         """The default palette (``None``/'default') or a named one; unknown names list choices."""
-        if name in (None, "default"):
-            return list(self.palette)
-        if name not in self.palettes:
-            choices = ", ".join(["default", *self.palettes])
-            raise UsageError(f"model {self.name!r} has no palette {name!r}; choose from {choices}")
-        return list(self.palettes[name])
+        return choose_palette(self.name, self.palette, self.palettes, name)
 
     def __call__(self, x: torch.Tensor) -> Any:
         """The raw output for an input tensor (no gradients)."""

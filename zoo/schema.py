@@ -257,11 +257,21 @@ class ModelCard(_Strict):
 
     def palette_named(self, name: str | None) -> list[tuple[int, int, int]]:
         """The default palette (``None`` or 'default') or a named alternative."""
-        if name in (None, "default"):
-            return list(self.palette)
-        if name not in self.palettes:
-            from zoo.errors import UsageError
+        return choose_palette(self.name, self.palette, self.palettes, name)
 
-            choices = ", ".join(["default", *self.palettes])
-            raise UsageError(f"model {self.name!r} has no palette {name!r}; choose from {choices}")
-        return list(self.palettes[name])
+
+def choose_palette(
+    model: str,
+    default: list[tuple[int, int, int]],
+    named: dict[str, list[tuple[int, int, int]]],
+    name: str | None,
+) -> list[tuple[int, int, int]]:
+    """``default`` for ``None``/'default', else ``named[name]``; unknown names list choices."""
+    if name in (None, "default"):
+        return list(default)
+    if name not in named:
+        from zoo.errors import UsageError
+
+        choices = ", ".join(["default", *named])
+        raise UsageError(f"model {model!r} has no palette {name!r}; choose from {choices}")
+    return list(named[name])
