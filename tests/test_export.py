@@ -194,15 +194,17 @@ def test_repeat_fetch_is_a_cache_hit(tmp_path: Path) -> None:
 
 
 def test_exports_are_byte_identical_across_processes_and_folders(tmp_path: Path) -> None:
-    for fmt, suffix in SUFFIX.items():
+    cases = [("lraspp_mobilenet_v3_large", fmt, suffix) for fmt, suffix in SUFFIX.items()]
+    cases += [("single_conv", "pte", ".pte"), ("single_conv", "onnx", ".onnx")]
+    for name, fmt, suffix in cases:
         outs = []
         for run in ("a", "b"):
             out = tmp_path / f"{fmt}-{run}" / "nested"
-            proc = fetch(["lraspp_mobilenet_v3_large", "--format", fmt, "--weights", "none",
+            proc = fetch([name, "--format", fmt, "--weights", "none",
                           "--input-size", SMALL, "-o", str(out), "--quiet"],
                          tmp_path / f"home-{run}")
             assert proc.returncode == 0, proc.stderr
-            outs.append(out / f"lraspp_mobilenet_v3_large{suffix}")
+            outs.append(out / f"{name}{suffix}")
         assert outs[0].read_bytes() == outs[1].read_bytes()
         assert _manifest(outs[0]) == _manifest(outs[1])
 
