@@ -282,3 +282,40 @@ def test_cache_lists_and_clears_exports(tmp_path: Path) -> None:
     assert cleared.returncode == 0 and "removed 2 cached exports" in cleared.stdout
     assert json.loads(run_zoo(["cache", "list", "--artifacts", "--json"], env=env).stdout) == []
     assert (tmp_path / "o" / "single_conv.ptl").is_file()  # outputs are the user's, kept
+
+
+def test_a_plugin_can_add_an_export_format(tmp_path: Path) -> None:
+    import zoo
+    from zoo.export import available_formats, get_exporter
+    from zoo.export.base import ExportOptions
+    from zoo.export.pipeline import export_artifact
+    from zoo.export.torchscript import TorchScriptExporter
+    from zoo.plugins import PluginHost
+    from zoo.registry import Registry
+    from zoo.weights import UNTRAINED
+
+    class HalfPrecision(TorchScriptExporter):
+        name = "torchscript_fp16"
+        suffix = ".fp16.pt"
+        description = "TorchScript with float16 weights"
+
+        def prepare(self, model, example, card, options):
+            return super().prepare(model.half().float(), example, card, options)
+
+    class FormatPlugin:
+        @zoo.hookimpl
+        def zoo_exporters(self) -> dict[str, object]:
+            return {"torchscript_fp16": HalfPrecision}
+
+    host = PluginHost()
+    host.load_entry_points()
+    host.register(FormatPlugin(), name="fp16-format")
+    assert "torchscript_fp16" in available_formats(host)
+    assert isinstance(get_exporter("torchscript_fp16", host), HalfPrecision)
+    registry = Registry(host=host)
+    card = registry.get("single_conv")
+    outcome = export_artifact(card, UNTRAINED, "torchscript_fp16", tmp_path / "o",
+                              ExportOptions(input_size=(64, 96)), registry=registry)
+    assert outcome.artifact.name == "single_conv.fp16.pt"
+    assert outcome.manifest.export.format == "torchscript_fp16"
+    assert (tmp_path / "o" / "SHA256SUMS").read_text().count("single_conv.fp16.pt") == 3
