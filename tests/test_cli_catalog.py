@@ -313,7 +313,7 @@ def test_help(args: list[str], expected: list[str]) -> None:
 
 def test_usage_errors() -> None:
     bare = run_zoo([])
-    assert bare.returncode == 2 and bare.stdout.startswith("usage: zoo")
+    assert bare.returncode == 2 and bare.stderr.startswith("usage: zoo") and not bare.stdout
     bad = run_zoo(["list", "--bogus"])
     assert bad.returncode == 2
     assert_one_error_line(

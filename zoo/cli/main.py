@@ -20,17 +20,27 @@ from zoo.errors import ZooError
 if TYPE_CHECKING:  # imported for real only when a command needs it
     from zoo.registry import Registry
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
   zoo list                          every registered model
   zoo list 'deeplab*' --json        a glob, as JSON
   zoo info deeplabv3_resnet50       the whole card: preprocessing, output, labels, palette
   zoo plugins                       installed plugins and whether they loaded
-  zoo schema                        JSON Schema of a model card
+  zoo schema [card|manifest]        JSON Schema of a model card or an artifact manifest
+  zoo fetch deeplabv3_resnet50      download and verify the weights (prints the cached path)
+  zoo fetch deeplabv3_resnet50 --format lite -o models
+                                    export: artifact + manifest + operators + SHA256SUMS
+  zoo verify models/deeplabv3_resnet50.ptl
+                                    checksums + golden parity in a clean runtime process
+  zoo run deeplabv3_resnet50 photo.jpg --artifact models/deeplabv3_resnet50.ptl
+                                    label, colour and overlay PNGs + classes present
 
 environment:
-  ZOO_REGISTRY   extra registry YAML files, separated by '{sep}'
-""".format(sep=__import__("os").pathsep)
+  ZOO_HOME       cache root (default: the platform's user cache folder)
+  ZOO_REGISTRY   extra registry YAML files, separated by '{os.pathsep}'
+  ZOO_MIRROR     download from this base URL instead (keeps each URL's path)
+  ZOO_OFFLINE    1: use the cache only
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -162,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
     debug = getattr(args, "debug", False)
     try:
