@@ -121,7 +121,7 @@ def test_untrained_export_says_so_everywhere(lite_artifact: Path) -> None:
     assert embedded["untrained"] is True and embedded["artifact"] is None
     verified = run_zoo(["verify", str(lite_artifact)])
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "VERIFIED" in verified.stdout
+    assert "VERIFIED" in verified.stdout and "UNTRAINED" in verified.stdout
 
 
 def test_sha256sums_passes_sha256sum_check(lite_artifact: Path) -> None:

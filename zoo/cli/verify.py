@@ -41,4 +41,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     console.print(table)
     verdict = "[bold green]VERIFIED[/]" if report.ok else "[bold red]NOT VERIFIED[/]"
     console.print(f"{verdict} {escape(str(report.artifact))}")
+    if report.untrained:
+        from zoo.manifest import UNTRAINED_WARNING
+
+        console.print(f"[bold yellow]{UNTRAINED_WARNING}[/]")
     return 0 if report.ok else 1

@@ -39,6 +39,7 @@ class Report:
     artifact: Path
     checks: list[Check] = field(default_factory=list)
     parity: dict[str, Any] | None = None
+    untrained: bool = False
 
     @property
     def ok(self) -> bool:
@@ -54,6 +55,7 @@ class Report:
             "ok": self.ok,
             "checks": [c.__dict__ for c in self.checks],
             "parity": self.parity,
+            "untrained": self.untrained,
         }
 
 
@@ -174,6 +176,7 @@ def verify(path: Path) -> Report:
     manifest = _read_manifest(report, sidecar)
     if manifest is None:
         return report
+    report.untrained = manifest.untrained
     _check_hashes(report, artifact, sidecar, manifest)
     _check_embedded(report, artifact, manifest)
     _check_parity(report, artifact, manifest)
