@@ -115,7 +115,9 @@ class TorchScriptExporter(_ScriptedExporter):
         import torch
 
         buffer = io.BytesIO()  # inner folder 'archive', independent of the file name
-        torch.jit.save(prepared.module, buffer, _extra_files=extra_files)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "torch.jit.save is deprecated": we know
+            torch.jit.save(prepared.module, buffer, _extra_files=extra_files)
         path.write_bytes(buffer.getvalue())
 
     def read_embedded(self, path: Path, name: str) -> str | None:
