@@ -236,14 +236,14 @@ def test_plugin_items_may_be_cards_dicts_or_yaml_paths(tmp_path: Path) -> None:
         got = reg.get(name)
         assert got.plugin == "toys"
         assert reg.builder(got)(got) == "toy with 23 classes"
-        assert reg.source(name) == "plugin 'toys' ((in-process))"
+        assert reg.source(name) == "plugin 'toys' (in-process)"
 
 
 def test_the_same_file_twice_from_one_plugin_is_a_clash(tmp_path: Path) -> None:
     path = write_registry(tmp_path / "twice.yaml", card_data("twice"))
     reg = Registry(host=host_with(me=CardsPlugin([path, path])))
     assert "twice" not in reg.names()
-    assert reg.conflicts == {"twice": ["plugin 'me' ((in-process))"] * 2}
+    assert reg.conflicts == {"twice": ["plugin 'me' (in-process)"] * 2}
 
 
 def test_plugin_with_an_invalid_card_is_disabled_and_others_keep_working(
@@ -302,8 +302,8 @@ def test_two_plugins_claiming_one_name(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(PluginError) as info:
         reg.get("shared_name")
     assert str(info.value) == (
-        "model 'shared_name' is defined by both plugin 'first' ((in-process)) and "
-        "plugin 'second' ((in-process)); uninstall or rename one of them"
+        "model 'shared_name' is defined by both plugin 'first' (in-process) and "
+        "plugin 'second' (in-process); uninstall or rename one of them"
     )
     assert "shared_name" in capsys.readouterr().err
     # both plugins stay enabled: only the contested name is withheld

@@ -82,7 +82,7 @@ class PluginHost:
     def register(self, plugin: object, name: str) -> None:
         """Register an in-process plugin object (tests and embedding apps)."""
         self.pm.register(plugin, name=name)
-        self.plugins[name] = PluginInfo(name=name, module=repr(plugin), dist="(in-process)")
+        self.plugins[name] = PluginInfo(name=name, module=repr(plugin), dist="in-process")
 
     def fail(self, name: str, reason: str) -> None:
         """Mark plugin ``name`` failed: warn once, unregister it, keep the reason."""
