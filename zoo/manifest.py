@@ -9,6 +9,7 @@ identical. ``zoo schema manifest`` prints the JSON Schema.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +18,7 @@ from zoo.schema import RGB, ModelCard, OutputContract, Preprocessing
 
 MANIFEST_VERSION = 1
 EMBEDDED_NAME = "manifest.json"
+SIDECAR_SUFFIX = ".manifest.json"
 UNTRAINED_WARNING = (
     "UNTRAINED: exported with --weights none; the weights are random and the predictions "
     "are meaningless. Do not ship this artifact."
@@ -159,6 +161,13 @@ class Manifest(_Strict):
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, fixed indentation, trailing newline (reproducible)."""
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def sidecar_paths(path: Path) -> tuple[Path, Path]:
+    """(artifact, sidecar manifest) for a path naming either one."""
+    if path.name.endswith(SIDECAR_SUFFIX):
+        return path.with_name(path.name[: -len(SIDECAR_SUFFIX)]), path
+    return path, path.with_name(path.name + SIDECAR_SUFFIX)
 
 
 def model_facts(card: ModelCard) -> ModelFacts:

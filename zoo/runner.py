@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from zoo.errors import UsageError, ZooError
 from zoo.fsutil import sha256_file
-from zoo.manifest import Manifest
+from zoo.manifest import Manifest, sidecar_paths
 from zoo.postprocessing import postprocess
 from zoo.preprocessing import preprocess, rgb_array
 from zoo.schema import ModelCard, OutputContract, Preprocessing, choose_palette
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from zoo.registry import Registry
     from zoo.weights import ResolvedWeights
 
-MANIFEST_SUFFIX = ".manifest.json"
 RGBTriple = tuple[int, int, int]
 ArtifactLoader = Callable[[Path], Callable[..., Any]]
 
@@ -202,11 +201,7 @@ def eager_predictor(card: ModelCard, weights: ResolvedWeights,
 
 def read_manifest(path: Path) -> tuple[Path, Manifest]:
     """(artifact, its sidecar manifest) for a path naming either; errors name the file."""
-    path = Path(path)
-    if path.name.endswith(MANIFEST_SUFFIX):
-        artifact, sidecar = path.with_name(path.name[: -len(MANIFEST_SUFFIX)]), path
-    else:
-        artifact, sidecar = path, path.with_name(path.name + MANIFEST_SUFFIX)
+    artifact, sidecar = sidecar_paths(Path(path))
     if not artifact.is_file():
         raise UsageError(f"{artifact}: no such artifact; make one with `zoo fetch NAME --format F`")
     if not sidecar.is_file():

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.errors import ExportError
 from zoo.export.base import Exporter, ExportOptions, Prepared
 from zoo.export.quantize import quantize_pt2e
+from zoo.manifest import EMBEDDED_NAME
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -89,8 +90,8 @@ class PteExporter(Exporter):
         from executorch.exir import to_edge_transform_and_lower
 
         constants = {}
-        if "manifest.json" in extra_files:
-            data = bytearray(extra_files["manifest.json"].encode("utf-8"))
+        if EMBEDDED_NAME in extra_files:
+            data = bytearray(extra_files[EMBEDDED_NAME].encode("utf-8"))
             constants[MANIFEST_METHOD] = torch.frombuffer(data, dtype=torch.uint8)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -100,7 +101,7 @@ class PteExporter(Exporter):
         path.write_bytes(program.buffer)
 
     def read_embedded(self, path: Path, name: str) -> str | None:
-        if name != "manifest.json":
+        if name != EMBEDDED_NAME:
             return None
         try:
             from executorch.runtime import Runtime
@@ -116,5 +117,5 @@ class PteExporter(Exporter):
 
 def manifest_from_program(path: Path) -> dict[str, Any] | None:
     """The manifest embedded in a ``.pte`` file, parsed (apps in Python can use this)."""
-    text = PteExporter().read_embedded(path, "manifest.json")
+    text = PteExporter().read_embedded(path, EMBEDDED_NAME)
     return json.loads(text) if text else None

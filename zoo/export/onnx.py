@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from zoo.errors import ExportError
 from zoo.export.base import Exporter, ExportOptions, Prepared
+from zoo.manifest import EMBEDDED_NAME
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -67,14 +68,14 @@ class OnnxExporter(Exporter):
         del graph.metadata_props[:]
         for name, text in sorted(extra_files.items()):
             entry = graph.metadata_props.add()
-            entry.key = METADATA_KEY if name == "manifest.json" else name
+            entry.key = METADATA_KEY if name == EMBEDDED_NAME else name
             entry.value = text
         path.write_bytes(graph.SerializeToString(deterministic=True))
 
     def read_embedded(self, path: Path, name: str) -> str | None:
         import onnx
 
-        key = METADATA_KEY if name == "manifest.json" else name
+        key = METADATA_KEY if name == EMBEDDED_NAME else name
         try:
             graph = onnx.load(str(path), load_external_data=False)
         except Exception:

@@ -26,6 +26,7 @@ from zoo.export.checksums import update_sums
 from zoo.fsutil import StatMemo, atomic_copy, sha256_file
 from zoo.manifest import (
     EMBEDDED_NAME,
+    SIDECAR_SUFFIX,
     UNTRAINED_WARNING,
     ArtifactFacts,
     ExportFacts,
@@ -157,7 +158,7 @@ def _memo(folder: Path) -> StatMemo:
 
 
 def _load_cached(folder: Path, name: str) -> Manifest | None:
-    manifest_path = folder / f"{name}.manifest.json"
+    manifest_path = folder / f"{name}{SIDECAR_SUFFIX}"
     artifact = folder / name
     if not (manifest_path.is_file() and artifact.is_file()):
         return None
@@ -223,7 +224,7 @@ def _produce(
         if prepared.operators is not None:
             ops = yaml.safe_dump(sorted(prepared.operators), default_flow_style=False)
             (staging / f"{name}.ops.yaml").write_text(ops, encoding="utf-8")
-        (staging / f"{name}.manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+        (staging / f"{name}{SIDECAR_SUFFIX}").write_text(manifest.to_json(), encoding="utf-8")
         shutil.rmtree(dest, ignore_errors=True)
         staging.replace(dest)
         memo = _memo(dest)
@@ -295,7 +296,7 @@ def _install(
 ) -> ExportOutcome:
     """Copy the cached files into ``out_dir`` (skipping identical ones) and update SHA256SUMS."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = [name, f"{name}.manifest.json"]
+    files = [name, f"{name}{SIDECAR_SUFFIX}"]
     if manifest.export.operators_file:
         files.append(manifest.export.operators_file)
     folder_id = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:16]
@@ -318,6 +319,6 @@ def _install(
         memo.save()
     ops = out_dir / manifest.export.operators_file if manifest.export.operators_file else None
     return ExportOutcome(
-        artifact=out_dir / name, manifest_path=out_dir / f"{name}.manifest.json",
+        artifact=out_dir / name, manifest_path=out_dir / f"{name}{SIDECAR_SUFFIX}",
         operators_path=ops, sums_path=sums_path, manifest=manifest, cache_hit=hit,
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from zoo.manifest import SIDECAR_SUFFIX
 from zoo.paths import artifacts_dir
 
 
@@ -30,7 +31,7 @@ def artifact_entries() -> list[ArtifactEntry]:
     """Every complete cached export, sorted by model then file."""
     root = artifacts_dir()
     entries = []
-    for manifest in sorted(root.glob("*/*.manifest.json")) if root.is_dir() else []:
+    for manifest in sorted(root.glob(f"*/*{SIDECAR_SUFFIX}")) if root.is_dir() else []:
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
             model, export = data["model"]["name"], data["export"]

@@ -86,9 +86,19 @@ def _read_zip_extra(path: Path, name: str) -> str | None:
 
 
 class _ScriptedExporter(Exporter):
-    """Shared by TorchScript and lite: int8 through FX graph mode quantization."""
+    """Shared by TorchScript and lite: scripted graphs, zip archives, FX int8."""
 
     quantize_schemes = ("int8",)
+    #: Apply mobile optimisations (``optimize_for_mobile``) when XNNPACK is available.
+    mobile: bool = False
+
+    def prepare(
+        self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions
+    ) -> Prepared:
+        return _prepare_script(model, example, mobile=self.mobile)
+
+    def read_embedded(self, path: Path, name: str) -> str | None:
+        return _read_zip_extra(path, name)
 
     def quantize(
         self, model: nn.Module, batches: list[Tensor], card: ModelCard, options: ExportOptions
@@ -106,11 +116,6 @@ class TorchScriptExporter(_ScriptedExporter):
     suffix = ".pt"
     description = "TorchScript archive for LibTorch and torch.jit.load (C++, Python, server)"
 
-    def prepare(
-        self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions
-    ) -> Prepared:
-        return _prepare_script(model, example, mobile=False)
-
     def save(self, prepared: Prepared, path: Path, extra_files: dict[str, str]) -> None:
         import torch
 
@@ -120,9 +125,6 @@ class TorchScriptExporter(_ScriptedExporter):
             torch.jit.save(prepared.module, buffer, _extra_files=extra_files)
         path.write_bytes(buffer.getvalue())
 
-    def read_embedded(self, path: Path, name: str) -> str | None:
-        return _read_zip_extra(path, name)
-
 
 class LiteExporter(_ScriptedExporter):
     """PyTorch Mobile lite-interpreter archive (``_save_for_lite_interpreter``)."""
@@ -130,11 +132,12 @@ class LiteExporter(_ScriptedExporter):
     name = "lite"
     suffix = ".ptl"
     description = "PyTorch Mobile lite interpreter (LibTorch-Lite on iOS, pytorch_android_lite)"
+    mobile = True
 
     def prepare(
         self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions
     ) -> Prepared:
-        prepared = _prepare_script(model, example, mobile=True)
+        prepared = super().prepare(model, example, card, options)
         prepared.bytecode_version = options.bytecode_version or current_bytecode_version()
         return prepared
 
@@ -165,8 +168,6 @@ class LiteExporter(_ScriptedExporter):
         finally:
             staged.unlink(missing_ok=True)
 
-    def read_embedded(self, path: Path, name: str) -> str | None:
-        return _read_zip_extra(path, name)
 
 
 @functools.cache

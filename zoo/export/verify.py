@@ -20,9 +20,7 @@ from zoo.errors import UsageError
 from zoo.export import get_exporter
 from zoo.export.checksums import SUMS_NAME, read_sums
 from zoo.fsutil import sha256_file
-from zoo.manifest import EMBEDDED_NAME, Manifest
-
-MANIFEST_SUFFIX = ".manifest.json"
+from zoo.manifest import EMBEDDED_NAME, Manifest, sidecar_paths
 
 
 @dataclass
@@ -63,9 +61,7 @@ def locate(path: Path) -> tuple[Path, Path]:
     """(artifact, sidecar manifest) for a path naming either one."""
     if not path.exists():
         raise UsageError(f"{path} does not exist; pass an artifact made by `zoo fetch --format`")
-    if path.name.endswith(MANIFEST_SUFFIX):
-        return path.with_name(path.name[: -len(MANIFEST_SUFFIX)]), path
-    return path, path.with_name(path.name + MANIFEST_SUFFIX)
+    return sidecar_paths(path)
 
 
 def _read_manifest(report: Report, sidecar: Path) -> Manifest | None:
