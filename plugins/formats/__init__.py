@@ -10,8 +10,8 @@ from zoo import hookimpl
 @hookimpl
 def zoo_exporters() -> dict[str, str]:
     return {
-        "torchscript": "zoo.export.torchscript:TorchScriptExporter",
-        "lite": "zoo.export.torchscript:LiteExporter",
-        "pte": "zoo.export.executorch:PteExporter",
-        "onnx": "zoo.export.onnx:OnnxExporter",
+        "torchscript": "zoo_plugins.formats.torchscript:TorchScriptExporter",
+        "lite": "zoo_plugins.formats.torchscript:LiteExporter",
+        "pte": "zoo_plugins.formats.executorch:PteExporter",
+        "onnx": "zoo_plugins.formats.onnx:OnnxExporter",
     }

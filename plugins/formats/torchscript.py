@@ -14,9 +14,10 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo_plugins.formats.lite_archive import canonicalize
+
 from zoo.errors import ExportError
 from zoo.export.base import Exporter, ExportOptions, Prepared
-from zoo.export.lite_archive import canonicalize
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
