@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from zoo_plugins.formats.lite_archive import canonicalize
 
-from zoo.errors import ExportError
+from zoo.errors import ExportError, UsageError
 from zoo.export.base import Exporter, ExportOptions, Prepared
+from zoo.manifest import EMBEDDED_NAME
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -89,17 +90,24 @@ def _read_zip_extra(path: Path, name: str) -> str | None:
 class _ScriptedExporter(Exporter):
     """Shared by TorchScript and lite: scripted graphs, zip archives, FX int8."""
 
-    quantize_schemes = ("int8",)
+    precisions = ("fp32", "int8")
+    quantizes_eager_model = True
     #: Apply mobile optimisations (``optimize_for_mobile``) when XNNPACK is available.
     mobile: bool = False
 
+    def check_options(self, options: ExportOptions, card: ModelCard) -> None:
+        super().check_options(options, card)
+        if options.extra.get("engine") and options.precision != "int8":
+            raise UsageError("--engine applies to --precision int8 only")
+
     def prepare(
-        self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions
+        self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions,
+        calibration: list[Tensor] | None = None,
     ) -> Prepared:
         return _prepare_script(model, example, mobile=self.mobile)
 
-    def read_embedded(self, path: Path, name: str) -> str | None:
-        return _read_zip_extra(path, name)
+    def read_embedded(self, path: Path) -> str | None:
+        return _read_zip_extra(path, EMBEDDED_NAME)
 
     def quantize(
         self, model: nn.Module, batches: list[Tensor], card: ModelCard, options: ExportOptions
@@ -116,6 +124,7 @@ class TorchScriptExporter(_ScriptedExporter):
     name = "torchscript"
     suffix = ".pt"
     description = "TorchScript archive for LibTorch and torch.jit.load (C++, Python, server)"
+    runtime = "zoo_plugins.formats.runtimes.torchscript"
 
     def save(self, prepared: Prepared, path: Path, extra_files: dict[str, str]) -> None:
         import torch
@@ -133,12 +142,17 @@ class LiteExporter(_ScriptedExporter):
     name = "lite"
     suffix = ".ptl"
     description = "PyTorch Mobile lite interpreter (LibTorch-Lite on iOS, pytorch_android_lite)"
+    deprecated = ("PyTorch Mobile's lite interpreter is deprecated; ExecuTorch (--format pte) "
+                  "is its successor")
+    runtime = "zoo_plugins.formats.runtimes.lite"
+    backports = True
     mobile = True
 
     def prepare(
-        self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions
+        self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions,
+        calibration: list[Tensor] | None = None,
     ) -> Prepared:
-        prepared = super().prepare(model, example, card, options)
+        prepared = super().prepare(model, example, card, options, calibration)
         prepared.bytecode_version = options.bytecode_version or current_bytecode_version()
         return prepared
 
