@@ -9,21 +9,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import run_zoo
+from tests.conftest import ROOT, run_zoo
 
 # Runs in a fresh interpreter: loads an artifact with torch only and prints its full output.
 CLEAN_RUNNER = r"""
 import json, sys
 import torch
-fmt, path, shape, seed, mean, std, out_file = json.loads(sys.argv[1])
+fmt, path, spec, golden_src, out_file = json.loads(sys.argv[1])
+golden = {}
+exec(golden_src, golden)  # zoo/export/golden.py: stdlib + torch only
 if fmt == "lite":
     from torch.jit.mobile import _load_for_lite_interpreter
     m = _load_for_lite_interpreter(path)
 else:
     m = torch.jit.load(path)
-g = torch.Generator().manual_seed(seed)
-x = torch.rand(shape, generator=g)
-x = (x - torch.tensor(mean)[None, :, None, None]) / torch.tensor(std)[None, :, None, None]
+x = golden["golden_input"](spec)
 with torch.no_grad():
     r = m(x)
 kind = "dict" if isinstance(r, dict) else "tensor"
@@ -71,28 +71,34 @@ def fetch(args: list[str], home: Path, **env: str) -> subprocess.CompletedProces
     return run_zoo(["fetch", *args], env={"ZOO_HOME": str(home), **env})
 
 
-def run_clean(fmt: str, artifact: Path, manifest: dict, out_file: Path) -> dict:
-    """Run the manifest's golden input through ``artifact`` in a clean process."""
-    g = manifest["golden"]["input"]
-    request = [fmt, str(artifact), g["shape"], g["seed"], g["mean"], g["std"], str(out_file)]
-    proc = subprocess.run([sys.executable, "-c", CLEAN_RUNNER, json.dumps(request)],
+def golden_case(manifest: dict, name: str = "scene") -> dict:
+    """The manifest's golden case called ``name`` ('noise' or 'scene')."""
+    return next(c for c in manifest["golden"]["cases"] if c["name"] == name)
+
+
+def run_clean(fmt: str, artifact: Path, manifest: dict, out_file: Path,
+              case: str = "scene") -> dict:
+    """Run one of the manifest's golden inputs through ``artifact`` in a clean process."""
+    source = (ROOT / "zoo" / "export" / "golden.py").read_text(encoding="utf-8")
+    request = [fmt, str(artifact), golden_case(manifest, case)["input"], source, str(out_file)]
+    proc = subprocess.run([sys.executable, "-I", "-c", CLEAN_RUNNER, json.dumps(request)],
                           capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def eager_output(name: str, weights: Path | None, manifest: dict):
-    """The eager model's output on the manifest's golden input, built by zoo in-process."""
+def eager_output(name: str, weights: Path | None, manifest: dict, case: str = "scene"):
+    """The eager model's output on one of the manifest's golden inputs, built in-process."""
     import torch
 
     import zoo
     from zoo.build import build_model
-    from zoo.export._runner import golden_input, select_output
+    from zoo.export.golden import golden_input, select_output
     from zoo.weights import UNTRAINED, resolve_weights
 
     card = zoo.get(name)
     resolved = resolve_weights(card, str(weights)) if weights else UNTRAINED
     model = build_model(card, resolved)
     with torch.no_grad():
-        out = model(golden_input(manifest["golden"]["input"]))
+        out = model(golden_input(golden_case(manifest, case)["input"]))
     return select_output(out, card.output.key)

@@ -8,6 +8,7 @@ as failed with its reason, a one-line warning goes to stderr, and the others kee
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from collections.abc import Callable, Iterator
@@ -109,6 +110,23 @@ class PluginHost:
                 continue
             if result is not None:
                 yield name, result
+
+
+@contextlib.contextmanager
+def plugin_code(plugin: str, what: str) -> Iterator[None]:
+    """Run plugin code contained: its stdout goes to stderr (zoo's stdout stays clean for
+    ``--json`` and printed paths), and any exception or ``SystemExit`` it raises becomes a
+    :class:`~zoo.errors.PluginError` naming the plugin and ``what`` it was doing.
+    zoo's own errors (:class:`~zoo.errors.ZooError`) pass through unchanged."""
+    from zoo.errors import PluginError, ZooError
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    except (ZooError, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        raise PluginError(f"plugin {plugin!r} failed in {what}: {_one_line(exc)}") from exc
 
 
 def resolve_dotted(ref: str) -> Any:

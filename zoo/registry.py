@@ -188,6 +188,17 @@ class Registry:
         """Model names defined more than once, with every source that defined them."""
         return {k: list(v) for k, v in self._conflicts.items()}
 
+    def builder_ref(self, card: ModelCard) -> tuple[str, Any]:
+        """(plugin name, registered ref) of ``card``'s builder, without importing it."""
+        entry = self._builders.get(card.architecture)
+        if entry is None:
+            known = ", ".join(sorted(self._builders)) or "none"
+            raise PluginError(
+                f"model {card.name!r}: no plugin provides architecture {card.architecture!r} "
+                f"(known: {known}); install the plugin or fix 'architecture'"
+            )
+        return entry.plugin, entry.ref
+
     def builder(self, card: ModelCard) -> Callable[..., Any]:
         """The callable that builds ``card``'s model (imported now, not at listing time)."""
         arch = card.architecture

@@ -1,11 +1,10 @@
 """Run a model on images: the eager module from the registry, or an exported artifact.
 
 ``load`` builds the eager module through the same weights path as ``zoo fetch``.
-``load_artifact`` opens an artifact the way its format's runtime does and reads its sidecar
+``load_artifact`` opens an artifact through its format's runtime module (the same one
+``zoo verify`` runs in its isolated child; see zoo.export.base) and reads its sidecar
 manifest for the preprocessing and output contract. Both give a :class:`Predictor`, which is
-what ``zoo run`` drives. A new artifact format needs one loader in :data:`ARTIFACT_LOADERS`
-(or an exporter with a ``load_runtime(path)`` method): a callable that takes the artifact path
-and returns something callable on a ``[1, 3, H, W]`` tensor.
+what ``zoo run`` drives.
 """
 
 from __future__ import annotations
@@ -18,10 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 
 from zoo.errors import UsageError, ZooError
-from zoo.fsutil import sha256_file
 from zoo.manifest import Manifest, sidecar_paths
 from zoo.postprocessing import postprocess
 from zoo.preprocessing import preprocess, rgb_array
@@ -30,46 +27,16 @@ from zoo.schema import ModelCard, OutputContract, Preprocessing, choose_palette
 if TYPE_CHECKING:
     from torch import nn
 
+    from zoo.export.base import Exporter
     from zoo.preprocessing import ImageLike
     from zoo.registry import Registry
     from zoo.weights import ResolvedWeights
 
 RGBTriple = tuple[int, int, int]
-ArtifactLoader = Callable[[Path], Callable[..., Any]]
 
 
 class UntrainedWarning(UserWarning):
     """A model or artifact with random weights: its predictions are meaningless."""
-
-
-def _runtime(fmt: str) -> ArtifactLoader:
-    """The same runtime loader ``zoo verify`` uses (zoo/export/_runner.py), one implementation."""
-
-    def load(path: Path) -> Callable[..., Any]:
-        from zoo.export._runner import load_runnable
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
-            return load_runnable(fmt, str(path))
-
-    return load
-
-
-#: format name (as in ``manifest.export.format``) -> loader returning a callable module.
-ARTIFACT_LOADERS: dict[str, ArtifactLoader] = {
-    fmt: _runtime(fmt) for fmt in ("torchscript", "lite", "pte", "onnx")
-}
-
-
-def accepted_size(manifest: Manifest) -> tuple[int, int] | tuple[int, int, int, int] | None:
-    """Input sizes a shape-specialised artifact accepts: (H, W) when fixed, (min, max, -, -)
-    for an ExecuTorch ``--dynamic-size`` range; None when any size works."""
-    if manifest.export.format != "pte":
-        return None
-    dynamic = manifest.export.options.get("dynamic_size")
-    if dynamic:
-        return (int(dynamic[0]), int(dynamic[1]), -1, -1)
-    return (manifest.export.input_shape[2], manifest.export.input_shape[3])
 
 
 def fit_input(x: torch.Tensor, accepted: tuple[int, ...] | None) -> torch.Tensor:
@@ -88,23 +55,16 @@ def fit_input(x: torch.Tensor, accepted: tuple[int, ...] | None) -> torch.Tensor
                                            align_corners=False)
 
 
-def artifact_loader(fmt: str) -> ArtifactLoader:
-    """The loader for artifacts of format ``fmt``; a clear error when zoo cannot run them."""
-    if fmt in ARTIFACT_LOADERS:
-        return ARTIFACT_LOADERS[fmt]
-    try:
-        from zoo.export import get_exporter
+def artifact_exporter(fmt: str) -> Exporter:
+    """The exporter of format ``fmt``, able to run its artifacts here; a clear error if not."""
+    from zoo.export import get_exporter
 
-        runtime = getattr(get_exporter(fmt), "load_runtime", None)
-    except ZooError:
-        runtime = None
-    if callable(runtime):
-        return runtime
-    known = ", ".join(sorted(ARTIFACT_LOADERS))
-    raise UsageError(
-        f"cannot run artifacts of format {fmt!r}: zoo has no runtime loader for it "
-        f"(it can run {known}); run the eager model instead (drop --artifact)"
-    )
+    exporter = get_exporter(fmt)
+    reason = exporter.runtime_unavailable()
+    if reason is not None:
+        raise UsageError(f"cannot run {fmt} artifacts on this machine: {reason}; run the "
+                         "eager model instead (drop --artifact)")
+    return exporter
 
 
 @dataclass
@@ -202,18 +162,19 @@ def eager_predictor(card: ModelCard, weights: ResolvedWeights,
 def read_manifest(path: Path) -> tuple[Path, Manifest]:
     """(artifact, its sidecar manifest) for a path naming either; errors name the file."""
     artifact, sidecar = sidecar_paths(Path(path))
-    if not artifact.is_file():
+    if not artifact.exists():
         raise UsageError(f"{artifact}: no such artifact; make one with `zoo fetch NAME --format F`")
     if not sidecar.is_file():
         raise UsageError(
             f"{artifact}: its manifest {sidecar.name} is missing beside it; zoo needs it for "
             "the preprocessing and output contract (re-export with `zoo fetch --format`)"
         )
+    from zoo.export.verify import read_manifest_file
+
     try:
-        manifest = Manifest.model_validate_json(sidecar.read_text(encoding="utf-8"))
-    except (ValidationError, ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0]
-        raise UsageError(f"{sidecar}: not a valid zoo manifest: {first}") from None
+        manifest = read_manifest_file(sidecar)
+    except ValueError as exc:
+        raise UsageError(f"{sidecar}: not a valid zoo manifest: {exc}") from None
     return artifact, manifest
 
 
@@ -224,18 +185,25 @@ def load_artifact(path: str | Path, *, check_hash: bool = True) -> Predictor:
     swapped manifest cannot describe another file. An untrained artifact warns
     :class:`UntrainedWarning`.
     """
+    from zoo.export.pipeline import artifact_facts
+    from zoo.export.runtime import load_in_process
+
     artifact, manifest = read_manifest(Path(path))
     facts = manifest.artifact
     if check_hash and facts is not None:
-        size = artifact.stat().st_size
-        if size != facts.size or sha256_file(artifact) != facts.sha256:
+        try:
+            actual = artifact_facts(artifact, artifact.name)
+        except (OSError, ValueError):
+            actual = None
+        if actual is None or (actual.size, actual.sha256) != (facts.size, facts.sha256):
             raise ZooError(
                 f"{artifact} does not match its manifest (sha256/size differ); it was changed "
                 f"after export: re-export it, or see `zoo verify {artifact}`"
             )
-    loader = artifact_loader(manifest.export.format)
+    exporter = artifact_exporter(manifest.export.format)
     try:
-        module = loader(artifact)
+        module = load_in_process(exporter.runtime, artifact,
+                                 {**manifest.export.options, "threads": torch.get_num_threads()})
     except Exception as exc:  # runtimes raise many types for files they cannot read
         text = " ".join(str(exc).split())[:200]
         raise ZooError(
@@ -248,4 +216,4 @@ def load_artifact(path: str | Path, *, check_hash: bool = True) -> Predictor:
                      list(model.labels), list(model.palette),
                      {k: list(v) for k, v in model.palettes.items()},
                      manifest.untrained, manifest.export.format, str(artifact),
-                     accepted_size(manifest))
+                     exporter.accepted_size(manifest))

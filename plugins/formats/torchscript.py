@@ -92,6 +92,7 @@ class _ScriptedExporter(Exporter):
 
     precisions = ("fp32", "int8")
     quantizes_eager_model = True
+    extra_options = ("engine",)
     #: Apply mobile optimisations (``optimize_for_mobile``) when XNNPACK is available.
     mobile: bool = False
 

@@ -11,8 +11,14 @@ from typing import TYPE_CHECKING
 from zoo.cli.output import human_bytes
 from zoo.errors import UsageError
 
+PRECISIONS = ("fp32", "fp16", "int8")
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from zoo.export.base import Exporter, ExportOptions
     from zoo.export.pipeline import ExportOutcome
+    from zoo.manifest import Manifest
     from zoo.registry import Registry
     from zoo.schema import ModelCard
     from zoo.weights import ResolvedWeights
@@ -40,30 +46,78 @@ def add_export_options(p: argparse.ArgumentParser) -> None:
     """Add ``--format`` and friends to a parser."""
     g = p.add_argument_group("export (with --format)")
     g.add_argument("--format", "-f", metavar="F",
-                   help="export to format F (torchscript, lite, pte, onnx, or a plugin's); without "
-                   "it only the weights are fetched")
+                   help="export to format F (see `zoo info NAME` for the matrix); without it "
+                   "only the weights are fetched")
     g.add_argument("-o", "--output", type=Path, default=Path("."), metavar="DIR",
                    help="folder for the artifact, manifest, operator list and SHA256SUMS "
                    "(default: current folder)")
     g.add_argument("--input-size", type=parse_hw, metavar="HxW",
                    help="example input height x width (default: the card's input_size)")
+    g.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32, fp16 or int8 (default: the format's own, fp16 for coreml, "
+                   "fp32 otherwise); int8 records SQNR and argmax agreement vs fp32")
+    g.add_argument("--quantize", choices=("int8",), metavar="int8",
+                   help="same as --precision int8")
+    g.add_argument("--input-type", choices=("tensor", "image"), default="tensor",
+                   help="coreml: take a normalised tensor (default) or an image with the "
+                   "card's scale, mean and std folded in")
     g.add_argument("--bytecode-version", type=int, metavar="N",
                    help="lite only: backport to bytecode version N for older runtimes "
                    "(PyTorch Mobile 1.10 demo apps read <= 7)")
     g.add_argument("--keep-aux", action="store_true",
                    help="keep the auxiliary head (output dict gets 'aux'); dropped by default")
-    g.add_argument("--quantize", choices=("int8",), metavar="int8",
-                   help="post-training int8: FX graph mode for torchscript/lite, PT2E with the "
-                   "XNNPACK quantizer for pte; the manifest records SQNR and argmax agreement")
     g.add_argument("--engine", choices=("qnnpack", "x86"), default=None,
                    help="torchscript/lite int8 engine: qnnpack (ARM phones, default) or x86")
     g.add_argument("--calibrate", type=Path, metavar="DIR",
                    help="folder of images to calibrate int8 with (default: a synthetic set, "
                    "flagged in the manifest)")
     g.add_argument("--dynamic-size", type=parse_range, metavar="MIN:MAX",
-                   help="pte only: accept any height and width in MIN..MAX")
+                   help="pte: accept any height and width in MIN..MAX")
     g.add_argument("--verify", action="store_true",
                    help="run `zoo verify` on the artifact after exporting")
+
+
+def _precision(args: argparse.Namespace, exporter: Exporter) -> str:
+    if args.quantize and args.precision not in (None, args.quantize):
+        raise UsageError(f"--quantize {args.quantize} contradicts --precision {args.precision}")
+    return args.quantize or args.precision or exporter.default_precision()
+
+
+def export_options(args: argparse.Namespace, card: ModelCard, exporter: Exporter,
+                   fingerprint: bool = True) -> ExportOptions:
+    """The :class:`ExportOptions` the arguments ask for (``fingerprint``: hash --calibrate)."""
+    from zoo.export.base import ExportOptions
+
+    input_size = args.input_size or tuple(card.preprocessing.input_size)
+    if args.dynamic_size:  # the example must lie inside the range
+        low, high = args.dynamic_size
+        if args.input_size and not all(low <= side <= high for side in args.input_size):
+            raise UsageError("--input-size must lie inside --dynamic-size")
+        input_size = tuple(min(max(side, low), high) for side in input_size)
+    precision = _precision(args, exporter)
+    extra: dict[str, object] = {}
+    if args.engine:
+        extra["engine"] = args.engine
+    elif precision == "int8" and "engine" in exporter.extra_options:
+        extra["engine"] = "qnnpack"
+    if args.calibrate is not None:
+        if precision != "int8":
+            raise UsageError("--calibrate goes with --precision int8")
+        if not args.calibrate.is_dir():
+            raise UsageError(f"--calibrate {args.calibrate}: not a folder of images")
+        if fingerprint:
+            from zoo.export.quantize import folder_fingerprint
+
+            extra["calibrate"] = folder_fingerprint(args.calibrate)
+    elif precision == "int8":
+        extra["calibrate"] = "synthetic"
+    if args.bytecode_version is not None and args.bytecode_version < 1:
+        raise UsageError("--bytecode-version must be a positive integer")
+    return ExportOptions(
+        input_size=input_size, precision=precision, keep_aux=args.keep_aux,
+        bytecode_version=args.bytecode_version, dynamic_size=args.dynamic_size,
+        input_type=args.input_type, extra=extra,
+    )
 
 
 def check_export_args(args: argparse.Namespace, card: ModelCard) -> None:
@@ -75,55 +129,25 @@ def check_export_args(args: argparse.Namespace, card: ModelCard) -> None:
         raise UsageError(f"unknown format {args.format!r}; choose from {', '.join(formats)}")
     exporter = get_exporter(args.format)
     exporter.check_available()
-    if args.quantize and args.quantize not in exporter.quantize_schemes:
-        raise UsageError(f"--quantize {args.quantize} is not available for --format {args.format}")
-    if (args.engine or args.calibrate) and not args.quantize:
-        raise UsageError("--engine and --calibrate go with --quantize int8")
-    if args.engine and args.format not in ("torchscript", "lite"):
-        raise UsageError("--engine applies to torchscript/lite int8 (pte uses XNNPACK)")
-    if args.calibrate is not None and not args.calibrate.is_dir():
-        raise UsageError(f"--calibrate {args.calibrate}: not a folder of images")
-    if args.dynamic_size and args.format != "pte":
-        raise UsageError("--dynamic-size applies to --format pte only")
-    if args.dynamic_size and args.input_size:
-        low, high = args.dynamic_size
-        if not all(low <= side <= high for side in args.input_size):
-            raise UsageError("--input-size must lie inside --dynamic-size")
-    if args.bytecode_version is not None and args.format != "lite":
-        raise UsageError("--bytecode-version applies to --format lite only")
-    if args.bytecode_version is not None and args.bytecode_version < 1:
-        raise UsageError("--bytecode-version must be a positive integer")
+    reason = exporter.supports(card)
+    if reason is not None:
+        raise UsageError(f"model {card.name!r} does not export to {args.format}: {reason}")
+    if args.output.exists() and not args.output.is_dir():
+        raise UsageError(f"-o {args.output}: exists and is not a folder; name a folder")
     if args.keep_aux and "aux" not in card.output.optional_keys:
         raise UsageError(f"model {card.name!r} has no auxiliary head; drop --keep-aux")
+    exporter.check_options(export_options(args, card, exporter, fingerprint=False), card)
 
 
 def run_export(
-    args: argparse.Namespace, card: ModelCard, weights: ResolvedWeights, registry: Registry
+    args: argparse.Namespace, card: ModelCard, weights: ResolvedWeights, registry: Registry,
+    pull: Callable[[str, Path], bool] | None = None,
 ) -> int:
     """Export, install into ``--output``, print a summary; optionally verify."""
-    from zoo.export.base import ExportOptions
+    from zoo.export import get_exporter
     from zoo.export.pipeline import export_artifact
 
-    input_size = args.input_size or tuple(card.preprocessing.input_size)
-    if args.dynamic_size:  # the example must lie inside the range
-        low, high = args.dynamic_size
-        input_size = tuple(min(max(side, low), high) for side in input_size)
-    extra: dict[str, object] = {}
-    if args.quantize:
-        from zoo.export.quantize import folder_fingerprint
-
-        extra["quantize"] = args.quantize
-        if args.format in ("torchscript", "lite"):
-            extra["engine"] = args.engine or "qnnpack"
-        extra["calibrate"] = folder_fingerprint(args.calibrate) if args.calibrate else "synthetic"
-    if args.dynamic_size:
-        extra["dynamic_size"] = list(args.dynamic_size)
-    options = ExportOptions(
-        input_size=input_size,
-        keep_aux=args.keep_aux,
-        bytecode_version=args.bytecode_version,
-        extra=extra,
-    )
+    options = export_options(args, card, get_exporter(args.format))
     quiet = getattr(args, "quiet", False)
 
     def log(message: str) -> None:
@@ -131,12 +155,14 @@ def run_export(
             print(f"zoo: {message}", file=sys.stderr)
 
     outcome = export_artifact(card, weights, args.format, args.output, options,
-                              registry=registry, log=log, calibrate_dir=args.calibrate)
+                              registry=registry, log=log, calibrate_dir=args.calibrate,
+                              pull=pull)
     _summary(outcome, quiet)
     if args.verify:
         from zoo.cli.verify import cmd_verify
 
-        return cmd_verify(argparse.Namespace(artifact=outcome.artifact, json=False))
+        return cmd_verify(argparse.Namespace(artifact=outcome.artifact, json=False,
+                                             time_limit=300.0, require_run=False))
     return 0
 
 
@@ -152,9 +178,7 @@ def _summary(outcome: ExportOutcome, quiet: bool) -> None:
         f"{human_bytes(size)}" + (f", bytecode v{facts.bytecode_version}"
                                   if facts.bytecode_version else ""),
         "optimizations: " + ", ".join(f"{k} {v}" for k, v in facts.optimizations.items()),
-        *([f"int8 ({m.quantization.method}): SQNR {m.quantization.sqnr_db} dB, argmax "
-           f"agreement {m.quantization.argmax_agreement:.1%} vs fp32 on "
-           f"{m.quantization.calibration['source']} calibration"] if m.quantization else []),
+        *([_fidelity_line(m)] if m.quantization else []),
         f"manifest {outcome.manifest_path.name}, checksums {outcome.sums_path.name}"
         + (f", operators {outcome.operators_path.name}" if outcome.operators_path else ""),
         "cache hit: no export work done" if outcome.cache_hit else "exported",
@@ -162,3 +186,12 @@ def _summary(outcome: ExportOutcome, quiet: bool) -> None:
     ]
     for line in lines:
         print(f"zoo: {line}", file=sys.stderr)
+
+
+def _fidelity_line(m: Manifest) -> str:
+    q = m.quantization
+    assert q is not None
+    if q.sqnr_db is None or q.argmax_agreement is None:
+        return f"{q.scheme} ({q.method}): fidelity to fp32 {q.details.get('fidelity', 'unknown')}"
+    return (f"{q.scheme} ({q.method}): SQNR {q.sqnr_db} dB, argmax agreement "
+            f"{q.argmax_agreement:.1%} vs fp32 on {q.calibration['source']} calibration")

@@ -79,17 +79,29 @@ def _swatch(rgb: tuple[int, int, int]) -> Text:
 
 
 def _formats(card: ModelCard) -> Table:
+    from rich.markup import escape
+
     from zoo.export.support import support_matrix
 
     t = Table(box=None, header_style="bold", title="export formats", title_justify="left")
-    for col in ("format", "file", "fp32", "int8", "status"):
-        t.add_column(col)
+    for col in ("format", "file", "precisions", "status"):
+        t.add_column(col, overflow="fold")
     for row in support_matrix(card):
-        status = "installed" if row.installed else f"[yellow]needs {row.install}[/]"
         if row.note:
-            status = row.note
-        t.add_row(row.format, f"{card.name}{row.suffix}", "yes" if row.fp32 else "no",
-                  "yes" if row.int8 else "-", status)
+            status = f"[red]{escape(row.note)}[/]" if row.note.startswith("broken") \
+                else escape(row.note)
+        elif not row.installed:
+            status = f"[yellow]needs {escape(row.install or '')}[/]"
+        else:
+            status = "installed" + ("" if row.runs_here else
+                                    f"; [yellow]verify can't run it here[/] "
+                                    f"({escape(row.runtime_note or '')})")
+        if row.deprecated:
+            status += f"; [yellow]deprecated[/]: {escape(row.deprecated)}"
+        precisions = ", ".join(p + (" (default)" if p == row.default_precision and
+                                    len(row.precisions) > 1 else "")
+                               for p in row.precisions) or "-"
+        t.add_row(row.format, f"{card.name}{row.suffix}", precisions, status)
     return t
 
 

@@ -6,7 +6,9 @@ from zoo.errors import PluginError, UsageError
 from zoo.export.base import Exporter, ExportOptions, Prepared
 from zoo.plugins import PluginHost, as_callable, get_host, warn
 
-__all__ = ["ExportOptions", "Exporter", "Prepared", "available_formats", "get_exporter"]
+__all__ = [
+    "ExportOptions", "Exporter", "Prepared", "available_formats", "format_plugin", "get_exporter",
+]
 
 
 def _refs(host: PluginHost) -> dict[str, tuple[str, object]]:
@@ -29,6 +31,14 @@ def available_formats(host: PluginHost | None = None) -> list[str]:
     return sorted(_refs(host or get_host()))
 
 
+def format_plugin(fmt: str, host: PluginHost | None = None) -> str:
+    """The name of the plugin that provides format ``fmt``."""
+    refs = _refs(host or get_host())
+    if fmt not in refs:
+        raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(sorted(refs))}")
+    return refs[fmt][0]
+
+
 def get_exporter(fmt: str, host: PluginHost | None = None) -> Exporter:
     """The exporter for ``fmt``; an unknown format is a usage error listing the formats."""
     refs = _refs(host or get_host())
@@ -39,7 +49,13 @@ def get_exporter(fmt: str, host: PluginHost | None = None) -> Exporter:
         obj = as_callable(ref) if isinstance(ref, str) else ref
         exporter = obj() if isinstance(obj, type) or not isinstance(obj, Exporter) else obj
     except Exception as exc:
-        raise PluginError(f"format {fmt!r} from plugin {plugin!r} failed to load: {exc}") from exc
+        raise PluginError(f"format {fmt!r} from plugin {plugin!r} failed to load: "
+                          f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(exporter, Exporter):
         raise PluginError(f"format {fmt!r} from plugin {plugin!r} is not a zoo.export.Exporter")
+    missing = [a for a in ("name", "suffix", "description", "runtime")
+               if not isinstance(getattr(exporter, a, None), str)]
+    if missing:
+        raise PluginError(f"format {fmt!r} from plugin {plugin!r}: the exporter does not set "
+                          f"{', '.join(missing)} (see docs/plugins.md)")
     return exporter

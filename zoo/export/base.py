@@ -112,6 +112,9 @@ class Exporter(abc.ABC):
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: Dotted name of the self-contained runtime module (see the module docstring).
     runtime: ClassVar[str]
+    #: Keys of ``ExportOptions.extra`` the format understands besides "calibrate" (int8),
+    #: e.g. ("engine",); the CLI refuses the others for this format.
+    extra_options: ClassVar[tuple[str, ...]] = ()
 
     # -- what the format can do ----------------------------------------------------------
 
@@ -147,6 +150,10 @@ class Exporter(abc.ABC):
             raise UsageError(f"--dynamic-size is not supported by --format {self.name}")
         if options.bytecode_version is not None and not self.backports:
             raise UsageError(f"--bytecode-version is not supported by --format {self.name}")
+        unknown = sorted(set(options.extra) - {"calibrate", *self.extra_options})
+        if unknown:
+            raise UsageError(f"--{unknown[0].replace('_', '-')} is not supported by --format "
+                             f"{self.name}")
         if options.input_type not in self.input_types:
             raise UsageError(
                 f"--input-type {options.input_type} is not supported by --format {self.name} "

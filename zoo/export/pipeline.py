@@ -1,15 +1,16 @@
 """The fetch-and-export pipeline: card + weights -> artifact, manifest, operators, SHA256SUMS.
 
-Exports are cached under ``ZOO_HOME/artifacts/<key>`` where the key hashes everything that
-shapes the bytes (card, weights hash, format, options, zoo and torch versions); a repeat is a
-cache hit that does no export work. Every output file appears by atomic rename.
+Steps: build the model through its plugin; check it against the card's contract (output
+kind, key, channels, finite values, parameter count) before anything is written; quantize
+where asked; record the golden outputs (noise and scene); export through the format's
+exporter; commit into the export cache (:mod:`zoo.artifact_cache`, keyed by the export
+identity, :mod:`zoo.export.identity`); install copies into the output folder and update
+SHA256SUMS. A cache hit re-proves the cached bytes and does no export work.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,41 +18,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-from filelock import FileLock
 
-from zoo.errors import ExportError
+from zoo.errors import ExportError, PluginError, UsageError
 from zoo.export import get_exporter
 from zoo.export.base import Exporter, ExportOptions, Prepared
 from zoo.export.checksums import update_sums
-from zoo.fsutil import StatMemo, atomic_copy, sha256_file
 from zoo.manifest import (
     EMBEDDED_NAME,
     SIDECAR_SUFFIX,
     UNTRAINED_WARNING,
     ArtifactFacts,
+    CodeIdentity,
     ExportFacts,
+    FileFacts,
     Golden,
+    GoldenCase,
     GoldenInput,
     GoldenOutput,
     Manifest,
     QuantizationFacts,
     WeightsFacts,
     model_facts,
+    tree_digest,
 )
-from zoo.paths import artifacts_dir, zoo_home
 from zoo.schema import ModelCard, OutputContract
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from zoo.registry import Registry
     from zoo.weights import ResolvedWeights
 
-GOLDEN_SEED = 0
 GOLDEN_MAX_SIDE = 256
-ATOL = 1e-4
-RTOL = 1e-5
-# int8 kernels (XNNPACK, qnnpack) round differently from the quantized eager reference by up
-# to a quantization step (about 1/128 of the output range): allow two.
-RTOL_INT8 = 2e-2
+GOLDEN_SEEDS = {"noise": 0, "scene": 1}
+#: Share of argmax-grid pixels that must agree with the reference, by precision.
+MIN_ARGMAX_AGREEMENT = {"fp32": 0.99, "fp16": 0.95, "int8": 0.9}
+SQNR_MARGIN_DB = 3.0
 
 Log = Callable[[str], None]
 
@@ -69,27 +71,9 @@ class ExportOutcome:
 
 
 def artifact_file_name(card: ModelCard, exporter: Exporter, options: ExportOptions) -> str:
-    """``deeplabv3_resnet50.ptl``; a quantized export adds its scheme: ``x.int8.ptl``."""
-    scheme = options.extra.get("quantize")
-    return f"{card.name}{'.' + scheme if scheme else ''}{exporter.suffix}"
-
-
-def cache_key(card: ModelCard, weights: ResolvedWeights, fmt: str, options: ExportOptions) -> str:
-    """Hash of everything that shapes the artifact's bytes."""
-    from importlib.metadata import version
-
-    from zoo import __version__
-
-    payload = {
-        "card": card.model_dump(mode="json"),
-        "weights": weights.sha256 or "untrained",
-        "format": fmt,
-        "options": options.as_dict(),
-        "zoo": __version__,
-        "torch": version("torch"),  # not `import torch`: a cache hit must stay cheap
-    }
-    blob = json.dumps(payload, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
+    """``deeplabv3_resnet50.ptl``; other precisions than fp32 add theirs: ``x.int8.ptl``."""
+    tag = "" if options.precision == "fp32" else f".{options.precision}"
+    return f"{card.name}{tag}{exporter.suffix}"
 
 
 def golden_shape(input_size: tuple[int, int], static: bool) -> list[int]:
@@ -118,6 +102,23 @@ def exported_output(card: ModelCard, exporter: Exporter, keep_aux: bool) -> Outp
     return out
 
 
+def export_identity(card: ModelCard, weights: ResolvedWeights, exporter: Exporter,
+                    options: ExportOptions, registry: Registry
+                    ) -> tuple[str, CodeIdentity, CodeIdentity]:
+    """(identity key, builder code, format code) of an export; imports no torch."""
+    from zoo.export.identity import (
+        builder_identity,
+        exporter_identity,
+        identity_key,
+        identity_payload,
+    )
+
+    builder = builder_identity(card, registry)
+    format_code = exporter_identity(exporter.name, exporter, registry)
+    payload = identity_payload(card, weights, exporter, options, builder, format_code)
+    return identity_key(payload), builder, format_code
+
+
 def export_artifact(
     card: ModelCard,
     weights: ResolvedWeights,
@@ -128,148 +129,243 @@ def export_artifact(
     registry: Registry | None = None,
     log: Log | None = None,
     calibrate_dir: Path | None = None,
+    pull: Callable[[str, Path], bool] | None = None,
 ) -> ExportOutcome:
     """Produce (or reuse from the cache) the artifact for ``card`` and install it in ``out_dir``.
 
-    ``calibrate_dir`` holds calibration images for ``options.extra['quantize']``; its content
-    must already be fingerprinted in ``options.extra['calibrate']`` (it shapes the cache key).
+    ``calibrate_dir`` holds calibration images for int8; its content must already be
+    fingerprinted in ``options.extra['calibrate']`` (it shapes the identity). ``pull(key,
+    staging)`` may fill a staging folder from elsewhere (the team store) before exporting;
+    it returns True when it did.
     """
+    from zoo.artifact_cache import ArtifactCache
+    from zoo.registry import default_registry
+
     say = log or (lambda _msg: None)
-    exporter = get_exporter(fmt, registry.host if registry else None)
+    registry = registry or default_registry()
+    exporter = get_exporter(fmt, registry.host)
+    exporter.check_options(options, card)
     name = artifact_file_name(card, exporter, options)
-    key = cache_key(card, weights, fmt, options)
-    root = artifacts_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    cached = root / key
-    with FileLock(str(root / f"{key}.lock")):
-        manifest = _load_cached(cached, name)
-        hit = manifest is not None
-        if manifest is None:
-            manifest = _produce(card, weights, exporter, options, name, cached, registry, say,
-                                calibrate_dir)
+    key, builder, format_code = export_identity(card, weights, exporter, options, registry)
+    cache = ArtifactCache()
+    with cache.lock(key, on_wait=say):
+        entry = cache.lookup(key)
+        hit = entry is not None
+        if entry is None:
+            with cache.staging() as staging:
+                pulled = pull is not None and pull(key, staging)
+                if pulled:
+                    say("pulled from the team store")
+                else:
+                    _produce(card, weights, exporter, options, name, staging, registry, say,
+                             calibrate_dir, key, builder, format_code)
+                entry = cache.commit(key, staging, manifest_file=f"{name}{SIDECAR_SUFFIX}",
+                                     model=card.name, format=exporter.name)
         else:
-            say(f"cache hit: {cached}")
-    return _install(cached, name, manifest, out_dir, hit)
+            say(f"cache hit: {entry.folder}")
+    return _install(cache, entry, name, out_dir, hit)
 
 
-def _memo(folder: Path) -> StatMemo:
-    """Hashes of the cached files and of their installed copies, by size and mtime."""
-    return StatMemo(folder.parent / f"{folder.name}.stat.json")
+def check_contract(model: nn.Module, card: ModelCard, keep_aux: bool, plugin: str,
+                   outputs: dict[str, Any]) -> None:
+    """Raise :class:`PluginError` (naming plugin, card and field) when the built model does
+    not honour the card: parameter count, output kind and key, channels, finite values."""
+    where = f"plugin {plugin!r} built {card.name!r} (architecture {card.architecture!r})"
+    params = sum(p.numel() for p in model.parameters())
+    expected = card.num_params_with_aux if keep_aux and card.num_params_with_aux else \
+        card.num_params
+    if params != expected:
+        field = "num_params_with_aux" if keep_aux and card.num_params_with_aux else "num_params"
+        raise PluginError(f"{where} with {params:,} parameters, but the card's {field} says "
+                          f"{expected:,}; fix the builder or the card")
+    out = card.output
+    for case, (x, result) in outputs.items():
+        if out.kind == "dict":
+            if not isinstance(result, dict) or out.key not in result:
+                got = f"a dict with keys {sorted(result)}" if isinstance(result, dict) else \
+                    f"a {type(result).__name__}"
+                raise PluginError(f"{where}: it returns {got}, but the card's output says a "
+                                  f"dict with {out.key!r}")
+            pred = result[out.key]
+        else:
+            if isinstance(result, dict):
+                raise PluginError(f"{where}: it returns a dict, but the card's output.kind "
+                                  "says a bare tensor")
+            pred = result
+        want = [x.shape[0], out.channels, x.shape[2], x.shape[3]]
+        if list(getattr(pred, "shape", [])) != want:
+            raise PluginError(f"{where}: output shape {list(getattr(pred, 'shape', []))} on "
+                              f"the {case} input, but the card's output.channels says "
+                              f"{out.channels} ([N, C, H, W] = {want})")
+        if not bool(pred.isfinite().all()):
+            raise PluginError(f"{where}: the output has NaN or Inf values on the {case} input")
 
 
-def _load_cached(folder: Path, name: str) -> Manifest | None:
-    manifest_path = folder / f"{name}{SIDECAR_SUFFIX}"
-    artifact = folder / name
-    if not (manifest_path.is_file() and artifact.is_file()):
-        return None
-    try:
-        manifest = Manifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
-    facts = manifest.artifact
-    intact = facts is not None and facts.size == artifact.stat().st_size
-    if not intact or _memo(folder).sha256(artifact) != facts.sha256:
-        shutil.rmtree(folder, ignore_errors=True)  # never serve bytes that don't match
-        return None
-    return manifest
+def _golden_specs(card: ModelCard, shape: list[int]) -> dict[str, GoldenInput]:
+    pre = card.preprocessing
+    return {name: GoldenInput(kind=name, seed=seed, shape=shape,  # type: ignore[arg-type]
+                              scale=pre.scale_divisor, mean=list(pre.mean), std=list(pre.std))
+            for name, seed in GOLDEN_SEEDS.items()}
+
+
+def _run_cases(fn: Callable[..., Any], specs: dict[str, GoldenInput]) -> dict[str, Any]:
+    import torch
+
+    from zoo.export.golden import golden_input
+
+    results = {}
+    with torch.no_grad():
+        for name, spec in specs.items():
+            x = golden_input(spec.model_dump())
+            results[name] = (x, fn(x))
+    return results
+
+
+def _summaries(results: dict[str, Any], specs: dict[str, GoldenInput],
+               key: str | None) -> list[GoldenCase]:
+    from zoo.export.golden import select_output, summarize
+
+    return [GoldenCase(name=name, input=specs[name],
+                       output=GoldenOutput(**summarize(select_output(results[name][1], key),
+                                                       specs[name].seed)))
+            for name in specs]
 
 
 def _produce(
-    card: ModelCard,
-    weights: ResolvedWeights,
-    exporter: Exporter,
-    options: ExportOptions,
-    name: str,
-    dest: Path,
-    registry: Registry | None,
-    say: Log,
-    calibrate_dir: Path | None,
-) -> Manifest:
+    card: ModelCard, weights: ResolvedWeights, exporter: Exporter, options: ExportOptions,
+    name: str, staging: Path, registry: Registry, say: Log, calibrate_dir: Path | None,
+    key: str, builder: CodeIdentity, format_code: CodeIdentity,
+) -> None:
     import torch
 
     from zoo.build import build_model
-    from zoo.export._runner import golden_input, select_output, summarize
+    from zoo.plugins import plugin_code
 
     say(f"building {card.name} ({weights.source})")
     model = build_model(card, weights, keep_aux=options.keep_aux, registry=registry)
+    shape = golden_shape(options.input_size, exporter.fixed_input_size)
+    specs = _golden_specs(card, shape)
+    eager = _run_cases(model, specs)
+    check_contract(model, card, options.keep_aux, builder.plugin, eager)
+    reference: Any = model
     quantization = None
-    if options.extra.get("quantize"):
-        model, quantization = _quantize(model, card, exporter, options, calibrate_dir, say)
+    batches = None
+    if options.precision != "fp32":
+        from zoo.export.quantize import calibration
+
+        batches, calib = calibration(card, options.input_size, calibrate_dir)
+        if options.precision == "int8" and exporter.quantizes_eager_model:
+            say(f"quantizing to int8 with {calib['images']} {calib['source']} calibration "
+                "images")
+            with plugin_code(format_code.plugin, f"format {exporter.name!r} quantize"):
+                reference, details = exporter.quantize(model, batches, card, options)
+            quantization = _fidelity_facts(model, reference, batches, card, options, details,
+                                           calib)
+            eager = _run_cases(reference, specs)
+        else:
+            quantization = {"calib": calib}
+    say(f"preparing the {exporter.name} export")
     h, w = options.input_size
-    pre = card.preprocessing
-
-    def record(static: bool) -> tuple[GoldenInput, dict]:
-        spec = GoldenInput(seed=GOLDEN_SEED, shape=golden_shape(options.input_size, static),
-                           mean=list(pre.mean), std=list(pre.std))
-        say(f"recording the eager model's golden output at {spec.shape}")
-        with torch.no_grad():
-            eager = model(golden_input(spec.model_dump()))
-        return spec, summarize(select_output(eager, card.output.key), GOLDEN_SEED)
-
-    g_input, summary = record(exporter.golden_at_export_size)  # before export steps run
-    say(f"preparing {exporter.name} export")
-    prepared = exporter.prepare(model, torch.zeros(1, 3, h, w), card, options)
-    if golden_shape(options.input_size, prepared.static_shape) != g_input.shape:
-        g_input, summary = record(True)
-    manifest = _manifest(card, weights, exporter, options, prepared, name, g_input, summary)
-    manifest = manifest.model_copy(update={"quantization": quantization})
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest.parent))
-    try:
-        artifact = staging / name
-        say(f"writing {name}")
+    extra: dict[str, Any] = {"calibration": batches} if batches is not None else {}
+    with plugin_code(format_code.plugin, f"format {exporter.name!r} prepare"):
+        prepared = exporter.prepare(reference, torch.zeros(1, 3, h, w), card, options, **extra)
+    if prepared.static_shape and golden_shape(options.input_size, True) != shape:
+        specs = _golden_specs(card, golden_shape(options.input_size, True))
+        eager = _run_cases(reference, specs)
+    golden_ref = "eager"
+    cases = _summaries(eager, specs, card.output.key)
+    if isinstance(quantization, dict):  # reduced precision made during conversion
+        calib = quantization["calib"]
+        quantization = None
+        from_artifact = exporter.golden_from_artifact(options)
+        runnable = _scratch_runnable(exporter, prepared, format_code, options) \
+            if exporter.runtime_unavailable() is None else None
+        if runnable is not None:
+            quantization = _fidelity_facts(model, runnable, batches or [], card, options,
+                                           {"method": exporter.name}, calib)
+            if from_artifact:
+                golden_ref = "artifact"
+                cases = _summaries(_run_cases(runnable, specs), specs,
+                                   card.output.key if exporter.keeps_dict_output else None)
+        else:
+            quantization = QuantizationFacts(
+                scheme=options.precision, method=exporter.name,  # type: ignore[arg-type]
+                details={"fidelity": f"not measured: {exporter.runtime_unavailable()}"},
+                calibration=calib, sqnr_db=None, argmax_agreement=None)
+    manifest = _manifest(card, weights, exporter, options, prepared, name, cases, golden_ref,
+                         quantization, key, builder, format_code)
+    artifact = staging / name
+    say(f"writing {name}")
+    with plugin_code(format_code.plugin, f"format {exporter.name!r} save"):
         exporter.save(prepared, artifact, {EMBEDDED_NAME: manifest.embedded().to_json()})
-        sha = sha256_file(artifact)
-        manifest = manifest.model_copy(update={"artifact": ArtifactFacts(
-            file=name, size=artifact.stat().st_size, sha256=sha)})
-        if prepared.operators is not None:
-            ops = yaml.safe_dump(sorted(prepared.operators), default_flow_style=False)
-            (staging / f"{name}.ops.yaml").write_text(ops, encoding="utf-8")
-        (staging / f"{name}{SIDECAR_SUFFIX}").write_text(manifest.to_json(), encoding="utf-8")
-        shutil.rmtree(dest, ignore_errors=True)
-        staging.replace(dest)
-        memo = _memo(dest)
-        memo.remember(dest / name, sha)
-        memo.save()
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return manifest
+    if not artifact.exists():
+        raise PluginError(f"format {exporter.name!r} (plugin {format_code.plugin!r}) wrote no "
+                          f"artifact at {name}")
+    manifest = manifest.model_copy(update={"artifact": artifact_facts(artifact, name)})
+    if prepared.operators is not None:
+        ops = yaml.safe_dump(sorted(prepared.operators), default_flow_style=False)
+        (staging / f"{name}.ops.yaml").write_text(ops, encoding="utf-8")
+    (staging / f"{name}{SIDECAR_SUFFIX}").write_text(manifest.to_json(), encoding="utf-8")
 
 
-def _quantize(
-    model: Any, card: ModelCard, exporter: Exporter, options: ExportOptions,
-    calibrate_dir: Path | None, say: Log,
-) -> tuple[Any, QuantizationFacts]:
-    from zoo.export.quantize import calibration, fidelity
+def artifact_facts(artifact: Path, name: str) -> ArtifactFacts:
+    """Size and sha256 of a file artifact, or of every file of a folder artifact."""
+    from zoo.export.verify import artifact_files
+    from zoo.fsutil import sha256_file
 
-    scheme = options.extra["quantize"]
-    batches, calib = calibration(card, options.input_size, calibrate_dir)
-    say(f"quantizing to {scheme} with {calib['images']} {calib['source']} calibration images")
-    quantized, details = exporter.quantize(model, batches, card, options)
-    scores = fidelity(model, quantized, batches, card.output.key)
-    say(f"int8 fidelity: SQNR {scores['sqnr_db']} dB, argmax agreement "
-        f"{scores['argmax_agreement']:.1%}")
-    method = details.pop("method")
-    facts = QuantizationFacts(scheme=scheme, method=method, details=details,
-                              calibration=calib, **scores)
-    return quantized, facts
+    if artifact.is_file():
+        return ArtifactFacts(file=name, size=artifact.stat().st_size,
+                             sha256=sha256_file(artifact))
+    files = [FileFacts(path=rel, size=path.stat().st_size, sha256=sha256_file(path))
+             for rel, path in artifact_files(artifact)]
+    return ArtifactFacts(file=name, size=sum(f.size for f in files), sha256=tree_digest(files),
+                         files=files)
+
+
+def _scratch_runnable(exporter: Exporter, prepared: Prepared, format_code: CodeIdentity,
+                      options: ExportOptions) -> Callable[..., Any]:
+    """Save the prepared artifact to a scratch folder and load it through its runtime module
+    in this process (for fidelity and artifact-referenced golden outputs)."""
+    from zoo.export.runtime import load_in_process
+    from zoo.plugins import plugin_code
+
+    scratch = Path(tempfile.mkdtemp(prefix="zoo-scratch-"))
+    path = scratch / f"scratch{exporter.suffix}"
+    with plugin_code(format_code.plugin, f"format {exporter.name!r} save"):
+        exporter.save(prepared, path, {})
+        fn = load_in_process(exporter.runtime, path, {**options.as_dict(), "threads": 1})
+    return fn
+
+
+def _fidelity_facts(model: Any, candidate: Any, batches: list[Any], card: ModelCard,
+                    options: ExportOptions, details: dict[str, Any],
+                    calib: dict[str, Any]) -> QuantizationFacts:
+    from zoo.export.quantize import fidelity
+
+    scores = fidelity(model, candidate, batches, card.output.key)
+    details = dict(details)
+    method = str(details.pop("method", "unknown"))
+    return QuantizationFacts(scheme=options.precision, method=method,  # type: ignore[arg-type]
+                             details={k: str(v) for k, v in details.items()},
+                             calibration=calib, **scores)
 
 
 def _manifest(
-    card: ModelCard,
-    weights: ResolvedWeights,
-    exporter: Exporter,
-    options: ExportOptions,
-    prepared: Prepared,
-    name: str,
-    g_input: GoldenInput,
-    summary: dict,
+    card: ModelCard, weights: ResolvedWeights, exporter: Exporter, options: ExportOptions,
+    prepared: Prepared, name: str, cases: list[GoldenCase], golden_ref: str,
+    quantization: QuantizationFacts | None, key: str, builder: CodeIdentity,
+    format_code: CodeIdentity,
 ) -> Manifest:
     import torch
 
     from zoo import __version__
 
     h, w = options.input_size
+    atol, rtol = exporter.tolerance(options)
+    min_sqnr = None
+    if options.precision == "int8" and quantization is not None and \
+            quantization.sqnr_db is not None:
+        min_sqnr = round(max(10.0, quantization.sqnr_db - SQNR_MARGIN_DB), 2)
     return Manifest(
         untrained=weights.untrained,
         warning=UNTRAINED_WARNING if weights.untrained else None,
@@ -280,45 +376,58 @@ def _manifest(
             sha256=weights.sha256,
         ),
         export=ExportFacts(
-            format=exporter.name, file=name, options=options.as_dict(), zoo_version=__version__,
-            torch_version=torch.__version__, bytecode_version=prepared.bytecode_version,
-            input_shape=[1, 3, h, w], method=prepared.method,  # type: ignore[arg-type]
+            format=exporter.name, file=name, precision=options.precision,
+            options=options.as_dict(), identity=key, builder=builder, exporter=format_code,
+            zoo_version=__version__, torch_version=torch.__version__,
+            bytecode_version=prepared.bytecode_version, input_shape=[1, 3, h, w],
+            method=prepared.method,  # type: ignore[arg-type]
             optimizations=prepared.optimizations,
             operators_file=f"{name}.ops.yaml" if prepared.operators is not None else None,
         ),
-        golden=Golden(input=g_input, output=GoldenOutput(**summary), atol=ATOL,
-                      rtol=RTOL_INT8 if options.extra.get("quantize") else RTOL),
+        golden=Golden(reference=golden_ref, cases=cases, atol=atol,  # type: ignore[arg-type]
+                      rtol=rtol, min_argmax_agreement=MIN_ARGMAX_AGREEMENT[options.precision],
+                      min_sqnr_db=min_sqnr),
+        quantization=quantization,
     )
 
 
-def _install(
-    cached: Path, name: str, manifest: Manifest, out_dir: Path, hit: bool
-) -> ExportOutcome:
-    """Copy the cached files into ``out_dir`` (skipping identical ones) and update SHA256SUMS."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = [name, f"{name}{SIDECAR_SUFFIX}"]
+def _install(cache: Any, entry: Any, name: str, out_dir: Path, hit: bool) -> ExportOutcome:
+    """Copy the cached files into ``out_dir`` and update SHA256SUMS, under a folder lock."""
+    from filelock import FileLock
+
+    from zoo.manifest import Manifest
+    from zoo.paths import zoo_home
+
+    manifest_name = f"{name}{SIDECAR_SUFFIX}"
+    manifest = Manifest.model_validate_json(
+        (entry.folder / manifest_name).read_text(encoding="utf-8"))
+    files = [name, manifest_name]
     if manifest.export.operators_file:
         files.append(manifest.export.operators_file)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create the output folder {out_dir}: "
+                          f"{exc.strerror or exc}") from exc
+    if not out_dir.is_dir():
+        raise UsageError(f"-o {out_dir}: not a folder")
     folder_id = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:16]
     lock = zoo_home() / "locks" / f"out-{folder_id}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    sums: dict[str, str] = {}
-    memo = _memo(cached)
-    with FileLock(str(lock)):
-        for file in files:
-            src, dest = cached / file, out_dir / file
-            sha = memo.sha256(src)
-            if not (dest.is_file() and memo.sha256(dest) == sha):
-                try:  # hard link where possible: a 160 MB artifact costs no copy
-                    atomic_copy(src, dest, link=True)
-                except OSError as exc:
-                    raise ExportError(f"cannot write {dest}: {exc.strerror or exc}") from exc
-                memo.remember(dest, sha)
-            sums[file] = sha
-        sums_path = update_sums(out_dir, sums)
-        memo.save()
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        guard: Any = FileLock(str(lock))
+    except OSError:  # a read-only ZOO_HOME: install without the folder lock
+        from contextlib import nullcontext
+
+        guard = nullcontext()
+    with guard:
+        try:
+            sums = cache.install(entry, out_dir, files)
+            sums_path = update_sums(out_dir, sums)
+        except OSError as exc:
+            raise ExportError(f"cannot write into {out_dir}: {exc.strerror or exc}") from exc
     ops = out_dir / manifest.export.operators_file if manifest.export.operators_file else None
     return ExportOutcome(
-        artifact=out_dir / name, manifest_path=out_dir / f"{name}{SIDECAR_SUFFIX}",
+        artifact=out_dir / name, manifest_path=out_dir / manifest_name,
         operators_path=ops, sums_path=sums_path, manifest=manifest, cache_hit=hit,
     )

@@ -1,26 +1,31 @@
-"""``zoo verify``: checksums, manifest consistency and golden parity of an exported artifact.
+"""``zoo verify``: integrity, contract and golden parity of an exported artifact.
 
-The parity run happens in a fresh Python process that imports neither zoo nor torchvision and
-loads the artifact with the format's own runtime loader, the way an app on a device would.
+Order matters: everything that can be checked without executing the artifact is checked
+first (manifest, file names, hashes, SHA256SUMS, embedded manifest, structure), and a failure
+there stops before any runtime code touches the artifact. The golden run happens in an
+isolated child process (:mod:`zoo.export.isolated`). A format whose runtime does not exist on
+this machine gets the integrity and structure checks and the verdict ``checked`` ("not run"),
+never ``verified``. docs/manifest.md states exactly what each verdict means.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from zoo.errors import UsageError
-from zoo.export import get_exporter
+from zoo.errors import UsageError, ZooError
 from zoo.export.checksums import SUMS_NAME, read_sums
 from zoo.fsutil import sha256_file
-from zoo.manifest import EMBEDDED_NAME, Manifest, sidecar_paths
+from zoo.manifest import Manifest, sidecar_paths
+
+MAX_MANIFEST_BYTES = 16 << 20
+#: zoo's policy: a manifest may not loosen the check beyond these, whatever it records.
+POLICY = {"atol": 0.05, "rtol": 0.05, "min_argmax_agreement": 0.9}
+MAX_GOLDEN_PIXELS = 4096 * 4096
 
 
 @dataclass
@@ -32,16 +37,26 @@ class Check:
 
 @dataclass
 class Report:
-    """Every check made, in order; ``ok`` only when all passed."""
+    """Every check made, in order, and the verdict."""
 
     artifact: Path
     checks: list[Check] = field(default_factory=list)
-    parity: dict[str, Any] | None = None
+    parity: list[dict[str, Any]] | None = None
     untrained: bool = False
+    ran: bool = False
+    not_run_reason: str | None = None
 
     @property
     def ok(self) -> bool:
+        """True when nothing failed (``verified``, or ``checked`` where nothing could run)."""
         return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def verdict(self) -> str:
+        """``verified`` (ran and passed), ``checked`` (passed, golden not run), ``failed``."""
+        if not self.ok:
+            return "failed"
+        return "verified" if self.ran else "checked"
 
     def add(self, name: str, ok: bool, detail: str) -> bool:
         self.checks.append(Check(name, ok, detail))
@@ -50,7 +65,10 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {
             "artifact": str(self.artifact),
+            "verdict": self.verdict,
             "ok": self.ok,
+            "ran": self.ran,
+            "not_run_reason": self.not_run_reason,
             "checks": [c.__dict__ for c in self.checks],
             "parity": self.parity,
             "untrained": self.untrained,
@@ -64,15 +82,31 @@ def locate(path: Path) -> tuple[Path, Path]:
     return sidecar_paths(path)
 
 
+def read_manifest_file(sidecar: Path) -> Manifest:
+    """Parse a sidecar manifest, bounded in size; ValueError with a one-line reason."""
+    try:
+        size = sidecar.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"{size} bytes is larger than any zoo manifest")
+        with open(sidecar, "rb") as fh:
+            text = fh.read(MAX_MANIFEST_BYTES + 1).decode("utf-8")
+        return Manifest.model_validate_json(text)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"field {loc}: {err['msg']}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+
+
 def _read_manifest(report: Report, sidecar: Path) -> Manifest | None:
     if not sidecar.is_file():
         report.add("manifest", False, f"{sidecar.name} is missing beside the artifact")
         return None
     try:
-        manifest = Manifest.model_validate_json(sidecar.read_text(encoding="utf-8"))
-    except (ValidationError, ValueError, OSError) as exc:
-        first = str(exc).splitlines()[0]
-        report.add("manifest", False, f"{sidecar.name} is not a valid manifest: {first}")
+        manifest = read_manifest_file(sidecar)
+    except ValueError as exc:
+        report.add("manifest", False, f"{sidecar.name} is not a valid zoo manifest: {exc}")
         return None
     if manifest.artifact is None:
         report.add("manifest", False, f"{sidecar.name} has no artifact hash")
@@ -80,100 +114,195 @@ def _read_manifest(report: Report, sidecar: Path) -> Manifest | None:
     return manifest if report.add("manifest", True, f"{sidecar.name} is valid") else None
 
 
+def artifact_files(artifact: Path) -> list[tuple[str, Path]]:
+    """(relative path, file) for every file of a folder artifact, sorted; symlinks refused."""
+    found = []
+    for root, dirs, files in os.walk(artifact, followlinks=False):
+        for name in [*dirs, *files]:
+            if Path(root, name).is_symlink():
+                raise ValueError(f"{Path(root, name)} is a symbolic link")
+        for name in files:
+            path = Path(root, name)
+            found.append((path.relative_to(artifact).as_posix(), path))
+    return sorted(found)
+
+
 def _check_hashes(report: Report, artifact: Path, sidecar: Path, manifest: Manifest) -> bool:
     facts = manifest.artifact
     assert facts is not None
-    actual = sha256_file(artifact)
-    size = artifact.stat().st_size
-    ok = report.add(
-        "sha256 (manifest)", actual == facts.sha256 and size == facts.size,
-        f"{actual[:16]}… {size} bytes" + ("" if actual == facts.sha256 else
-                                           f" != expected {facts.sha256[:16]}… {facts.size} bytes"),
-    )
+    if facts.file != artifact.name or manifest.export.file != artifact.name:
+        return report.add("file name", False, f"the manifest describes {facts.file!r}, not "
+                          f"{artifact.name!r}")
+    actual: dict[str, str] = {}
+    if facts.files is None:
+        if not artifact.is_file() or artifact.is_symlink():
+            return report.add("sha256 (manifest)", False, f"{artifact.name} is not a file")
+        sha, size = sha256_file(artifact), artifact.stat().st_size
+        ok = sha == facts.sha256 and size == facts.size
+        detail = f"{sha[:16]}… {size} bytes"
+        if not ok:
+            detail += f" != recorded {facts.sha256[:16]}… {facts.size} bytes"
+        report.add("sha256 (manifest)", ok, detail)
+        actual[artifact.name] = sha
+    else:
+        if not artifact.is_dir() or artifact.is_symlink():
+            return report.add("sha256 (manifest)", False, f"{artifact.name} is not a folder")
+        try:
+            present = artifact_files(artifact)
+        except ValueError as exc:
+            return report.add("sha256 (manifest)", False, str(exc))
+        recorded = {f.path: f for f in facts.files}
+        extra = sorted({p for p, _ in present} - set(recorded))
+        missing = sorted(set(recorded) - {p for p, _ in present})
+        bad = []
+        for rel, path in present:
+            if rel in recorded:
+                sha = sha256_file(path)
+                actual[f"{artifact.name}/{rel}"] = sha
+                if sha != recorded[rel].sha256 or path.stat().st_size != recorded[rel].size:
+                    bad.append(rel)
+        problems = ([f"changed: {', '.join(bad[:3])}"] if bad else []) + \
+            ([f"missing: {', '.join(missing[:3])}"] if missing else []) + \
+            ([f"not recorded: {', '.join(extra[:3])}"] if extra else [])
+        ok = not problems
+        report.add("sha256 (manifest)", ok, f"{len(present)} files match" if ok
+                   else "; ".join(problems))
     sums = read_sums(artifact.parent / SUMS_NAME)
     if not sums:
         report.add("SHA256SUMS", True, f"no {SUMS_NAME} beside the artifact (skipped)")
         return ok
-    for name, want in ((artifact.name, actual), (sidecar.name, sha256_file(sidecar))):
-        listed = sums.get(name)
-        if listed is None:
-            ok &= report.add("SHA256SUMS", False, f"{name} is not listed in {SUMS_NAME}")
-        else:
-            detail = "matches" if listed == want else f"{want[:16]}… != listed {listed[:16]}…"
-            ok &= report.add("SHA256SUMS", listed == want, f"{name}: {detail}")
-    return ok
+    actual[sidecar.name] = sha256_file(sidecar)
+    wrong = [name for name, sha in actual.items() if sums.get(name) not in (None, sha)]
+    unlisted = [name for name in actual if name not in sums]
+    sums_ok = not wrong and not unlisted
+    detail = "every file matches" if sums_ok else "; ".join(
+        ([f"differs: {', '.join(wrong[:3])}"] if wrong else [])
+        + ([f"not listed: {', '.join(unlisted[:3])}"] if unlisted else []))
+    report.add("SHA256SUMS", sums_ok, detail)
+    return ok and sums_ok
 
 
-def _check_embedded(report: Report, artifact: Path, manifest: Manifest) -> None:
-    exporter = get_exporter(manifest.export.format)
-    embedded = exporter.read_embedded(artifact, EMBEDDED_NAME)
-    if embedded is None:
-        report.add("embedded manifest", False, "cannot read the manifest embedded in the artifact")
-        return
+def _check_embedded(report: Report, exporter: Any, artifact: Path, manifest: Manifest,
+                    time_limit: float) -> bool:
+    from zoo.export.isolated import ChildFailed, run_child
+    from zoo.export.runtime import runtime_source
+
+    embedded = exporter.read_embedded(artifact)
+    where = "read from the container"
+    if embedded is None and "def read_embedded" in runtime_source(exporter.runtime) \
+            and exporter.runtime_unavailable() is None:
+        try:  # formats whose container only their runtime can parse (ExecuTorch)
+            answer = run_child(exporter.runtime, artifact, {"action": "embedded"}, time_limit)
+            embedded, where = answer.get("embedded"), "read by the runtime in a child process"
+        except ChildFailed as exc:
+            return report.add("embedded manifest", False, str(exc))
+    if not isinstance(embedded, str):
+        return report.add("embedded manifest", False,
+                          "cannot read the manifest embedded in the artifact")
     same = embedded == manifest.embedded().to_json()
-    report.add("embedded manifest", same,
-               "matches the sidecar" if same else "differs from the sidecar manifest")
+    return report.add("embedded manifest", same, f"matches the sidecar ({where})" if same
+                      else "differs from the sidecar manifest")
 
 
-def run_parity(artifact: Path, manifest: Manifest, threads: int = 1) -> dict[str, Any]:
-    """Run the golden input through the artifact in a fresh process; returns the runner's JSON."""
-    exporter = get_exporter(manifest.export.format)
-    request = {
-        "format": manifest.export.format,
-        "artifact": str(artifact.resolve()),
-        "golden": manifest.golden.model_dump(mode="json"),
-        "output_key": manifest.output.key,
-        "threads": threads,
-        "engine": manifest.quantization.details.get("engine") if manifest.quantization else None,
-    }
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONSTARTUP"}
-    proc = subprocess.run(
-        [sys.executable, "-c", exporter.runner_source(), json.dumps(request)],
-        capture_output=True, text=True, env=env, check=False, timeout=900,
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"ok": False, "problems": [f"the runtime could not run the artifact: {tail}"]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _check_parity(report: Report, artifact: Path, manifest: Manifest) -> None:
-    result = run_parity(artifact, manifest)
-    report.parity = result
+def _check_policy(report: Report, manifest: Manifest) -> bool:
     golden = manifest.golden
-    if result.get("max_abs_diff") is None:
-        report.add("parity", False, "; ".join(result.get("problems", [])) or "failed")
+    loose = [f"{name} {getattr(golden, name)}" for name in ("atol", "rtol")
+             if getattr(golden, name) > POLICY[name]]
+    if golden.min_argmax_agreement < POLICY["min_argmax_agreement"]:
+        loose.append(f"min_argmax_agreement {golden.min_argmax_agreement}")
+    big = [c.name for c in golden.cases
+           if c.input.shape[2] * c.input.shape[3] > MAX_GOLDEN_PIXELS]
+    contract = manifest.output.channels == manifest.model.num_classes
+    problems = ([f"tolerances looser than zoo allows: {', '.join(loose)}"] if loose else []) + \
+        ([f"golden inputs too large: {', '.join(big)}"] if big else []) + \
+        ([] if contract else [f"output.channels {manifest.output.channels} != model."
+                              f"num_classes {manifest.model.num_classes}"])
+    return report.add("manifest policy", not problems, "; ".join(problems) or
+                      f"tolerances within policy, {len(golden.cases)} golden inputs")
+
+
+def parity_request(manifest: Manifest, threads: int = 1) -> dict[str, Any]:
+    """The child's request for the golden run of ``manifest``."""
+    golden = manifest.golden
+    limits = {"atol": golden.atol, "rtol": golden.rtol,
+              "min_argmax_agreement": golden.min_argmax_agreement,
+              "min_sqnr_db": golden.min_sqnr_db}
+    out = manifest.output
+    return {
+        "action": "run",
+        "options": {**manifest.export.options, "threads": threads},
+        "cases": [c.model_dump(mode="json") for c in golden.cases],
+        "limits": limits,
+        "contract": {"kind": out.kind, "key": out.key, "channels": out.channels},
+    }
+
+
+def _check_parity(report: Report, exporter: Any, artifact: Path, manifest: Manifest,
+                  time_limit: float) -> None:
+    from zoo.export.isolated import ChildFailed, run_child
+
+    try:
+        answer = run_child(exporter.runtime, artifact, parity_request(manifest), time_limit)
+    except ChildFailed as exc:
+        report.add("golden run", False, str(exc))
         return
-    tol = (f"limit {result['limit']:.3g} = atol {golden.atol:g} + rtol {golden.rtol:g} × "
-           f"max|out| {golden.output.abs_max:.3g}")
-    detail = (f"max |Δ| {result['max_abs_diff']:.3g} ({tol}) on {golden.input.shape}, "
-              f"argmax agreement {result['argmax_agreement']:.1%}")
-    if result.get("bit_exact"):
-        detail += ", bit-exact"
-    report.add("parity", bool(result["ok"]), detail if result["ok"] else
-               f"{detail}: {'; '.join(result['problems'])}")
-    isolated = not any(result.get("modules", {}).values())
-    report.add("runtime isolation", isolated, "loaded without zoo or torchvision" if isolated
-               else f"unexpected modules loaded: {result.get('modules')}")
-    want = manifest.output.kind
-    got = result.get("result_type")
-    keys_ok = want != "dict" or manifest.output.key in (result.get("result_keys") or [])
-    report.add("output contract", got == want and keys_ok,
-               f"{got} with keys {result.get('result_keys')}" if got == "dict" else f"{got}")
+    report.ran = True
+    report.parity = answer["cases"]
+    contract_problems = [p for case in answer["cases"] for p in case.get("contract_problems", [])
+                         + case.get("problems", [])]
+    out = manifest.output
+    shape = f"[1, {out.channels}, H, W]"
+    report.add("output contract", not contract_problems, "; ".join(contract_problems[:3]) or
+               (f"dict with '{out.key}' {shape}" if out.kind == "dict" else f"tensor {shape}"))
+    for case in answer["cases"]:
+        verdict = case.get("verdict")
+        if verdict is None:
+            continue
+        detail = (f"max |Δ| {verdict['max_abs_diff']:.3g} (limit {verdict['limit']:.3g}), "
+                  f"argmax agreement {verdict['argmax_agreement']:.1%}")
+        if manifest.golden.min_sqnr_db is not None:
+            detail += f", SQNR {verdict['sqnr_db']} dB"
+        if verdict.get("bit_exact"):
+            detail += ", bit-exact"
+        if not verdict["ok"]:
+            detail += ": " + "; ".join(verdict["problems"])
+        report.add(f"golden {case['name']}", bool(verdict["ok"]), detail)
+    isolated = not any(answer.get("modules", {}).values())
+    report.add("runtime isolation", isolated, "ran without zoo or torchvision" if isolated
+               else f"unexpected modules loaded: {answer.get('modules')}")
 
 
-def verify(path: Path) -> Report:
+def verify(path: Path, *, time_limit: float = 300.0) -> Report:
     """Check an artifact end to end; never raises for a bad artifact, only reports."""
+    from zoo.export import get_exporter
+
     artifact, sidecar = locate(path)
     report = Report(artifact=artifact)
-    if not artifact.is_file():
+    if not artifact.exists():
         report.add("artifact", False, f"{artifact.name} is missing")
         return report
     manifest = _read_manifest(report, sidecar)
     if manifest is None:
         return report
     report.untrained = manifest.untrained
-    _check_hashes(report, artifact, sidecar, manifest)
-    _check_embedded(report, artifact, manifest)
-    _check_parity(report, artifact, manifest)
+    try:
+        exporter = get_exporter(manifest.export.format)
+    except ZooError as exc:
+        report.add("format", False, f"{exc}; install the plugin that provides it")
+        return report
+    if not _check_hashes(report, artifact, sidecar, manifest):
+        return report  # never run bytes that are not the recorded ones
+    if not _check_embedded(report, exporter, artifact, manifest, time_limit):
+        return report
+    if not _check_policy(report, manifest):
+        return report
+    for finding in exporter.inspect(artifact, manifest):
+        report.add(finding.name, finding.ok, finding.detail)
+    if not report.ok:
+        return report
+    reason = exporter.runtime_unavailable()
+    if reason is not None:
+        report.not_run_reason = reason
+        return report
+    _check_parity(report, exporter, artifact, manifest, time_limit)
     return report
