@@ -71,8 +71,18 @@ def test_example_plugin_end_to_end_from_a_clean_install(tmp_path: Path) -> None:
     artifact = tmp_path / "app" / f"{MODEL}.ptl"
     assert out.strip() == str(artifact)
     report, _ = zoo_ok(["verify", str(artifact), "--json"], env)
-    assert report["ok"], report
-    assert report["parity"]["modules"] == {"zoo": False, "torchvision": False}
+    assert report["verdict"] == "verified", report
+    assert {"name": "runtime isolation", "ok": True,
+            "detail": "ran without zoo or torchvision"} in report["checks"]
+
+    # the plugin's own format: exported, verified and run with no change to zoo
+    out, _ = zoo_ok(["fetch", MODEL, "--format", "example_traced", "--weights", str(weights),
+                     "-o", str(tmp_path / "app"), "--quiet"], env)
+    traced = tmp_path / "app" / f"{MODEL}.traced.pt"
+    assert out.strip() == str(traced)
+    report, _ = zoo_ok(["verify", str(traced), "--json"], env)
+    assert report["verdict"] == "verified", report
+    assert report["parity"][0]["result_type"] == "tensor"
 
     # a 320x200 image, and one already at the model's 96x128 (HxW) to check BGR by hand
     street, small = tmp_path / "street.png", tmp_path / "small.png"
@@ -85,6 +95,10 @@ def test_example_plugin_end_to_end_from_a_clean_install(tmp_path: Path) -> None:
     lite, _ = zoo_ok(["run", MODEL, *images, "--artifact", str(artifact), "--palette",
                       "hazards", "-o", str(tmp_path / "lite"), "--json"], env)
     assert (eager["runtime"], lite["runtime"]) == ("eager", "lite")
+    traced_run, _ = zoo_ok(["run", MODEL, str(small), "--artifact", str(traced), "--json",
+                            "-o", str(tmp_path / "traced")], env)
+    assert traced_run["runtime"] == "example_traced"
+    assert traced_run["images"][0]["classes"] == lite["images"][1]["classes"]
     for e, a in zip(eager["images"], lite["images"], strict=True):
         assert e["input_shape"] == a["input_shape"] == [1, 3, 96, 128]  # exact [H, W]
         pics = {}
@@ -146,7 +160,8 @@ FILE_BLOCK = re.compile(r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", re.S)
 def test_the_plugin_guide_shows_the_example_files_verbatim() -> None:
     blocks = dict(FILE_BLOCK.findall(DOC.read_text(encoding="utf-8")))
     assert sorted(blocks) == ["pyproject.toml", "zoo_example_plugin/__init__.py",
-                              "zoo_example_plugin/model.py", "zoo_example_plugin/models.yaml"]
+                              "zoo_example_plugin/formats.py", "zoo_example_plugin/model.py",
+                              "zoo_example_plugin/models.yaml", "zoo_example_plugin/runtime.py"]
     for name, text in blocks.items():
         assert text == (EXAMPLE / name).read_text(encoding="utf-8"), f"docs/plugins.md: {name}"
 

@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Callable[..., None]]:
     """Command groups that live in their own modules (each adds its sub-parsers)."""
     registrars: list[Callable[..., None]] = []
-    for module in ("zoo.cli.fetch", "zoo.cli.cache", "zoo.cli.verify", "zoo.cli.run"):
+    for module in ("zoo.cli.fetch", "zoo.cli.cache", "zoo.cli.verify", "zoo.cli.run",
+                   "zoo.cli.store"):
         try:
             mod = __import__(module, fromlist=["add_parsers"])
         except ModuleNotFoundError as exc:

@@ -24,3 +24,9 @@ def zoo_models() -> list[Path]:
 def zoo_builders() -> dict[str, str]:
     """The card's ``architecture: tiny_segnet`` selects this builder."""
     return {"tiny_segnet": "zoo_example_plugin.model:build"}
+
+
+@hookimpl
+def zoo_exporters() -> dict[str, str]:
+    """A format of our own: the class is imported only when the format is used."""
+    return {"example_traced": "zoo_example_plugin.formats:TracedExporter"}
