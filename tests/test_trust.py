@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -64,19 +65,25 @@ def _reseal(artifact: Path) -> None:
 def _replace_with_module(artifact: Path, body: str) -> None:
     """Swap the artifact for a scripted module with ``body`` as forward, same embedded
     manifest, so only the outputs differ."""
-    import torch
+    import importlib.util
 
-    from zoo.export.base import Exporter  # noqa: F401  (zoo importable: this is the test)
+    import torch
     from zoo_plugins.formats.torchscript import _read_zip_extra
 
     embedded = _read_zip_extra(artifact, "manifest.json")
-    namespace: dict = {"torch": torch}
-    exec(textwrap.dedent(f"""
+    source = artifact.parent.parent / f"evil_{abs(hash(body))}.py"  # TorchScript reads source
+    source.write_text(textwrap.dedent(f"""
+        import torch
+
         class Evil(torch.nn.Module):
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 {body}
-    """), namespace)
-    scripted = torch.jit.script(namespace["Evil"]())
+    """))
+    spec = importlib.util.spec_from_file_location(source.stem, source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    scripted = torch.jit.script(module.Evil())
     torch.jit.save(scripted, str(artifact), _extra_files={"manifest.json": embedded})
     _reseal(artifact)
 
@@ -130,13 +137,20 @@ def test_argmax_disagreement_is_judged(exported: Path, tmp_path: Path) -> None:
 
 def test_a_module_planted_beside_the_artifact_is_never_imported(exported: Path,
                                                                 tmp_path: Path) -> None:
-    folder = tmp_path / "planted"
+    """The parity child starts in a private folder with ``python -I``: neither the folder the
+    user runs from (where a download landed) nor PYTHONPATH can put code into it."""
+    folder, elsewhere = tmp_path / "planted", tmp_path / "pythonpath"
     artifact = _copy_export(exported, folder)
+    elsewhere.mkdir()
     marker = tmp_path / "IMPORTED"
-    for module in ("torch", "json", "sitecustomize", "usercustomize", "types"):
-        (folder / f"{module}.py").write_text(f"open({str(marker)!r}, 'a').write('{module}\\n')\n")
-    proc = run_zoo(["verify", str(artifact.name), "--json"], cwd=folder,
-                   env={"PYTHONPATH": str(folder), "PYTHONSTARTUP": str(folder / "torch.py")})
+    plant = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
+    for module in ("torch", "json", "sitecustomize", "usercustomize", "types", "zlib"):
+        (folder / f"{module}.py").write_text(plant)
+    (elsewhere / "torch.py").write_text(plant)
+    zoo_script = Path(sys.executable).with_name("zoo")  # the console script, as users run it
+    proc = subprocess.run([str(zoo_script), "verify", artifact.name, "--json"], cwd=folder,
+                          env={**os.environ, "PYTHONPATH": str(elsewhere)},
+                          capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["verdict"] == "verified"
     assert not marker.exists(), marker.read_text()
@@ -169,13 +183,32 @@ def test_the_schema_publishes_the_bare_name_rule() -> None:
     assert "bare file name" in schema and '"pattern"' in schema
 
 
+def _rewrite_manifest(artifact: Path, change) -> None:
+    """Change the manifest in the sidecar *and* inside the artifact, consistently, as someone
+    who controls both files would."""
+    import torch
+
+    from zoo.manifest import Manifest
+
+    sidecar = artifact.with_name(artifact.name + ".manifest.json")
+    data = json.loads(sidecar.read_text())
+    change(data)
+    manifest = Manifest.model_validate(data)
+    module = torch.jit.load(str(artifact))
+    torch.jit.save(module, str(artifact),
+                   _extra_files={"manifest.json": manifest.embedded().to_json()})
+    sidecar.write_text(manifest.to_json())
+    _reseal(artifact)
+
+
 def test_manifest_cannot_loosen_the_check_beyond_policy(exported: Path, tmp_path: Path) -> None:
     artifact = _copy_export(exported, tmp_path / "loose")
-    sidecar = artifact.with_name(artifact.name + ".manifest.json")
-    manifest = json.loads(sidecar.read_text())
-    manifest["golden"]["atol"] = 1e9
-    manifest["golden"]["min_argmax_agreement"] = 0.0
-    sidecar.write_text(json.dumps(manifest))
+
+    def loosen(data: dict) -> None:
+        data["golden"]["atol"] = 1e9
+        data["golden"]["min_argmax_agreement"] = 0.0
+
+    _rewrite_manifest(artifact, loosen)
     code, report = _verify_json(artifact)
     assert code == 1
     assert "looser than zoo allows" in _failed(report)["manifest policy"]
