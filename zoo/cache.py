@@ -5,16 +5,24 @@ Layout::
     weights/
       sha256/<hex>          the bytes, named by their full sha256
       sha256/<hex>.json     sidecar: sha256, size, mtime_ns, urls, refs (model/weights), fetched_at
-      sha256/<key>.part     an unfinished download (+ .part.json: URL, ETag) where <key> is the
-                            expected hash/prefix or url-<hash of URL>; resumed by the next run
-      index/url-<h>.json    {url, sha256}: an unpinned URL fetched before (no network next time)
+      sha256/<key>.part     an unfinished download (+ .part.json: redacted URL, its hash, ETag)
+                            where <key> is the expected hash/prefix or url-<hash of URL>
+      index/url-<h>.json    {url (redacted), url_sha256, sha256}: an unpinned URL fetched before
       index/path-<h>.json   {path, size, mtime_ns, sha256}: a local file hashed before
-      locks/<key>.lock      cross-process locks (filelock), one per download key
+      locks/<key>.lock      cross-process locks (filelock: flock, released when a process dies)
+      locks/<key>.owner.json  who holds that lock: pid, host, start time, what
 
 A hit costs a ``stat`` and a small JSON read: size and mtime must match the sidecar, or the
 blob is hashed again (kept and re-recorded if it still matches its name, deleted if not).
 Blobs and sidecars appear by atomic rename only, so the store never holds a file under a name
 its bytes do not hash to. ``verify()`` re-hashes everything.
+
+Self-healing: every record is read as hostile. One that is unreadable or malformed is
+reported once (one ``zoo: warning:`` line), treated as a miss, and repaired (rebuilt from the
+blob, or removed). A hit writes nothing, so a read-only ``ZOO_HOME`` serves hits. Records
+never hold secrets: URLs are stored redacted and recognised by the hash of the full URL.
+What killed processes leave (temp files, unfinished downloads whose lock is free, orphan
+records) is listed by :meth:`WeightsCache.leftovers` and removed by ``clear()``.
 """
 
 from __future__ import annotations
@@ -24,35 +32,66 @@ import hashlib
 import json
 import os
 import re
+import socket
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
-from zoo.fsutil import atomic_write_text, sha256_file
+from zoo.errors import DownloadError
+from zoo.fsutil import (
+    atomic_write_text,
+    is_stale_temp,
+    read_json_record,
+    remove_path,
+    sha256_file,
+    warn_once,
+)
 from zoo.paths import weights_dir
+from zoo.urls import redact_url, url_digest
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
+LOCK_POLL = 0.2  # seconds before a waiter says who it waits for
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to ``path`` atomically."""
+    """Write JSON to ``path`` atomically (a folder in the way is removed first)."""
+    if path.is_dir() and not path.is_symlink():
+        remove_path(path)
     atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _short(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _clean_sidecar(data: dict[str, Any], sha256: str) -> tuple[dict[str, Any], bool]:
+    """The usable parts of a sidecar, and whether it was intact."""
+    urls = data.get("urls", [])
+    refs = data.get("refs", [])
+    good_urls = [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
+    good_refs = [
+        {"model": r["model"], "weights": r.get("weights")} for r in refs
+        if isinstance(r, dict) and isinstance(r.get("model"), str)
+        and isinstance(r.get("weights"), (str, type(None)))
+    ] if isinstance(refs, list) else []
+    fetched = data.get("fetched_at", "")
+    clean = {"sha256": sha256, "urls": good_urls, "refs": good_refs,
+             "fetched_at": fetched if isinstance(fetched, str) else ""}
+    if _is_int(data.get("size")) and _is_int(data.get("mtime_ns")):
+        clean.update(size=data["size"], mtime_ns=data["mtime_ns"])
+    intact = (data.get("sha256") == sha256 and "size" in clean and isinstance(urls, list)
+              and len(good_urls) == len(urls) and isinstance(refs, list)
+              and len(good_refs) == len(refs) and isinstance(fetched, str))
+    return clean, intact
 
 
 @dataclass(frozen=True)
@@ -93,12 +132,24 @@ class VerifyResult:
     actual: str | None  # what the bytes hash to (None when unreadable)
 
 
+@dataclass(frozen=True)
+class Leftover:
+    """Something a killed process left in the cache."""
+
+    path: Path
+    kind: str
+    size: int
+
+
 class WeightsCache:
     """The content-addressed weights store (``root`` defaults to ``ZOO_HOME/weights``)."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or weights_dir()
         self.blobs = self.root / "sha256"
+        self.locks = self.root / "locks"
+        self.index = self.root / "index"
+        self.repaired: list[tuple[Path, str]] = []  # damaged records met by this instance
 
     # -- names ---------------------------------------------------------------------------
 
@@ -113,24 +164,98 @@ class WeightsCache:
 
     @staticmethod
     def url_key(url: str) -> str:
-        """The download key of an unpinned URL."""
+        """The download key of an unpinned URL (a hash of the full URL)."""
         return f"url-{_short(url)}"
 
+    # -- damaged records -----------------------------------------------------------------
+
+    def _damaged(self, path: Path, why: str, *, remove: bool = True) -> None:
+        """Report a damaged record once, and remove it (a missing record heals itself)."""
+        if (path, why) not in self.repaired:
+            self.repaired.append((path, why))
+        warn_once(str(path), f"damaged cache record {path} ({why}); treated as a miss and "
+                  "repaired")
+        if remove:
+            remove_path(path)
+
+    def _sidecar(self, sha256: str) -> tuple[dict[str, Any] | None, bool]:
+        """(the sidecar's usable parts or None, whether it can be trusted as it is)."""
+        path = self.blob_path(sha256).with_name(f"{sha256}.json")
+        data, why = read_json_record(path)
+        if data is None:
+            if why is not None:
+                self._damaged(path, why)
+            return None, False
+        clean, intact = _clean_sidecar(data, sha256)
+        if not intact:
+            self._damaged(path, "fields missing or of the wrong kind", remove=False)
+        return clean, intact
+
+    # -- locks ---------------------------------------------------------------------------
+
     @contextlib.contextmanager
-    def lock(self, key: str, on_wait: Any = None) -> Iterator[None]:
-        """Hold the cross-process lock for ``key``; ``on_wait()`` is called if it is taken."""
-        (self.root / "locks").mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.root / "locks" / f"{key}.lock"))
+    def lock(self, key: str, on_wait: Callable[[str], None] | None = None,
+             timeout: float | None = None, what: str = "") -> Iterator[None]:
+        """Hold the cross-process lock for ``key``.
+
+        If another process holds it, ``on_wait(holder)`` is called with a description of that
+        process (pid, host, since when); after ``timeout`` seconds (None: no bound) waiting
+        gives up with a DownloadError naming the holder. A holder that dies releases the
+        lock with its last file descriptor (flock), so a dead process never blocks.
+        """
+        self.locks.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.locks / f"{key}.lock"))
         try:
-            lock.acquire(timeout=0.2)
+            lock.acquire(timeout=LOCK_POLL)
         except Timeout:
             if on_wait is not None:
-                on_wait()
-            lock.acquire()
+                on_wait(self.lock_holder(key))
+            wait = -1.0 if timeout is None else max(0.0, timeout - LOCK_POLL)
+            try:
+                lock.acquire(timeout=wait)
+            except Timeout:
+                raise DownloadError(
+                    f"gave up after {timeout:g} s waiting for the lock on {what or key}: it is "
+                    f"held by {self.lock_holder(key)}; if that process is stuck, end it (its "
+                    "lock goes with it), or allow more time with --deadline "
+                    f"(lock file {self.locks / f'{key}.lock'})"
+                ) from None
+        owner = self.locks / f"{key}.owner.json"
+        with contextlib.suppress(OSError):
+            write_json_atomic(owner, {"pid": os.getpid(), "host": socket.gethostname(),
+                                      "started": time.time(), "what": what})
         try:
             yield
         finally:
+            with contextlib.suppress(OSError):
+                owner.unlink(missing_ok=True)
             lock.release()
+
+    def lock_holder(self, key: str) -> str:
+        """Who holds the lock for ``key``, as its owner record tells (for messages)."""
+        data, _why = read_json_record(self.locks / f"{key}.owner.json")
+        if data is None or not _is_int(data.get("pid")) or not isinstance(data.get("host"), str) \
+                or not isinstance(data.get("started"), (int, float)):
+            return "another process (it left no owner record)"
+        pid, host, started = data["pid"], data["host"][:100], float(data["started"])
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+        text = f"pid {pid} on {host} (since {since}, {max(0.0, time.time() - started):.0f} s ago)"
+        if host == socket.gethostname() and not _alive(pid):
+            text += " (no longer running)"
+        return text
+
+    def _lock_free(self, key: str) -> bool:
+        """True when nobody holds the lock for ``key`` (False when that cannot be told)."""
+        path = self.locks / f"{key}.lock"
+        if not path.exists():
+            return True
+        lock = FileLock(str(path))
+        try:
+            lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            return False
+        lock.release()
+        return True
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -140,17 +265,15 @@ class WeightsCache:
             expected = expected.lower()
             if HEX64.match(expected):
                 candidates = [expected]
+            elif re.fullmatch(r"[0-9a-f]{1,63}", expected):
+                candidates = [n for n in self._blob_names() if n.startswith(expected)]
             else:
-                try:
-                    names = os.listdir(self.blobs)
-                except FileNotFoundError:
-                    return None
-                candidates = sorted(n for n in names if n.startswith(expected) and HEX64.match(n))
-        elif url:
-            data = _read_json(self.root / "index" / f"{self.url_key(url)}.json")
-            if not data or data.get("url") != url:
                 return None
-            candidates = [str(data.get("sha256"))]
+        elif url:
+            sha = self._indexed(url)
+            if sha is None:
+                return None
+            candidates = [sha]
         else:
             return None
         for sha in candidates:
@@ -159,40 +282,75 @@ class WeightsCache:
                 return entry
         return None
 
+    def _indexed(self, url: str) -> str | None:
+        """The sha256 the URL index records for ``url``, or None."""
+        path = self.index / f"{self.url_key(url)}.json"
+        data, why = read_json_record(path)
+        if data is not None and not (HEX64.match(str(data.get("sha256", ""))) and (
+                isinstance(data.get("url_sha256"), str) or isinstance(data.get("url"), str))):
+            data, why = None, "fields missing or of the wrong kind"
+        if why is not None:
+            self._damaged(path, why)
+            return None
+        if data is None:
+            return None
+        if "url_sha256" in data:
+            return str(data["sha256"]) if data["url_sha256"] == url_digest(url) else None
+        if data.get("url") != url:  # a record from before URLs were redacted
+            return None
+        with contextlib.suppress(OSError):
+            self.index_url(url, str(data["sha256"]))  # rewrite it without the secrets
+        return str(data["sha256"])
+
     def trusted(self, sha256: str) -> CacheEntry | None:
         """The entry for ``sha256`` if its blob matches its sidecar (re-hashing only if not)."""
+        if not HEX64.match(sha256):
+            return None
         blob = self.blob_path(sha256)
         try:
             st = blob.stat()
-        except FileNotFoundError:
+        except OSError:
             return None
-        data = _read_json(blob.with_name(f"{sha256}.json"))
-        if data is not None and data.get("sha256") == sha256 and \
-                data.get("size") == st.st_size and data.get("mtime_ns") == st.st_mtime_ns:
-            return CacheEntry.from_json(data, blob)
-        if sha256_file(blob) != sha256:  # touched or damaged: never serve it
+        if not stat.S_ISREG(st.st_mode):
+            self._damaged(blob, "not a regular file")
+            return None
+        clean, intact = self._sidecar(sha256)
+        if intact and clean is not None and clean["size"] == st.st_size and \
+                clean["mtime_ns"] == st.st_mtime_ns:
+            return CacheEntry.from_json(clean, blob)
+        try:
+            actual = sha256_file(blob)
+        except OSError:
+            return None
+        if actual != sha256:  # touched or damaged: never serve it
             self._remove(sha256)
             return None
-        data = {**(data or {}), "sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        data.setdefault("fetched_at", _now())
-        write_json_atomic(blob.with_name(f"{sha256}.json"), data)
+        data = {**(clean or {"urls": [], "refs": []}), "sha256": sha256, "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns}
+        if not data.get("fetched_at"):
+            data["fetched_at"] = _now()
+        with contextlib.suppress(OSError):  # a read-only cache still serves the hit
+            write_json_atomic(blob.with_name(f"{sha256}.json"), data)
         return CacheEntry.from_json(data, blob)
 
     # -- writes --------------------------------------------------------------------------
 
     def add(self, part: Path, sha256: str, *, url: str | None = None,
             ref: tuple[str, str | None] | None = None) -> CacheEntry:
-        """Move a verified file into the store (atomic rename) and record where it came from."""
+        """Move a verified file into the store (atomic rename) and record where it came from
+        (the URL redacted)."""
         self.blobs.mkdir(parents=True, exist_ok=True)
         st = part.stat()
-        old = _read_json(self.blob_path(sha256).with_name(f"{sha256}.json")) or {}
+        old, _intact = self._sidecar(sha256)
         data = {
             "sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "urls": _merged(old.get("urls", []), url),
-            "refs": _merged(old.get("refs", []), _ref(ref)),
+            "urls": _merged((old or {}).get("urls", []), None if url is None else redact_url(url)),
+            "refs": _merged((old or {}).get("refs", []), _ref(ref)),
             "fetched_at": _now(),
         }
         write_json_atomic(self.blob_path(sha256).with_name(f"{sha256}.json"), data)
+        if self.blob_path(sha256).is_dir():
+            remove_path(self.blob_path(sha256))
         os.replace(part, self.blob_path(sha256))  # rename keeps mtime, so the sidecar holds
         if url is not None:
             self.index_url(url, sha256)
@@ -200,33 +358,43 @@ class WeightsCache:
 
     def note_use(self, entry: CacheEntry, *, url: str | None = None,
                  ref: tuple[str, str | None] | None = None) -> None:
-        """Record another URL/model for a blob (only writes when something is new)."""
-        new_url = url is not None and url not in entry.urls
+        """Record another URL/model for a blob (only writes when something is new; best
+        effort: a read-only or busy cache just skips it)."""
+        shown = None if url is None else redact_url(url)
+        new_url = shown is not None and shown not in entry.urls
         new_ref = ref is not None and ref not in entry.refs
         if not (new_url or new_ref):
             return
         sidecar = entry.path.with_name(f"{entry.sha256}.json")
-        with self.lock(entry.sha256):
-            data = _read_json(sidecar)
-            if data is None:
+        with contextlib.suppress(OSError, DownloadError), self.lock(entry.sha256, timeout=5.0):
+            clean, intact = self._sidecar(entry.sha256)
+            if clean is None or not intact:
                 return
-            data["urls"] = _merged(data.get("urls", []), url)
-            data["refs"] = _merged(data.get("refs", []), _ref(ref))
-            write_json_atomic(sidecar, data)
+            clean["urls"] = _merged(clean["urls"], shown)
+            clean["refs"] = _merged(clean["refs"], _ref(ref))
+            write_json_atomic(sidecar, clean)
 
     def index_url(self, url: str, sha256: str) -> None:
-        """Remember that ``url`` served ``sha256``."""
-        write_json_atomic(self.root / "index" / f"{self.url_key(url)}.json",
-                          {"url": url, "sha256": sha256})
+        """Remember that ``url`` served ``sha256`` (keyed and matched by the full URL's hash,
+        stored redacted)."""
+        write_json_atomic(self.index / f"{self.url_key(url)}.json",
+                          {"url": redact_url(url), "url_sha256": url_digest(url),
+                           "sha256": sha256})
 
     def hash_local(self, path: Path) -> str:
         """sha256 of a local file, memoised on (path, size, mtime) so a rerun skips the hash."""
         path = path.resolve()
         st = path.stat()
-        memo = self.root / "index" / f"path-{_short(str(path))}.json"
-        data = _read_json(memo)
-        if data and data.get("path") == str(path) and data.get("size") == st.st_size and \
-                data.get("mtime_ns") == st.st_mtime_ns and HEX64.match(str(data.get("sha256"))):
+        memo = self.index / f"path-{_short(str(path))}.json"
+        data, why = read_json_record(memo)
+        if data is not None and not (isinstance(data.get("path"), str) and _is_int(
+                data.get("size")) and _is_int(data.get("mtime_ns")) and HEX64.match(
+                str(data.get("sha256", "")))):
+            why = "fields missing or of the wrong kind"
+        if why is not None:
+            self._damaged(memo, why)
+        elif data and data.get("path") == str(path) and data.get("size") == st.st_size and \
+                data.get("mtime_ns") == st.st_mtime_ns:
             return str(data["sha256"])
         sha = sha256_file(path)
         with contextlib.suppress(OSError):  # a read-only ZOO_HOME only costs a re-hash
@@ -237,28 +405,33 @@ class WeightsCache:
     # -- maintenance ---------------------------------------------------------------------
 
     def _blob_names(self) -> list[str]:
-        try:
-            return sorted(n for n in os.listdir(self.blobs) if HEX64.match(n))
-        except FileNotFoundError:
-            return []
+        return sorted(n for n in _listdir(self.blobs) if HEX64.match(n))
 
     def entries(self) -> list[CacheEntry]:
-        """Every blob with its sidecar facts (no hashing), sorted by hash."""
+        """Every blob with its sidecar facts, sorted by hash; only a blob whose sidecar is
+        missing or damaged is hashed (and kept, with a rebuilt sidecar, if it is intact)."""
         entries = []
         for sha in self._blob_names():
             blob = self.blob_path(sha)
-            data = _read_json(blob.with_name(f"{sha}.json"))
-            if data is None:
-                with contextlib.suppress(FileNotFoundError):
-                    st = blob.stat()
-                    entries.append(CacheEntry(sha, blob, st.st_size, st.st_mtime_ns))
+            try:
+                st = blob.stat()
+            except OSError:
                 continue
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                entries.append(CacheEntry.from_json(data, blob))
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            clean, intact = self._sidecar(sha)
+            if clean is not None and intact:
+                entries.append(CacheEntry.from_json(clean, blob))
+                continue
+            entry = self.trusted(sha)  # missing or damaged record: re-hash, rebuild it
+            if entry is not None:
+                entries.append(entry)
         return entries
 
     def verify(self, remove: bool = True) -> list[VerifyResult]:
-        """Re-hash every blob; bad ones are deleted with their sidecars (unless not ``remove``)."""
+        """Re-hash every blob; bad ones are deleted with their sidecars (unless not
+        ``remove``); damaged records are repaired, orphan sidecars and stale index records
+        removed."""
         results = []
         for sha in self._blob_names():
             blob = self.blob_path(sha)
@@ -268,18 +441,70 @@ class WeightsCache:
                 actual = None
             ok = actual == sha
             if ok:
-                self.trusted(sha)  # refresh a stale sidecar
+                self.trusted(sha)  # refresh a stale or damaged sidecar
             elif remove:
                 self._remove(sha)
             results.append(VerifyResult(sha, blob, ok, actual))
-        for sidecar in self.blobs.glob("*.json") if self.blobs.is_dir() else []:
-            if HEX64.match(sidecar.stem) and not self.blob_path(sidecar.stem).exists():
-                sidecar.unlink(missing_ok=True)  # orphan left by an interrupted add
+        for name in _listdir(self.blobs):
+            stem = name[:-5] if name.endswith(".json") else ""
+            if HEX64.match(stem) and not self.blob_path(stem).exists():
+                remove_path(self.blobs / name)  # orphan left by an interrupted add
+        for name in _listdir(self.index):
+            if name.startswith("url-") and name.endswith(".json"):
+                data, why = read_json_record(self.index / name)
+                if why is not None:
+                    self._damaged(self.index / name, why)
+                elif data is not None and not self.blob_path(str(data.get("sha256"))).is_file():
+                    remove_path(self.index / name)
         return results
 
+    def leftovers(self) -> list[Leftover]:
+        """What killed processes left: temp files of interrupted writes, unfinished
+        downloads and their records whose lock is free, owner records of dead lock holders."""
+        found: list[Leftover] = []
+        for folder in (self.blobs, self.index, self.locks):
+            for name in _listdir(folder):
+                path = folder / name
+                if is_stale_temp(path):
+                    found.append(_leftover(path, "temp file of an interrupted write"))
+        for name in _listdir(self.blobs):
+            path = self.blobs / name
+            if name.endswith(".part") and self._lock_free(name[:-5]):
+                found.append(_leftover(path, "unfinished download (a rerun resumes it)"))
+            elif name.endswith(".part.json") and not path.with_name(name[:-5]).exists() and \
+                    self._lock_free(name[:-10]):
+                found.append(_leftover(path, "record of a removed download"))
+        for name in _listdir(self.locks):
+            if name.endswith(".owner.json") and self._lock_free(name[:-11]):
+                found.append(_leftover(self.locks / name, "owner record of an ended process"))
+        return sorted(found, key=lambda x: str(x.path))
+
+    def remove_leftovers(self) -> list[Leftover]:
+        """Delete :meth:`leftovers` (an unfinished download only while holding its lock)."""
+        removed = []
+        for item in self.leftovers():
+            name = item.path.name
+            key = name[:-5] if name.endswith(".part") else None
+            if key is None:
+                if remove_path(item.path):
+                    removed.append(item)
+                continue
+            lock = FileLock(str(self.locks / f"{key}.lock"))
+            try:
+                lock.acquire(timeout=0)  # a download that started meanwhile keeps its file
+            except (Timeout, OSError):
+                continue
+            try:
+                if remove_path(item.path):
+                    removed.append(item)
+                remove_path(item.path.with_name(name + ".json"))
+            finally:
+                lock.release()
+        return removed
+
     def clear(self, name: str | None = None) -> list[CacheEntry]:
-        """Remove every blob (``name`` None, also partial downloads and the index), or those
-        used by model ``name``, or whose hash starts with ``name`` (8+ hex digits)."""
+        """Remove every blob (``name`` None, also leftovers and the index), or those used by
+        model ``name``, or whose hash starts with ``name`` (8+ hex digits)."""
         entries = self.entries()
         if name is None:
             chosen = entries
@@ -290,32 +515,49 @@ class WeightsCache:
         for entry in chosen:
             self._remove(entry.sha256)
         if name is None:
-            for stale in self.blobs.glob("*.part") if self.blobs.is_dir() else []:
-                lock = FileLock(str(self.root / "locks" / f"{stale.stem}.lock"))
-                try:
-                    lock.acquire(timeout=0)  # a download in progress keeps its file
-                except Timeout:
-                    continue
-                try:
-                    stale.unlink(missing_ok=True)
-                    stale.with_name(stale.name + ".json").unlink(missing_ok=True)
-                finally:
-                    lock.release()
-            index = self.root / "index"
-            for memo in index.glob("*.json") if index.is_dir() else []:
-                memo.unlink(missing_ok=True)
+            self.remove_leftovers()
+            for memo in _listdir(self.index):
+                if memo.endswith(".json"):
+                    remove_path(self.index / memo)
         return chosen
 
     def _remove(self, sha256: str) -> None:
-        self.blob_path(sha256).unlink(missing_ok=True)
-        self.blob_path(sha256).with_name(f"{sha256}.json").unlink(missing_ok=True)
-        index = self.root / "index"
-        for memo in index.glob("url-*.json") if index.is_dir() else []:
-            data = _read_json(memo)
-            if data and data.get("sha256") == sha256:
-                memo.unlink(missing_ok=True)
+        remove_path(self.blob_path(sha256))
+        remove_path(self.blob_path(sha256).with_name(f"{sha256}.json"))
+        for name in _listdir(self.index):
+            if name.startswith("url-") and name.endswith(".json"):
+                data, why = read_json_record(self.index / name)
+                if why is not None:
+                    self._damaged(self.index / name, why)
+                elif data is not None and data.get("sha256") == sha256:
+                    remove_path(self.index / name)
 
     list = entries  # ``cache.list()`` reads like the command it backs
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError:
+        return []
+
+
+def _leftover(path: Path, kind: str) -> Leftover:
+    try:
+        size = path.lstat().st_size
+    except OSError:
+        size = 0
+    return Leftover(path, kind, size)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 def _now() -> str:

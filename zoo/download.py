@@ -1,27 +1,39 @@
 """The HTTP downloader: streaming sha256, Range resume, bounded retries, atomic results.
 
 Discipline (pooch's, made resumable): bytes go to a ``.part`` file in the destination folder
-and are hashed as they arrive; a dropped connection, a timeout or a 5xx is retried with
+and are hashed as they arrive; a dropped connection, a stall or a 5xx is retried with
 exponential backoff and resumes from the ``.part`` file with ``Range`` (``If-Range`` guards
 against the file changing underneath). A process killed with ``kill -9`` leaves the ``.part``
 file behind, so the next run resumes too. A 4xx is final. A server that ignores ``Range``
-gets a clean restart from zero. A ``Content-Length`` larger than the expected size (plus
-slack) is refused before a byte of body is read. On a hash mismatch the ``.part`` file is
-deleted. Callers move a verified ``.part`` file into place with ``os.replace``.
+gets a clean restart from zero. On a hash mismatch the ``.part`` file is deleted. Callers
+move a verified ``.part`` file into place with ``os.replace``.
 
-``retries`` bounds the retries of one call; the ``.part`` file survives an exhausted budget,
-so running the command again continues where it stopped.
+Bounds (curl's and cargo's low-speed rule, plus a deadline):
+
+- *time*: an attempt that receives less than ``min_rate`` bytes/s (and at least one byte)
+  over a ``timeout``-second window is stalled, whether the server sends nothing or trickles
+  a byte a second, before or after the headers; a watchdog thread cuts its socket.
+  ``retries`` bounds the retries, ``deadline`` the whole call (attempts, backoff, all).
+- *space*: a body larger than the expected size (plus slack when approximate), or than
+  ``max_size`` when no size is expected, is refused as soon as it is announced or exceeded;
+  free space is checked before a transfer of known size starts; a full disk (ENOSPC,
+  EDQUOT) removes the ``.part`` file and says how much space was needed.
+- *hops*: redirects are followed by hand, at most :data:`~zoo.urls.MAX_REDIRECTS`, each
+  under the same URL rules as the first (:mod:`zoo.urls`).
+
+The ``.part`` file survives an exhausted retry budget or deadline, so running the command
+again continues where it stopped. URLs appear in messages and records redacted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
 import json
 import os
 import queue
 import random
+import socket
 import sys
 import threading
 import time
@@ -33,11 +45,37 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from zoo.errors import DownloadError, HashMismatchError
+from zoo.fsutil import (
+    FULL_ERRNOS,
+    atomic_write_text,
+    disk_error_message,
+    free_bytes,
+    human_size,
+    read_json_record,
+    warn_once,
+)
+from zoo.urls import (
+    MAX_REDIRECTS,
+    check_url_allowed,
+    follow_redirect,
+    is_loopback,
+    redact_url,
+    url_digest,
+)
+
+__all__ = ["DownloadResult", "check_url_allowed", "download", "download_file", "hash_matches",
+           "is_loopback", "size_limit"]
 
 CHUNK = 1 << 20
 BACKOFF_CAP = 8.0
+DEFAULT_MAX_SIZE = 4 << 30  # 4 GiB: the most an unpinned download may hold
+DEFAULT_MIN_RATE = 1024  # bytes/s averaged over a --timeout window; below it, stalled
+REDIRECTS = (301, 302, 303, 307, 308)
 Log = Callable[[str], None]
 
 
@@ -54,7 +92,7 @@ class DownloadResult:
 
 
 class _Transient(Exception):
-    """A failure worth retrying (connection, timeout, 5xx)."""
+    """A failure worth retrying (connection, stall, 5xx)."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -63,33 +101,6 @@ class _Transient(Exception):
 
 class _Again(Exception):
     """Start the attempt over from zero without spending a retry (416, bad Content-Range)."""
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_url_allowed(url: str, allow_http: bool = False) -> None:
-    """Refuse anything but https, or http to a loopback host, unless ``allow_http``."""
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        return
-    if parts.scheme == "http":
-        if allow_http or is_loopback(parts.hostname):
-            return
-        raise DownloadError(
-            f"refusing plain http:// URL {url}: its bytes can be altered in transit; "
-            "use https, or pass --allow-http if you trust the network"
-        )
-    raise DownloadError(f"cannot download {url}: only http(s) URLs are supported")
 
 
 def size_limit(size: int | None, exact: bool = True) -> int | None:
@@ -129,9 +140,183 @@ def _why(exc: BaseException) -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data))
+
+
+def _open_part(path: Path) -> Any:
+    """Open the ``.part`` file for appending (one seam: the simulated-disk tests wrap it)."""
+    return open(path, "ab")
+
+
+class _Clock:
+    """Stall and deadline detection for one download, across its attempts.
+
+    The streaming loop reports its byte offset; :meth:`check` (run by the loop and by a
+    watchdog thread) trips when a ``window``-second span brought fewer than ``need`` bytes
+    (none at all, or a trickle below ``min_rate``), or when the deadline passes. Tripping
+    shuts down the sockets of the current attempt, so a read blocked in the kernel, on the
+    headers or on the body, returns at once.
+    """
+
+    def __init__(self, window: float, min_rate: float, deadline: float | None) -> None:
+        self.window, self.min_rate, self.deadline = window, min_rate, deadline
+        self.need = max(1, int(min_rate * window))
+        self.ends = None if deadline is None else time.monotonic() + deadline
+        self.offset = 0
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._armed = False
+        self._mark_t = 0.0
+        self._mark_offset = 0
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline)."""
+        return None if self.ends is None else self.ends - time.monotonic()
+
+    def expired(self) -> bool:
+        left = self.remaining()
+        return left is not None and left <= 0
+
+    def arm(self, offset: int) -> None:
+        """An attempt starts at byte ``offset``; its first window starts now."""
+        with self._lock:
+            self._armed, self.reason = True, None
+            self._mark_t, self._mark_offset, self.offset = time.monotonic(), offset, offset
+
+    def stop(self) -> str | None:
+        """The attempt's I/O is over: the reason if the clock tripped before that."""
+        with self._lock:
+            self._armed = False
+            return self.reason
+
+    def release(self) -> None:
+        """Close the watched duplicates of the attempt's sockets."""
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def register(self, sock: socket.socket) -> None:
+        """Watch a new socket of the current attempt (through a duplicate we own)."""
+        try:
+            dup = sock.dup()
+        except OSError:
+            return
+        with self._lock:
+            self._socks.append(dup)
+            tripped = self.reason is not None
+        if tripped:
+            self._cut()
+
+    def check(self) -> str | None:
+        """Trip if the current window is too slow or the deadline passed; the reason, if any."""
+        now = time.monotonic()
+        with self._lock:
+            if not self._armed or self.reason is not None:
+                return self.reason
+            if self.ends is not None and now >= self.ends:
+                self.reason = f"the --deadline of {self.deadline:g} s is over"
+            elif now - self._mark_t >= self.window:
+                got = self.offset - self._mark_offset
+                if got >= self.need:
+                    self._mark_t, self._mark_offset = now, self.offset
+                elif got == 0:
+                    self.reason = (f"timed out: no data for {self.window:g} s "
+                                   f"(at byte {self.offset})")
+                else:
+                    self.reason = (f"timed out: only {got} bytes in {self.window:g} s, slower "
+                                   f"than --min-rate {self.min_rate:g} B/s (at byte {self.offset})")
+            tripped = self.reason is not None
+        if tripped:
+            self._cut()
+        return self.reason
+
+    def _cut(self) -> None:
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+_active = threading.local()  # the _Clock of the download running in this thread
+
+
+def _register(sock: socket.socket) -> None:
+    clock = getattr(_active, "clock", None)
+    if clock is not None:
+        clock.register(sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _register(sock)
+        return sock
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _register(sock)  # before TLS: a handshake that trickles is cut too
+        return sock
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter whose new sockets are registered with the running download's clock."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is urllib3.ProxyManager:
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    adapter = _WatchedAdapter(max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+@contextlib.contextmanager
+def _watching(clock: _Clock) -> Any:
+    """Run a watchdog thread over ``clock`` and route this thread's new sockets to it."""
+    previous = getattr(_active, "clock", None)
+    _active.clock = clock
+    stop = threading.Event()
+    tick = max(0.02, min(0.25, clock.window / 4))
+
+    def run() -> None:
+        while not stop.wait(tick):
+            clock.check()
+
+    thread = threading.Thread(target=run, name="zoo-download-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        _active.clock = previous
 
 
 class _Progress:
@@ -160,37 +345,74 @@ class _Progress:
             self.bar.stop()
 
 
+def _meta_ok(data: dict[str, Any]) -> bool:
+    """A ``.part.json`` record of the expected shape (validators are printable strings)."""
+    for key in ("etag", "last_modified"):
+        value = data.get(key)
+        if value is not None and not (isinstance(value, str) and len(value) <= 1024
+                                      and value.isprintable()):
+            return False
+    return all(isinstance(data.get(k, ""), str) for k in ("url", "url_sha256"))
+
+
+@dataclass
+class _Limits:
+    timeout: float
+    allow_http: bool
+    limit: int | None  # from the expected size
+    max_size: int | None  # when no size is expected
+    home_hint: str
+
+
 class _Transfer:
     """One download into one ``.part`` file, across attempts."""
 
-    def __init__(self, url: str, part: Path, limit: int | None, timeout: float,
-                 session: requests.Session, bar: _Progress, log: Log) -> None:
-        self.url, self.part, self.limit, self.timeout = url, part, limit, timeout
+    def __init__(self, url: str, part: Path, limits: _Limits, clock: _Clock,
+                 bar: _Progress, log: Log) -> None:
+        self.url, self.shown, self.part = url, redact_url(url), part
+        self.limits, self.clock, self.bar, self.log = limits, clock, bar, log
         self.meta_path = part.with_name(part.name + ".json")
-        self.session, self.bar, self.log = session, bar, log
         self.hasher = hashlib.sha256()
         self.offset = 0
         self.total: int | None = None
         self.transferred = 0
         self.meta: dict[str, Any] = {}
 
+    @property
+    def cap(self) -> int | None:
+        """The most bytes this download may hold."""
+        return self.limits.limit if self.limits.limit is not None else self.limits.max_size
+
     def adopt_partial(self) -> int:
         """Hash what a previous attempt or process left in the ``.part`` file."""
         if not self.part.is_file():
             return 0
         size = self.part.stat().st_size
-        if self.limit is not None and size > self.limit:
+        if self.cap is not None and size > self.cap:
             self.reset()
             return 0
         with open(self.part, "rb") as fh:
             while block := fh.read(CHUNK):
                 self.hasher.update(block)
         self.offset = size
-        with contextlib.suppress(OSError, ValueError):
-            self.meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-        if self.meta.get("url") not in (None, self.url):
-            self.meta = {}  # another mirror's validators mean nothing here; the hash still checks
+        self.meta = self._read_meta()
         return size
+
+    def _read_meta(self) -> dict[str, Any]:
+        data, why = read_json_record(self.meta_path)
+        if data is not None and not _meta_ok(data):
+            data, why = None, "fields of the wrong kind"
+        if why is not None:
+            warn_once(str(self.meta_path), f"damaged download record {self.meta_path} ({why}); "
+                      "removed (the partial bytes are still checked against the hash)")
+            with contextlib.suppress(OSError):
+                self.meta_path.unlink()
+            return {}
+        if data is None:
+            return {}
+        same = (data.get("url_sha256") == url_digest(self.url) if "url_sha256" in data
+                else data.get("url") == self.url)
+        return data if same else {}  # another mirror's validators mean nothing here
 
     def reset(self) -> None:
         """Forget the partial bytes and start from zero."""
@@ -203,36 +425,81 @@ class _Transfer:
 
     def discard(self) -> None:
         """Delete the ``.part`` file and its validators."""
-        self.part.unlink(missing_ok=True)
-        self.meta_path.unlink(missing_ok=True)
+        for path in (self.part, self.meta_path):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
-    def attempt(self) -> None:
-        """One GET; returns when the body is complete, raises _Transient/_Again/DownloadError."""
+    def check_space(self, size: int | None) -> None:
+        """Refuse to start when the disk cannot hold the rest of a ``size``-byte file."""
+        if size is None:
+            return
+        needed = size - self.offset
+        free = free_bytes(self.part.parent)
+        if free is not None and needed > free:
+            hint = f", or {self.limits.home_hint}" if self.limits.home_hint else ""
+            raise DownloadError(
+                f"not enough disk space for {self.shown}: {human_size(needed)} ({needed} "
+                f"bytes) needed in {self.part.parent}, {human_size(free)} free; free some "
+                f"space{hint}"
+            )
+
+    def disk_error(self, exc: OSError) -> DownloadError:
+        """A write failed: a full disk removes the partial file; say what was needed."""
+        full = exc.errno in FULL_ERRNOS
+        if full:
+            self.discard()
+        message = disk_error_message(
+            exc, self.part, needed=self.total if full else None, written=self.offset,
+            removed=full, home_hint=self.limits.home_hint)
+        return DownloadError(f"cannot download {self.shown}: {message}")
+
+    def attempt(self, session: requests.Session) -> None:
+        """One GET, following redirects by hand; returns when the body is complete, raises
+        _Transient/_Again/DownloadError."""
         headers = {"Accept-Encoding": "identity", "User-Agent": "zoo-downloader"}
         if self.offset:
             headers["Range"] = f"bytes={self.offset}-"
             validator = self.meta.get("etag") or self.meta.get("last_modified")
             if validator and not str(validator).startswith("W/"):
                 headers["If-Range"] = validator
-        try:
-            resp = self.session.get(self.url, headers=headers, stream=True,
-                                    timeout=(self.timeout, self.timeout))
-        except requests.Timeout as exc:
-            raise _Transient(f"timed out after {self.timeout:g} s ({_why(exc)})") from exc
-        except requests.RequestException as exc:
-            raise _Transient(f"connection failed: {_why(exc)}") from exc
-        with resp:
-            if self._check_response(resp):
-                self._stream(resp)
+        url = self.url
+        for _hop in range(MAX_REDIRECTS + 1):
+            resp = self._get(session, url, headers)
+            with resp:
+                if resp.status_code in REDIRECTS:
+                    location = resp.headers.get("Location")
+                    if not location:
+                        raise DownloadError(f"{redact_url(url)} answered HTTP "
+                                            f"{resp.status_code} with no Location; refused")
+                    url = follow_redirect(url, location, self.limits.allow_http)
+                    continue
+                if self._check_response(resp, url):
+                    self._stream(resp)
+                return
+        raise DownloadError(f"cannot download {self.shown}: more than {MAX_REDIRECTS} "
+                            "redirects (a redirect loop?); refused")
 
-    def _check_response(self, resp: requests.Response) -> bool:
+    def _get(self, session: requests.Session, url: str,
+             headers: dict[str, str]) -> requests.Response:
+        connect = self.limits.timeout
+        left = self.clock.remaining()
+        if left is not None:
+            connect = max(0.01, min(connect, left))
+        try:
+            return session.get(url, headers=headers, stream=True, allow_redirects=False,
+                               timeout=(connect, self.limits.timeout))
+        except ValueError as exc:  # InvalidURL, InvalidHeader, IDNA errors: not worth a retry
+            raise DownloadError(f"cannot download {redact_url(url)}: {_why(exc)}") from None
+        except requests.Timeout as exc:
+            raise _Transient(self.clock.check() or
+                             f"timed out: no answer for {self.limits.timeout:g} s") from exc
+        except requests.RequestException as exc:
+            raise _Transient(self.clock.check() or f"connection failed: {_why(exc)}") from exc
+
+    def _check_response(self, resp: requests.Response, url: str) -> bool:
         """Validate status and headers; False when there is no body left to read."""
         status = resp.status_code
-        if resp.url != self.url:
-            parts = urlsplit(resp.url)
-            if parts.scheme != "https" and not is_loopback(parts.hostname) and \
-                    urlsplit(self.url).scheme == "https":
-                raise DownloadError(f"{self.url} redirected to plain http ({resp.url}); refused")
+        where = self.shown if url == self.url else f"{self.shown} (via {redact_url(url)})"
         if status >= 500 or status in (408, 429):
             raise _Transient(f"HTTP {status} {resp.reason}", _retry_after(resp))
         if status == 416 and self.offset:
@@ -243,10 +510,12 @@ class _Transfer:
             self.reset()
             raise _Again
         if status >= 400:
-            raise DownloadError(f"HTTP {status} {resp.reason} for {self.url}")
+            raise DownloadError(f"HTTP {status} {resp.reason} for {where}")
+        if status not in (200, 206):
+            raise DownloadError(f"unexpected HTTP {status} {resp.reason} for {where}")
         length = resp.headers.get("Content-Length")
         body = int(length) if length and length.isdigit() else None
-        if status == 206 and self.offset:
+        if status == 206:
             span = _content_range(resp.headers.get("Content-Range"))
             if span is None or span[0] != self.offset:
                 self.reset()
@@ -255,59 +524,95 @@ class _Transfer:
                 self.offset + body if body is not None else None)
         else:
             if self.offset:
-                self.log(f"{self.url}: server ignored the Range request; restarting from zero")
+                self.log(f"{self.shown}: server ignored the Range request; restarting from zero")
                 self.reset()
             total = body
-        if self.limit is not None and total is not None and total > self.limit:
-            self.discard()
-            raise DownloadError(
-                f"{self.url} announces {total} bytes but at most {self.limit} are expected; "
-                "refusing to download it (wrong file or a misconfigured mirror?)"
-            )
+        self._check_total(total)
         self.total = total
         if self.offset == 0:
-            self.meta = {"url": self.url, "etag": resp.headers.get("ETag"),
+            self.meta = {"url": self.shown, "url_sha256": url_digest(self.url),
+                         "etag": resp.headers.get("ETag"),
                          "last_modified": resp.headers.get("Last-Modified")}
+            if not _meta_ok(self.meta):
+                self.meta = {"url": self.shown, "url_sha256": url_digest(self.url)}
             _write_json(self.meta_path, self.meta)
         self.bar.update(self.offset, total)
         return True
 
+    def _check_total(self, total: int | None) -> None:
+        if total is None:
+            return
+        limit, max_size = self.limits.limit, self.limits.max_size
+        if limit is not None and total > limit:
+            self.discard()
+            raise DownloadError(
+                f"{self.shown} announces {total} bytes but at most {limit} are expected; "
+                "refusing to download it (wrong file or a misconfigured mirror?)"
+            )
+        if limit is None and max_size is not None and total > max_size:
+            self.discard()
+            raise DownloadError(
+                f"{self.shown} announces {total} bytes ({human_size(total)}), more than the "
+                f"--max-size of {human_size(max_size)}; refusing to download it (raise "
+                "--max-size if you expect a file this big)"
+            )
+        self.check_space(total)
+
+    def _over_cap(self) -> DownloadError:
+        self.discard()
+        if self.limits.limit is not None:
+            return DownloadError(
+                f"{self.shown} sent more than the {self.limits.limit} bytes expected; refused "
+                "and the partial file was removed")
+        return DownloadError(
+            f"{self.shown} sent more than the --max-size of {human_size(self.cap or 0)} "
+            "without announcing its size; refused and the partial file was removed (raise "
+            "--max-size if you expect a file this big)")
+
     def _stream(self, resp: requests.Response) -> None:
         raw = resp.raw
         read = raw.read1 if hasattr(raw, "read1") else raw.read
-        start = self.offset
+        start, cap, clock = self.offset, self.cap, self.clock
         hashing = _BackgroundHash(self.hasher)
+        fh = None
         try:
-            with open(self.part, "ab") as fh:
-                write, feed = fh.write, hashing.feed
-                while True:
-                    try:
-                        chunk = read(CHUNK, decode_content=True)
-                    except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
-                        raise _Transient(
-                            f"timed out after {self.timeout:g} s waiting for data at byte "
-                            f"{self.offset}"
-                        ) from exc
-                    except (urllib3.exceptions.HTTPError, requests.RequestException,
-                            OSError) as exc:
-                        raise _Transient(
-                            f"connection dropped at byte {self.offset}: {_why(exc)}"
-                        ) from exc
-                    if not chunk:
-                        break
-                    write(chunk)
-                    feed(chunk)
-                    self.offset += len(chunk)
-                    if self.limit is not None and self.offset > self.limit:
-                        self.discard()
-                        raise DownloadError(
-                            f"{self.url} sent more than the {self.limit} bytes expected; refused"
-                        )
-                    if self.bar.bar is not None:
-                        self.bar.update(self.offset)
+            fh = _open_part(self.part)
+            write, feed = fh.write, hashing.feed
+            while True:
+                try:
+                    chunk = read(CHUNK, decode_content=True)
+                except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+                    raise _Transient(clock.check() or (
+                        f"timed out: no data for {self.limits.timeout:g} s "
+                        f"(at byte {self.offset})")) from exc
+                except (urllib3.exceptions.HTTPError, requests.RequestException,
+                        OSError) as exc:
+                    raise _Transient(clock.check() or (
+                        f"connection dropped at byte {self.offset}: {_why(exc)}")) from exc
+                if not chunk:
+                    break
+                write(chunk)
+                feed(chunk)
+                self.offset += len(chunk)
+                clock.offset = self.offset
+                if cap is not None and self.offset > cap:
+                    raise self._over_cap()
+                if clock.reason is not None:
+                    raise _Transient(clock.reason)
+                if self.bar.bar is not None:
+                    self.bar.update(self.offset)
+            fh.flush()
+        except OSError as exc:  # reads are handled above: this is the disk
+            raise self.disk_error(exc) from None
         finally:
+            if fh is not None:
+                with contextlib.suppress(OSError):
+                    fh.close()
             hashing.finish()  # the digest now covers exactly the bytes written
             self.transferred += self.offset - start
+        reason = clock.stop()
+        if reason is not None:  # the watchdog cut the socket: that EOF was not the end
+            raise _Transient(reason)
         if self.total is not None and self.offset < self.total:
             raise _Transient(f"connection closed at byte {self.offset} of {self.total}")
 
@@ -353,63 +658,41 @@ def download(
     progress: str = "auto",
     label: str | None = None,
     log: Log | None = None,
+    deadline: float | None = None,
+    max_size: int | None = DEFAULT_MAX_SIZE,
+    min_rate: float = DEFAULT_MIN_RATE,
+    home_hint: str = "",
 ) -> DownloadResult:
     """Download ``url`` into ``part`` (resuming what is there) and verify it.
 
-    ``expected_sha256`` is a full hash or a prefix (8 hex). ``progress`` is ``"auto"`` (a bar
-    when stderr is a terminal), ``"always"`` or ``"never"``; ``log`` receives retry notes.
-    Raises DownloadError (final HTTP status, refused URL or size, retries exhausted; the
-    ``.part`` file is kept for a later resume) or HashMismatchError (``.part`` deleted).
+    ``expected_sha256`` is a full hash or a prefix (8 hex). ``timeout`` is the stall window:
+    an attempt that gets less than ``min_rate`` bytes/s over it (or nothing) is retried, at
+    most ``retries`` times, all within ``deadline`` seconds (None: no deadline).
+    ``max_size`` caps a download with no ``expected_size`` (None: no cap). ``progress`` is
+    ``"auto"`` (a bar when stderr is a terminal), ``"always"`` or ``"never"``; ``log``
+    receives retry notes; ``home_hint`` ends disk-error messages (how to move the folder).
+    Raises DownloadError (final HTTP status, refused URL, redirect or size, full or read-only
+    disk, retries or deadline exhausted: the ``.part`` file is kept for a later resume unless
+    the disk was full) or HashMismatchError (``.part`` deleted).
     """
     check_url_allowed(url, allow_http)
+    shown = redact_url(url)
     note = log or (lambda m: print(f"zoo: {m}", file=sys.stderr) if progress != "never" else None)
-    limit = size_limit(expected_size, size_exact)
-    part.parent.mkdir(parents=True, exist_ok=True)
-    bar = _Progress(progress, label or urlsplit(url).path.rsplit("/", 1)[-1] or url,
+    clock = _Clock(timeout, min_rate, deadline)
+    limits = _Limits(timeout, allow_http, size_limit(expected_size, size_exact), max_size,
+                     home_hint)
+    bar = _Progress(progress, label or urlsplit(url).path.rsplit("/", 1)[-1] or shown,
                     expected_size, 0)
-    attempts, failures, restarted = 0, 0, False
+    xfer = _Transfer(url, part, limits, clock, bar, note)
     try:
-        with requests.Session() as session:
-            xfer = _Transfer(url, part, limit, timeout, session, bar, note)
-            resumed_from = xfer.adopt_partial()
-            restarts = 0
-            while True:
-                if xfer.offset and size_exact and expected_size == xfer.offset and \
-                        hash_matches(xfer.hasher.hexdigest(), expected_sha256):
-                    break  # a previous run got every byte but died before the rename
-                attempts += 1
-                try:
-                    xfer.attempt()
-                except _Again as exc:
-                    restarts += 1
-                    if restarts > 3:
-                        raise DownloadError(
-                            f"cannot download {url}: the server keeps answering the Range "
-                            "request inconsistently"
-                        ) from exc
-                    continue
-                except _Transient as exc:
-                    failures += 1
-                    if failures > retries:
-                        kept = f"; {xfer.offset} bytes kept to resume" if xfer.offset else ""
-                        raise DownloadError(
-                            f"cannot download {url}: {exc} (gave up after {attempts} "
-                            f"attempt{'s' if attempts > 1 else ''}{kept})"
-                        ) from exc
-                    delay = min(BACKOFF_CAP, backoff * 2 ** (failures - 1))
-                    delay *= random.uniform(0.8, 1.2)
-                    if exc.retry_after is not None:
-                        delay = max(delay, min(exc.retry_after, BACKOFF_CAP))
-                    note(f"{url}: {exc}; retry {failures}/{retries} in {delay:.1f} s")
-                    time.sleep(delay)
-                    continue
-                digest = xfer.hasher.hexdigest()
-                if not hash_matches(digest, expected_sha256) and resumed_from and not restarted:
-                    note(f"{url}: resumed file does not verify; downloading it again from zero")
-                    restarted = True
-                    xfer.reset()
-                    continue
-                break
+        part.parent.mkdir(parents=True, exist_ok=True)
+        resumed_from = xfer.adopt_partial()
+        xfer.check_space(expected_size)
+        with _watching(clock):
+            attempts = _attempts(xfer, clock, expected_sha256, expected_size, size_exact,
+                                 retries, backoff, resumed_from)
+    except OSError as exc:
+        raise xfer.disk_error(exc) from None
     finally:
         bar.close()
     digest = xfer.hasher.hexdigest()
@@ -417,17 +700,80 @@ def download(
         xfer.discard()
         kind = "sha256" if expected_sha256 and len(expected_sha256) == 64 else "sha256 prefix"
         raise HashMismatchError(
-            f"{kind} mismatch for {url}: expected {expected_sha256}, got {digest}; "
+            f"{kind} mismatch for {shown}: expected {expected_sha256}, got {digest}; "
             "the download was deleted"
         )
     if expected_size is not None and size_exact and xfer.offset != expected_size:
         xfer.discard()
         raise HashMismatchError(
-            f"size mismatch for {url}: expected {expected_size} bytes, got {xfer.offset}; "
+            f"size mismatch for {shown}: expected {expected_size} bytes, got {xfer.offset}; "
             "the download was deleted"
         )
-    xfer.meta_path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        xfer.meta_path.unlink(missing_ok=True)
     return DownloadResult(part, digest, xfer.offset, xfer.transferred, attempts, resumed_from)
+
+
+def _attempts(xfer: _Transfer, clock: _Clock, expected_sha256: str | None,
+              expected_size: int | None, size_exact: bool, retries: int, backoff: float,
+              resumed_from: int) -> int:
+    """Run attempts until the body is complete; the number of attempts made."""
+    attempts = failures = restarts = 0
+    restarted = False
+    while True:
+        if xfer.offset and size_exact and expected_size == xfer.offset and \
+                hash_matches(xfer.hasher.hexdigest(), expected_sha256):
+            return attempts  # a previous run got every byte but died before the rename
+        if clock.expired():
+            raise _gave_up(xfer, clock, f"the --deadline of {clock.deadline:g} s is over",
+                           attempts)
+        attempts += 1
+        clock.arm(xfer.offset)
+        try:
+            with _session() as session:
+                xfer.attempt(session)
+        except _Again as exc:
+            restarts += 1
+            if restarts > 3:
+                raise DownloadError(
+                    f"cannot download {xfer.shown}: the server keeps answering the Range "
+                    "request inconsistently"
+                ) from exc
+            continue
+        except _Transient as exc:
+            failures += 1
+            if failures > retries or clock.expired():
+                raise _gave_up(xfer, clock, str(exc), attempts) from exc
+            delay = min(BACKOFF_CAP, backoff * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
+            if exc.retry_after is not None:
+                delay = max(delay, min(exc.retry_after, BACKOFF_CAP))
+            left = clock.remaining()
+            if left is not None:
+                delay = max(0.0, min(delay, left))
+            xfer.log(f"{xfer.shown}: {exc}; retry {failures}/{retries} in {delay:.1f} s")
+            time.sleep(delay)
+            continue
+        finally:
+            clock.stop()
+            clock.release()
+        if not hash_matches(xfer.hasher.hexdigest(), expected_sha256) and resumed_from and \
+                not restarted:
+            xfer.log(f"{xfer.shown}: resumed file does not verify; downloading it again from "
+                     "zero")
+            restarted = True
+            xfer.reset()
+            continue
+        return attempts
+
+
+def _gave_up(xfer: _Transfer, clock: _Clock, reason: str, attempts: int) -> DownloadError:
+    if clock.expired() and "--deadline" not in reason:
+        reason += f"; the --deadline of {clock.deadline:g} s is over"
+    kept = f"; {xfer.offset} bytes kept to resume" if xfer.offset else ""
+    return DownloadError(
+        f"cannot download {xfer.shown}: {reason} (gave up after {attempts} "
+        f"attempt{'s' if attempts != 1 else ''}{kept})"
+    )
 
 
 def download_file(url: str, dest: Path, **kwargs: Any) -> DownloadResult:

@@ -1,16 +1,32 @@
-"""File helpers: hashing and atomic writes (temp file in the same folder + ``os.replace``)."""
+"""File helpers: hashing, atomic writes (temp file in the same folder + ``os.replace``),
+reading small JSON records that may be damaged, and naming disk failures plainly."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 CHUNK = 1 << 20
+RECORD_MAX = 1 << 20  # a JSON record bigger than this is damaged, not read
+TEMP_PREFIX_SUFFIX = (".", ".tmp")  # what atomic writes name their temp files: .NAME.XXXX.tmp
+DISK_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 def _default_mode() -> int:
@@ -85,14 +101,17 @@ class StatMemo:
         self.store = store
         try:
             self._data: dict[str, dict] = json.loads(store.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
+            self._data = {}
+        if not isinstance(self._data, dict):
             self._data = {}
 
     def sha256(self, path: Path) -> str:
         """The file's sha256, from the memo when its size and mtime are unchanged."""
         st = path.stat()
-        record = self._data.get(str(path.resolve()))
-        if record and record["size"] == st.st_size and record["mtime_ns"] == st.st_mtime_ns:
+        record = self._data.get(str(path.resolve())) if isinstance(self._data, dict) else None
+        if isinstance(record, dict) and record.get("size") == st.st_size and \
+                record.get("mtime_ns") == st.st_mtime_ns and isinstance(record.get("sha256"), str):
             return str(record["sha256"])
         sha = sha256_file(path)
         self.remember(path, sha)
@@ -101,6 +120,8 @@ class StatMemo:
     def remember(self, path: Path, sha: str) -> None:
         """Record ``path``'s current stat with a hash the caller already knows."""
         st = path.stat()
+        if not isinstance(self._data, dict):  # a damaged memo file: start over
+            self._data = {}
         self._data[str(path.resolve())] = {
             "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
 
@@ -108,3 +129,105 @@ class StatMemo:
         """Write the memo (best effort: a read-only store only costs re-hashing later)."""
         with contextlib.suppress(OSError):
             atomic_write_text(self.store, json.dumps(self._data, indent=1, sort_keys=True))
+
+
+def read_json_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """Read a small JSON object: ``(data, None)``; ``(None, None)`` when there is no file;
+    ``(None, why)`` when it is there but damaged (unreadable, too big, not UTF-8 JSON, not an
+    object). Never raises for what the file holds."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(RECORD_MAX + 1)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"unreadable: {exc.strerror or exc}"
+    if len(raw) > RECORD_MAX:
+        return None, f"larger than {RECORD_MAX} bytes"
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, "not valid JSON"
+    if not isinstance(data, dict):
+        return None, "not a JSON object"
+    return data, None
+
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """Print ``zoo: warning: MESSAGE`` on stderr, once per ``key`` per process."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    sys.stderr.write(" ".join(f"zoo: warning: {message}".split()) + "\n")
+
+
+def remove_path(path: Path) -> bool:
+    """Delete a file, link or folder at ``path`` (best effort); True when it is gone."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
+
+
+def is_stale_temp(path: Path, age: float = 60.0) -> bool:
+    """True for an atomic-write temp file (``.NAME.XXXX.tmp``) untouched for ``age`` seconds:
+    what a process killed mid-write leaves. Younger ones may belong to a live writer."""
+    name = path.name
+    if not (name.startswith(TEMP_PREFIX_SUFFIX[0]) and name.endswith(TEMP_PREFIX_SUFFIX[1])):
+        return False
+    try:
+        return time.time() - path.lstat().st_mtime >= age
+    except OSError:
+        return False
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free bytes on the file system holding ``folder`` (its nearest existing parent), or
+    None when that cannot be told."""
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None
+
+
+def human_size(n: int) -> str:
+    """1536 -> '1.5 KiB' (for messages)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def disk_error_message(exc: OSError, path: Path, *, needed: int | None = None,
+                       written: int | None = None, removed: bool = False,
+                       home_hint: str = "") -> str:
+    """One line naming a failed write: what happened, where, how much space was needed when
+    known, and the way out. ``removed``: the partial file was deleted; ``home_hint`` names the
+    setting that moves the folder elsewhere."""
+    what = DISK_ERRNOS.get(exc.errno or 0) or (exc.strerror or type(exc).__name__).lower()
+    line = f"cannot write {path}: {what}"
+    if exc.errno in FULL_ERRNOS:
+        if needed is not None:
+            free = free_bytes(path.parent)
+            line += f"; {human_size(needed)} needed"
+            if free is not None:
+                line += f", {human_size(free)} free"
+        elif written is not None:
+            line += f" after {human_size(written)} (the full size was not announced)"
+        line += "; the partial file was removed" if removed else ""
+        line += "; free some space"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        line += "; downloads need a writable folder (cache hits do not)"
+    return line + (f", or {home_hint}" if home_hint else "")

@@ -2,37 +2,47 @@
 
 A spec is, in this order: ``none`` (random init, loudly untrained); the name of one of the
 card's weights; an ``http(s)://`` URL, optionally pinned with pip's ``#sha256=HEX`` fragment;
-a ``file://`` URL or a local path (write ``./NAME`` for a file that shares a weights name).
-``None`` means the card's ``default_weights``.
+a ``file://`` URL or a local path, pinned the same way (write ``./NAME`` for a file that
+shares a weights name). ``None`` means the card's ``default_weights``. A pin is checked for
+every kind of source: a local file that does not match is refused (and left alone).
 
 Downloads land in the content-addressed cache (:mod:`zoo.cache`), so a second resolution of
 the same weights costs a ``stat``, not the network. A *local file* is hashed where it lies and
 not copied into the cache (the hash is memoised on path, size and mtime). An *unpinned URL* is
 fetched once and then served from the cache by URL; pin it (``#sha256=``) to be sure of its
 bytes. ``ResolvedWeights.url`` is the card's own URL even when a mirror served the bytes, so
-manifests do not depend on which mirror a machine used. Nothing here imports torch.
+manifests do not depend on which mirror a machine used; it and ``source`` are redacted (no
+user info, no query values), since they flow into manifests.
+
+Bounds: ``timeout`` is the stall window, ``deadline`` covers everything one resolution does
+(waiting for another process's download, every attempt and retry), ``max_size`` caps a
+download whose size nobody announced in advance. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 from zoo.cache import CacheEntry, WeightsCache
-from zoo.download import download
+from zoo.download import DEFAULT_MAX_SIZE, DEFAULT_MIN_RATE, download, hash_matches
 from zoo.errors import DownloadError, HashMismatchError, UsageError
+from zoo.fsutil import DISK_ERRNOS, disk_error_message
 from zoo.schema import ModelCard, WeightsSource
+from zoo.urls import parse_pin, redact_url, split_path_pin, url_problem
 
 MIRROR_ENV = "ZOO_MIRROR"
 OFFLINE_ENV = "ZOO_OFFLINE"
 UNTRAINED_SOURCE = "none (untrained)"
 PROGRESS_MODES = ("auto", "always", "never")
-_HASH_FRAGMENT = re.compile(r"^sha256=([0-9a-fA-F]{64}|[0-9a-fA-F]{8})$")
+DEFAULT_DEADLINE = 3600.0  # seconds for one resolution: lock wait, attempts, retries
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -41,8 +51,8 @@ class ResolvedWeights:
 
     path: Path | None  # None when untrained
     sha256: str | None  # full sha256 of the file (None when untrained)
-    source: str  # "NAME (https://...)", a URL, a local path, or "none (untrained)"
-    url: str | None
+    source: str  # "NAME (https://...)", a URL, a local path, or "none (untrained)"; redacted
+    url: str | None  # redacted
     untrained: bool
 
 
@@ -50,8 +60,20 @@ UNTRAINED = ResolvedWeights(None, None, UNTRAINED_SOURCE, None, True)
 
 
 def env_offline() -> bool:
-    """``ZOO_OFFLINE`` set to 1/true/yes/on."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    """``ZOO_OFFLINE``: 1/true/yes/on is offline; 0/false/no/off/empty or unset is online.
+
+    Anything else is a UsageError (exit 2) naming the variable.
+    """
+    raw = os.environ.get(OFFLINE_ENV, "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise UsageError(
+        f"{OFFLINE_ENV}={raw[:40]!r} is not a yes/no value: set it to 1, true, yes or on to "
+        "use the cache only; to 0, false, no, off or empty (or unset it) to allow downloads"
+    )
 
 
 def env_mirror() -> str | None:
@@ -59,18 +81,35 @@ def env_mirror() -> str | None:
     return os.environ.get(MIRROR_ENV, "").strip() or None
 
 
+def _mirror_problem(mirror: str) -> str | None:
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in mirror):
+        return "contains spaces or control characters"
+    try:
+        base = urlsplit(mirror)
+        _ = base.port
+    except ValueError:
+        return "is not a valid URL"
+    if base.scheme.lower() not in ("http", "https") or not base.hostname:
+        return "is not an http(s) base URL"
+    return None
+
+
 def apply_mirror(url: str, mirror: str | None) -> str:
     """Swap the scheme and host of ``url`` for the mirror's, keep the path (after the
     mirror's own path, if it has one): ``https://a.org/m/x.pth`` + ``http://127.0.0.1:8000``
-    -> ``http://127.0.0.1:8000/m/x.pth``."""
+    -> ``http://127.0.0.1:8000/m/x.pth``. A URL that cannot be parsed is returned as it is
+    (the downloader refuses it)."""
     if not mirror:
         return url
+    problem = _mirror_problem(mirror)
+    if problem is not None:
+        raise UsageError(f"mirror {redact_url(mirror)!r} {problem}; use e.g. --mirror "
+                         "https://host[:port]")
     base = urlsplit(mirror)
-    if base.scheme not in ("http", "https") or not base.netloc:
-        raise UsageError(
-            f"mirror {mirror!r} is not an http(s) base URL; use e.g. --mirror https://host[:port]"
-        )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
     return urlunsplit((base.scheme, base.netloc, base.path.rstrip("/") + parts.path,
                        parts.query, ""))
 
@@ -101,18 +140,30 @@ def resolve_weights(
     progress: str = "auto",
     timeout: float = 30.0,
     retries: int = 3,
+    deadline: float | None = DEFAULT_DEADLINE,
+    max_size: int | None = DEFAULT_MAX_SIZE,
+    min_rate: float = DEFAULT_MIN_RATE,
 ) -> ResolvedWeights:
     """Turn a ``--weights`` spec into a verified local file (downloading into the cache).
 
-    Raises UsageError (exit 2) for a spec that names nothing, DownloadError for network,
-    offline and refusal failures (message names the URL and the ways out), HashMismatchError
-    when bytes do not match their pin.
+    ``timeout`` is the stall window (less than ``min_rate`` bytes/s over it is a stall),
+    ``deadline`` (None: none) bounds the whole resolution, waiting for another process's
+    download included, and ``max_size`` (None: none) caps a download of unannounced size.
+    Raises UsageError (exit 2) for a spec that names nothing or a bad ``ZOO_OFFLINE`` /
+    mirror, DownloadError for network, disk, offline and refusal failures (message names
+    the URL and the ways out), HashMismatchError when bytes do not match their pin.
     """
     if progress not in PROGRESS_MODES:
         raise ValueError(f"progress must be one of {PROGRESS_MODES}, not {progress!r}")
-    ctx = _Context(card, mirror if mirror is not None else env_mirror(),
-                   env_offline() if offline is None else offline, allow_http, progress,
-                   timeout, retries)
+    origin = "--mirror"
+    if mirror is None:
+        mirror, origin = env_mirror(), MIRROR_ENV
+    if mirror and (problem := _mirror_problem(mirror)) is not None:
+        raise UsageError(f"{origin} {redact_url(mirror)!r} {problem}; use an http(s) base URL "
+                         "such as https://host[:port]")
+    ctx = _Context(card, mirror, env_offline() if offline is None else offline, allow_http,
+                   progress, timeout, retries, max_size, min_rate,
+                   None if deadline is None else time.monotonic() + deadline, deadline)
     if spec is None:
         if card.default_weights is None:
             raise UsageError(
@@ -121,28 +172,23 @@ def resolve_weights(
             )
         spec = card.default_weights
     spec = spec.strip()
+    if not spec:
+        raise UsageError("--weights needs a value: NAME, URL, PATH or none")
     if spec.lower() == "none":
         return UNTRAINED
-    named = card.weights_named(spec)
-    if named is not None:
-        return ctx.card_weights(named)
-    scheme = urlsplit(spec).scheme.lower()
-    if scheme in ("http", "https"):
-        return ctx.url_weights(spec)
-    if scheme == "file":
-        parts = urlsplit(spec)
-        return ctx.local_weights(Path(url2pathname(unquote(parts.path))), spec)
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return ctx.local_weights(path, spec)
-    if path.exists():
-        raise UsageError(f"--weights {spec}: is not a file")
-    if "/" in spec or os.sep in spec or path.suffix:
-        raise UsageError(f"--weights {spec}: no such file; check the path")
-    raise UsageError(
-        f"model {card.name!r} has no weights named {spec!r} and no file {spec!r} exists; "
-        f"choose from {_names(card)}, or pass a URL or a file path"
-    )
+    cache = ctx.cache
+    try:
+        return ctx.dispatch(spec)
+    except OSError as exc:  # the cache folder itself: full, read-only, not a folder...
+        raise DownloadError(_cache_failure(exc, cache)) from None
+
+
+def _cache_failure(exc: OSError, cache: WeightsCache) -> str:
+    hint = f"set ZOO_HOME to another folder (the weights cache is {cache.root})"
+    where = Path(exc.filename) if isinstance(exc.filename, str) else cache.root
+    if exc.errno in DISK_ERRNOS:
+        return disk_error_message(exc, where, home_hint=hint)
+    return f"cannot use {where}: {exc.strerror or exc}; {hint}"
 
 
 @dataclass
@@ -154,18 +200,67 @@ class _Context:
     progress: str
     timeout: float
     retries: int
+    max_size: int | None
+    min_rate: float
+    ends: float | None  # time.monotonic() deadline
+    deadline: float | None
 
     @property
     def cache(self) -> WeightsCache:
         return WeightsCache()
 
+    @property
+    def home_hint(self) -> str:
+        return "set ZOO_HOME to a folder on another disk"
+
+    def remaining(self) -> float | None:
+        """Seconds left of the deadline; a DownloadError once it is over."""
+        if self.ends is None:
+            return None
+        left = self.ends - time.monotonic()
+        if left <= 0:
+            raise DownloadError(f"the --deadline of {self.deadline:g} s is over; "
+                                f"{ways_out(self.card)}")
+        return left
+
     def _note(self, message: str) -> None:
         if self.progress != "never":
             print(f"zoo: {message}", file=sys.stderr)
 
+    def dispatch(self, spec: str) -> ResolvedWeights:
+        named = self.card.weights_named(spec)
+        if named is not None:
+            return self.card_weights(named)
+        lowered = spec.lower()
+        if lowered.startswith(("http://", "https://")):
+            return self.url_weights(spec)
+        if lowered.startswith("file:"):
+            return self.file_url_weights(spec)
+        base, expected = split_path_pin(spec)
+        try:
+            path = Path(base).expanduser()
+        except RuntimeError:  # ~user that does not exist
+            path = Path(base)
+        try:
+            is_file, exists = path.is_file(), path.exists()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--weights {spec!r}: not a usable path ({_short_reason(exc)})") \
+                from None
+        if is_file:
+            return self.local_weights(path, spec, expected)
+        if exists:
+            raise UsageError(f"--weights {spec}: is not a file")
+        if expected is not None or "/" in base or os.sep in base or path.suffix:
+            raise UsageError(f"--weights {spec}: no such file; check the path")
+        raise UsageError(
+            f"model {self.card.name!r} has no weights named {spec!r} and no file {spec!r} "
+            f"exists; choose from {_names(self.card)}, or pass a URL or a file path"
+        )
+
     def card_weights(self, src: WeightsSource) -> ResolvedWeights:
         expected = src.expected_hash
-        source = f"{src.name} ({src.urls[0]})"
+        shown = redact_url(src.urls[0])
+        source = f"{src.name} ({shown})"
         ref = (self.card.name, src.name)
         cache = self.cache
         entry = self._hit(cache, expected, src)
@@ -178,13 +273,15 @@ class _Context:
                     "or --weights none"
                 )
             urls = [apply_mirror(u, self.mirror) for u in src.urls]
-            with cache.lock(expected, on_wait=lambda: self._wait(src.name)):
+            what = f"{self.card.name} weights {src.name}"
+            with cache.lock(expected, on_wait=lambda who: self._wait(what, who),
+                            timeout=self.remaining(), what=what):
                 entry = self._hit(cache, expected, src)
                 if entry is None:
                     entry = self._download(cache, urls, expected, src.size, src.size_exact,
                                            key=expected, ref=ref, label=src.name)
         cache.note_use(entry, url=src.urls[0], ref=ref)
-        return ResolvedWeights(entry.path, entry.sha256, source, src.urls[0], False)
+        return ResolvedWeights(entry.path, entry.sha256, source, shown, False)
 
     def _hit(self, cache: WeightsCache, expected: str, src: WeightsSource) -> CacheEntry | None:
         entry = cache.find(expected)
@@ -195,45 +292,67 @@ class _Context:
 
     def url_weights(self, spec: str) -> ResolvedWeights:
         url, _, fragment = spec.partition("#")
-        expected: str | None = None
-        if fragment:
-            match = _HASH_FRAGMENT.match(fragment)
-            if match is None:
-                raise UsageError(
-                    f"--weights {spec}: the fragment must be #sha256=HEX (64 hex digits, or the "
-                    "8-hex prefix)"
-                )
-            expected = match.group(1).lower()
+        expected = parse_pin(fragment, spec) if fragment else None
+        problem = url_problem(url)
+        if problem is not None:
+            raise UsageError(f"--weights {redact_url(url)!r}: {problem}")
+        shown = redact_url(url)
         cache = self.cache
         ref = (self.card.name, None)
         entry = cache.find(expected) if expected else cache.find(url=url)
         if entry is None:
             if self.offline:
                 raise DownloadError(
-                    f"offline ({OFFLINE_ENV}=1 or --offline) and {url} is not in the cache "
+                    f"offline ({OFFLINE_ENV}=1 or --offline) and {shown} is not in the cache "
                     f"{cache.root}; fetch it once online, or use --weights PATH or --weights none"
                 )
             key = expected or cache.url_key(url)
-            with cache.lock(key, on_wait=lambda: self._wait(url)):
+            with cache.lock(key, on_wait=lambda who: self._wait(shown, who),
+                            timeout=self.remaining(), what=shown):
                 entry = cache.find(expected) if expected else cache.find(url=url)
                 if entry is None:
                     entry = self._download(cache, [url], expected, None, True, key=key,
-                                           ref=ref, label=url.rsplit("/", 1)[-1])
+                                           ref=ref, label=urlsplit(url).path.rsplit("/", 1)[-1])
         cache.note_use(entry, url=url, ref=ref)
-        return ResolvedWeights(entry.path, entry.sha256, url, url, False)
+        return ResolvedWeights(entry.path, entry.sha256, shown, shown, False)
 
-    def local_weights(self, path: Path, spec: str) -> ResolvedWeights:
-        if not path.is_file():
-            raise UsageError(f"--weights {spec}: no such file {path}")
+    def file_url_weights(self, spec: str) -> ResolvedWeights:
         try:
-            sha = self.cache.hash_local(path)
-        except OSError as exc:
-            raise UsageError(f"--weights {spec}: cannot read {path}: {exc.strerror}") from exc
-        resolved = path.resolve()
+            parts = urlsplit(spec)
+        except ValueError as exc:
+            raise UsageError(f"--weights {spec!r}: not a valid file URL ({exc})") from None
+        if parts.netloc not in ("", "localhost"):
+            raise UsageError(f"--weights {spec}: a file URL names a local path: file:///PATH")
+        expected = parse_pin(parts.fragment, spec) if parts.fragment else None
+        raw = parts.path + (f"?{parts.query}" if parts.query else "")
+        try:
+            path = Path(url2pathname(unquote(raw)))
+            is_file = path.is_file()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--weights {spec!r}: not a usable path ({_short_reason(exc)})") \
+                from None
+        if not is_file:
+            raise UsageError(f"--weights {spec}: no such file {path}")
+        return self.local_weights(path, spec, expected)
+
+    def local_weights(self, path: Path, spec: str, expected: str | None) -> ResolvedWeights:
+        try:
+            resolved = path.resolve()
+            sha = self.cache.hash_local(resolved)
+        except (OSError, RuntimeError) as exc:
+            raise UsageError(f"--weights {spec}: cannot read {path}: "
+                             f"{_short_reason(exc)}") from None
+        if not hash_matches(sha, expected):
+            kind = "sha256" if expected and len(expected) == 64 else "sha256 prefix"
+            raise HashMismatchError(
+                f"{kind} mismatch for local file {resolved}: expected {expected}, got {sha}; "
+                "the file was left as it is: check that it is the file you meant, or fix "
+                "the #sha256= pin"
+            )
         return ResolvedWeights(resolved, sha, str(resolved), None, False)
 
-    def _wait(self, what: str) -> None:
-        self._note(f"waiting for another zoo process that is downloading {what}")
+    def _wait(self, what: str, holder: str) -> None:
+        self._note(f"waiting for another zoo process that is downloading {what}: {holder}")
 
     def _download(self, cache: WeightsCache, urls: list[str], expected: str | None,
                   size: int | None, size_exact: bool, *, key: str,
@@ -246,6 +365,8 @@ class _Context:
                     size_exact=size_exact, allow_http=self.allow_http, timeout=self.timeout,
                     retries=self.retries, progress=self.progress,
                     label=f"{self.card.name} {label}", log=self._note,
+                    deadline=self.remaining(), max_size=self.max_size, min_rate=self.min_rate,
+                    home_hint=self.home_hint,
                 )
             except HashMismatchError as exc:
                 raise HashMismatchError(
@@ -254,7 +375,14 @@ class _Context:
                 ) from exc
             except DownloadError as exc:
                 errors.append(exc)
+                if self.ends is not None and time.monotonic() >= self.ends:
+                    break
                 continue
             return cache.add(result.path, result.sha256, url=url, ref=ref)
         detail = "; ".join(str(e) for e in errors)
         raise DownloadError(f"{detail}; {ways_out(self.card)}")
+
+
+def _short_reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())[:120]

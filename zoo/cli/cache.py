@@ -26,14 +26,17 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
     q = cache_sub.add_parser("verify", parents=[common], help="re-hash every cached file",
                              description="Re-hash every cached weights file; delete those whose "
-                             "bytes no longer match their hash. Exit 1 if any were bad.")
+                             "bytes no longer match their hash; repair damaged records; report "
+                             "leftovers of interrupted processes (temp files, unfinished "
+                             "downloads). Exit 1 if any file was bad.")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(handler=cmd_verify)
 
     q = cache_sub.add_parser("clear", parents=[common], help="delete cached weights/exports",
-                             description="Delete every cached weights file (and unfinished "
-                             "downloads) and cached export, or only those of model NAME, or "
-                             "the weights of a hash prefix.")
+                             description="Delete every cached weights file (with unfinished "
+                             "downloads and leftovers of interrupted processes) and cached "
+                             "export, or only those of model NAME, or the weights of a hash "
+                             "prefix.")
     q.add_argument("name", nargs="?", help="model name or sha256 prefix (8+ hex digits)")
     q.set_defaults(handler=cmd_clear)
 
@@ -107,15 +110,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """``zoo cache verify``: exit 1 when a bad file was found (and removed)."""
     from zoo.cache import WeightsCache
 
-    results = WeightsCache().verify(remove=True)
+    cache = WeightsCache()
+    results = cache.verify(remove=True)
+    leftovers = cache.leftovers()
     bad = [r for r in results if not r.ok]
     if args.json:
-        print_json([{"sha256": r.sha256, "path": str(r.path), "ok": r.ok, "actual": r.actual,
-                     "removed": not r.ok} for r in results])
+        print_json({
+            "files": [{"sha256": r.sha256, "path": str(r.path), "ok": r.ok, "actual": r.actual,
+                       "removed": not r.ok} for r in results],
+            "leftovers": [{"path": str(x.path), "kind": x.kind, "size": x.size}
+                          for x in leftovers],
+            "repaired": [{"path": str(path), "problem": why} for path, why in cache.repaired],
+        })
     else:
         for r in bad:
             error_line(f"zoo: BAD {r.path}: bytes hash to {r.actual}; removed")
-        print(f"{len(results) - len(bad)} ok, {len(bad)} bad (removed)")
+        for x in leftovers:
+            print(f"leftover: {x.path} ({x.kind}, {human_bytes(x.size)})")
+        summary = f"{len(results) - len(bad)} ok, {len(bad)} bad (removed)"
+        if cache.repaired:
+            summary += f", {len(cache.repaired)} damaged record(s) repaired"
+        if leftovers:
+            summary += (f", {len(leftovers)} leftover(s) of interrupted processes "
+                        "(`zoo cache clear` removes them)")
+        print(summary)
     return 1 if bad else 0
 
 
@@ -124,7 +142,12 @@ def cmd_clear(args: argparse.Namespace) -> int:
     from zoo.cache import WeightsCache
     from zoo.export.store import clear_artifacts
 
-    removed = WeightsCache().clear(args.name)
+    weights = WeightsCache()
+    leftovers = weights.leftovers() if args.name is None else []
+    removed = weights.clear(args.name)
+    if leftovers:
+        print(f"removed {len(leftovers)} leftover(s) of interrupted processes "
+              f"({human_bytes(sum(x.size for x in leftovers))})")
     exports = clear_artifacts(args.name)
     if exports:
         print(f"removed {len(exports)} cached export{'s' if len(exports) != 1 else ''} "

@@ -8,6 +8,8 @@ The weights options (``--weights``, ``--mirror``, ``--offline``, ...) are added 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -19,17 +21,39 @@ if TYPE_CHECKING:
     from zoo.schema import ModelCard
     from zoo.weights import ResolvedWeights
 
+# zoo.download/zoo.weights import requests; `zoo --help` must stay light, so the defaults
+# are repeated here (tests/test_fetch_cli.py checks they agree).
+DEFAULT_DEADLINE = 3600.0
+DEFAULT_MAX_SIZE = 4 << 30
+DEFAULT_MIN_RATE = 1024
+
 EPILOG = """\
 weights sources (--weights):
   NAME                 one of the card's weights (see `zoo info NAME`); default: its default
   https://.../w.pth    a URL; append #sha256=HEX to pin its hash (pip style)
-  PATH | file://PATH   a local file (hashed, used in place, not copied into the cache)
+  PATH | file://PATH   a local file (hashed, used in place, not copied into the cache);
+                       PATH#sha256=HEX pins it too
   none                 random init: everything produced is marked UNTRAINED
+  user:password@ and ?query values of a URL never reach the cache's records or manifests
+
+bounds (every download is bounded in time and space; all overridable):
+  --timeout 30      stall window: an attempt that gets nothing, or less than --min-rate
+                    (1 KiB/s), over 30 s is cut and retried; a trickle counts as a stall
+  --retries 3       retries after a stall, a dropped connection or a 5xx (with backoff)
+  --deadline 3600   the most one fetch spends on weights: waiting for another process that
+                    downloads the same file, every attempt and retry (0: no limit); the
+                    partial file is kept, so running it again resumes
+  --max-size 4GiB   largest download whose size nobody pinned (cards pin sizes)
+  free space is checked before a download of known size; a full disk removes the partial
+  file; at most 10 redirects, each under the same rules as the URL you typed (https, or
+  http to this machine / with --allow-http; never from https down to http)
 
 environment:
   ZOO_HOME     cache root (default: the platform's user cache folder); see `zoo cache path`
+               (a read-only ZOO_HOME serves cache hits)
   ZOO_MIRROR   like --mirror
-  ZOO_OFFLINE  1: use the cache only, never the network (like --offline)
+  ZOO_OFFLINE  1/true/yes/on: use the cache only, never the network (like --offline);
+               0/false/no/off or empty: online; anything else is an error
 
 examples:
   zoo fetch deeplabv3_resnet50
@@ -58,9 +82,20 @@ def add_weights_options(parser: argparse.ArgumentParser) -> None:
                    help="use the cache only; fail at once if the weights are not there "
                    "(env ZOO_OFFLINE=1)")
     g.add_argument("--timeout", type=_positive_float, default=30.0, metavar="S",
-                   help="seconds to wait for a connection or for data (default 30)")
+                   help="stall window: a connection, or a transfer getting less than "
+                   "--min-rate over S seconds, is cut and retried (default 30)")
+    g.add_argument("--min-rate", type=_size, default=DEFAULT_MIN_RATE, metavar="BYTES",
+                   help="slowest transfer accepted, bytes/s averaged over --timeout, e.g. "
+                   "10KiB (default 1KiB)")
     g.add_argument("--retries", type=_non_negative_int, default=3, metavar="N",
-                   help="retries on connection errors, timeouts and 5xx (default 3)")
+                   help="retries on stalls, dropped connections and 5xx (default 3)")
+    g.add_argument("--deadline", type=_non_negative_float, default=DEFAULT_DEADLINE,
+                   metavar="S", help="the most one fetch spends getting weights, waiting for "
+                   "another process's download and every retry included; 0: no limit "
+                   f"(default {DEFAULT_DEADLINE:g})")
+    g.add_argument("--max-size", type=_positive_size, default=DEFAULT_MAX_SIZE, metavar="SIZE",
+                   help="largest download accepted when no size is pinned, e.g. 500MB, "
+                   "8GiB (default 4GiB)")
     shown = g.add_mutually_exclusive_group()
     shown.add_argument("--progress", action="store_true",
                        help="show a progress bar even when stderr is not a terminal")
@@ -68,13 +103,51 @@ def add_weights_options(parser: argparse.ArgumentParser) -> None:
                        help="no progress bar and no notes (errors and UNTRAINED still show)")
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20,
+          "mib": 1 << 20, "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
+          "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([a-zA-Z]*)\s*$")
+
+
+def _size(text: str) -> int:
+    """'4GiB' -> 4294967296; '500MB' -> 500000000; K/M/G/T alone are binary."""
+    match = _SIZE.match(text)
+    unit = match and _UNITS.get(match.group(2).lower())
+    if match is None or unit is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: write bytes, or a number with KB/MB/GB (10^3) or "
+            "KiB/MiB/GiB (2^10) units, e.g. 500MB or 8GiB")
+    return int(float(match.group(1)) * unit)
+
+
+def _positive_size(text: str) -> int:
+    value = _size(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 bytes")
     return value
 
 
@@ -93,12 +166,17 @@ def progress_mode(args: argparse.Namespace) -> str:
 
 def weights_from_args(args: argparse.Namespace, card: ModelCard) -> ResolvedWeights:
     """Resolve the weights the options in ``args`` ask for; warns loudly when untrained."""
-    from zoo.weights import resolve_weights
+    from zoo.weights import env_offline, resolve_weights
 
+    env_offline_value = env_offline()  # a bad ZOO_OFFLINE is an error even with --offline
+    deadline = getattr(args, "deadline", DEFAULT_DEADLINE)
     weights = resolve_weights(
-        card, args.weights, mirror=args.mirror, offline=True if args.offline else None,
+        card, args.weights, mirror=args.mirror,
+        offline=True if args.offline else env_offline_value,
         allow_http=args.allow_http, progress=progress_mode(args), timeout=args.timeout,
-        retries=args.retries,
+        retries=args.retries, deadline=deadline or None,
+        max_size=getattr(args, "max_size", DEFAULT_MAX_SIZE),
+        min_rate=getattr(args, "min_rate", DEFAULT_MIN_RATE),
     )
     if weights.untrained:
         untrained_warning(card.name)

@@ -1,0 +1,146 @@
+"""URL rules for downloads: which URLs and redirects are allowed, pins, and redaction.
+
+Every hop of a download (the URL the user typed, a mirror's URL, each redirect) passes
+:func:`check_url_allowed`: https, or plain http to a loopback host (or anywhere with
+``--allow-http``); a redirect may not leave http(s) or go from https down to http
+(:func:`follow_redirect`). URLs are written into records, manifests and messages only as
+:func:`redact_url` leaves them: no user info (``user:pass@``) and no query values
+(``?token=``, ``X-Amz-Signature=``), which is where secrets live in URLs. Records that need
+to recognise a URL again key it by :func:`url_digest` of the full URL. Nothing here touches
+the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from zoo.errors import DownloadError, UsageError
+
+MAX_REDIRECTS = 10
+_HEX_PIN = re.compile(r"^([0-9a-fA-F]{64}|[0-9a-fA-F]{8})$")
+_QUERY_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def redact_url(url: str) -> str:
+    """``url`` without secrets: user info becomes ``***@``, every query value ``***``, and
+    the fragment is dropped. Safe to log and to write into records and manifests."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(_redact_param(p) for p in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _redact_param(param: str) -> str:
+    name, eq, _value = param.partition("=")
+    return f"{name}=***" if eq and _QUERY_NAME.match(name) else "***"
+
+
+def url_digest(url: str) -> str:
+    """sha256 of the full URL (secrets included), for keying records without storing it."""
+    return hashlib.sha256(url.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a download URL (syntax, scheme, host), or None."""
+    if _CONTROL.search(url):
+        return "the URL contains spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "only http(s) URLs are supported"
+    if not parts.hostname:
+        return "the URL names no host"
+    return None
+
+
+def check_url_allowed(url: str, allow_http: bool = False) -> None:
+    """Refuse anything but https, or http to a loopback host, unless ``allow_http``.
+
+    Raises DownloadError naming the (redacted) URL and the way out.
+    """
+    problem = url_problem(url)
+    if problem is not None:
+        raise DownloadError(f"cannot download {redact_url(url)!r}: {problem}")
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "http" and not (allow_http or is_loopback(parts.hostname)):
+        raise DownloadError(
+            f"refusing plain http:// URL {redact_url(url)}: its bytes can be altered in transit; "
+            "use https, or pass --allow-http if you trust the network"
+        )
+
+
+def follow_redirect(current: str, location: str, allow_http: bool = False) -> str:
+    """The absolute URL a redirect from ``current`` to ``location`` leads to, if allowed.
+
+    The target must pass :func:`check_url_allowed` like the URL the user typed, may not
+    leave http(s), and may not go from https down to plain http (even with ``allow_http``).
+    """
+    try:
+        target = urljoin(current, location.strip())
+        scheme = urlsplit(target).scheme.lower()
+    except ValueError:
+        raise DownloadError(
+            f"{redact_url(current)} redirected to an invalid URL ({location[:80]!r}); refused"
+        ) from None
+    if scheme not in ("http", "https"):
+        raise DownloadError(
+            f"{redact_url(current)} redirected to a {scheme or 'relative'}: URL "
+            f"({redact_url(target)}); refused: downloads follow http(s) redirects only"
+        )
+    if scheme == "http" and urlsplit(current).scheme.lower() == "https":
+        raise DownloadError(
+            f"{redact_url(current)} redirected from https to plain http ({redact_url(target)}); "
+            "refused: that would drop the transport's protection"
+        )
+    try:
+        check_url_allowed(target, allow_http)
+    except DownloadError as exc:
+        raise DownloadError(f"{redact_url(current)} redirected to a refused URL: {exc}") from None
+    return target
+
+
+def parse_pin(fragment: str, spec: str) -> str:
+    """The hash of a ``sha256=HEX`` fragment (64 hex, or the 8-hex prefix), lowercased.
+
+    Raises UsageError (exit 2) for anything else, naming ``spec``.
+    """
+    name, eq, value = fragment.partition("=")
+    if name.lower() != "sha256" or not eq or not _HEX_PIN.match(value):
+        raise UsageError(
+            f"--weights {redact_url(spec) if '://' in spec else spec}: the fragment must be "
+            "#sha256=HEX (64 hex digits, or the 8-hex prefix)"
+        )
+    return value.lower()
+
+
+def split_path_pin(spec: str) -> tuple[str, str | None]:
+    """``PATH#sha256=HEX`` -> (PATH, HEX); a path whose ``#`` starts no ``sha256=`` pin is
+    returned whole. A malformed ``#sha256=`` pin is a UsageError."""
+    base, sep, fragment = spec.rpartition("#")
+    if not sep or not fragment.lower().startswith("sha256"):
+        return spec, None
+    return base, parse_pin(fragment, spec)
