@@ -1,0 +1,239 @@
+"""``zoo publish`` and ``zoo store list|verify``: the team store from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from zoo.store.options import STORE_ENV, add_store_options
+
+PUBLISH_EPILOG = f"""\
+examples:
+  zoo fetch deeplabv3_resnet50 --format lite -o models
+  zoo publish models --store s3://team-zoo/prod --sign team.key
+  zoo publish models/deeplabv3_resnet50.ptl --store file:///shared/zoo --json
+  zoo publish models --store s3://team-zoo/prod --store-option endpoint_url=https://minio.lan
+
+The store keeps content-addressed objects (objects/sha256/HEX) and one immutable record per
+publish (records/IDENTITY/HEX.json), written last. Objects the store already has are not sent
+again; large files go up as resumable multipart uploads. Credentials come the way boto and
+fsspec take them (AWS_PROFILE, AWS_ACCESS_KEY_ID, ~/.aws, --store-option key=...).
+environment: {STORE_ENV} (the store URL), ZOO_KEY_PASSPHRASE (an encrypted --sign key).
+"""
+
+STORE_EPILOG = f"""\
+examples:
+  zoo store list --store s3://team-zoo/prod
+  zoo store list 'deeplab*' --json
+  zoo store verify --trusted-key team.pub
+
+environment: {STORE_ENV} (the store URL), ZOO_TRUSTED_KEYS (public keys, like --trusted-key).
+"""
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register ``zoo publish`` and ``zoo store``."""
+    p = sub.add_parser(
+        "publish", parents=[common], help="publish an exported artifact to the team store",
+        description="Upload an artifact that `zoo fetch --format F -o DIR` wrote (the folder, "
+        "the artifact or its manifest) with its manifest, operators list and a SHA256SUMS to "
+        "the team store, then write its record (signed with --sign).",
+        epilog=PUBLISH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", metavar="DIR_OR_ARTIFACT", type=_path,
+                   help="export folder, artifact or <artifact>.manifest.json")
+    add_store_options(p, publish=False, no_store=False)
+    _output_options(p)
+    p.set_defaults(handler=cmd_publish)
+
+    p = sub.add_parser("store", parents=[common], help="browse or audit the team store",
+                       description="List what the team store holds, or re-check it.",
+                       epilog=STORE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    store_sub = p.add_subparsers(dest="store_command", metavar="ACTION")
+    p.set_defaults(handler=lambda _args: _usage(p))
+
+    q = store_sub.add_parser(
+        "list", parents=[common], help="published artifacts",
+        description="Every published artifact, newest first: model, format, precision, size, "
+        "who signed it and when. Records that cannot be read are reported after the table.")
+    q.add_argument("pattern", nargs="?", help="glob on model names, e.g. 'deeplab*'")
+    q.add_argument("--limit", type=_count, default=None, metavar="N",
+                   help="show at most N records")
+    add_store_options(q, publish=False, sign=False, no_store=False)
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(handler=cmd_list)
+
+    q = store_sub.add_parser(
+        "verify", parents=[common], help="re-check every record and object",
+        description="Re-check every record (its name, fields and signature; with "
+        "--trusted-key, that a trusted key signed it) and every object it names (present, "
+        "size, sha256: each object is downloaded and hashed). Reports objects no record "
+        "names (left by interrupted publishes). Never deletes anything. Exit 1 on any "
+        "problem.")
+    add_store_options(q, publish=False, sign=False, no_store=False)
+    _output_options(q)
+    q.set_defaults(handler=cmd_verify)
+
+
+def _output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--progress", action="store_true", default=None,
+                       help="show progress even when stderr is not a terminal")
+    shown.add_argument("--quiet", "-q", action="store_true", help="no progress")
+
+
+def _path(text: str) -> Any:
+    from pathlib import Path
+
+    return Path(text)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from zoo.store.options import store_from_args
+
+    return store_from_args(args, required=True)
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    from zoo.store.options import progress_printer
+
+    if getattr(args, "quiet", False):
+        return None
+    return progress_printer(True if getattr(args, "progress", None) else None)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from zoo.cli.output import human_bytes, print_json, stdout_console
+
+    config = _config(args)
+    result = config.publish(args.path, progress=_progress(args))
+    if args.json:
+        print_json(result.as_dict())
+        return 0
+    st = result.record.statement
+    console = stdout_console()
+    verb = "already published" if result.already else "published"
+    console.print(f"[bold green]{verb}[/] {escape(st.model)} ({escape(st.format)}, "
+                  f"{escape(st.precision)}, {human_bytes(st.size)}) to "
+                  f"{escape(result.store)}", highlight=False)
+    source = "" if result.identity_source == "manifest" else \
+        " (fallback: the manifest has no export.identity, so `zoo fetch` will not find it)"
+    console.print(f"  identity   {result.identity}{escape(source)}", highlight=False)
+    console.print(f"  record     {escape(result.record_key)}", highlight=False)
+    console.print(f"  objects    {len(st.objects)}: {len(result.uploaded)} uploaded "
+                  f"({human_bytes(result.bytes_uploaded)}), {len(result.present)} already "
+                  "there", highlight=False)
+    signer = result.signer or "[yellow]unsigned[/] (use --sign KEY)"
+    console.print(f"  signed by  {signer}", highlight=False)
+    if st.untrained:
+        console.print("  [bold yellow]UNTRAINED[/]: exported with --weights none",
+                      highlight=False)
+    return 0
+
+
+def _signer(item: Any) -> str:
+    sig = item.record.signature
+    if sig is None:
+        return "unsigned"
+    label = {"trusted": " (trusted)", "untrusted": " (NOT trusted)",
+             "invalid": " (INVALID)"}.get(item.signature or "", "")
+    return sig.public_key.short + label
+
+
+def _row(item: Any) -> dict[str, Any]:
+    st = item.record.statement
+    sig = item.record.signature
+    return {"model": st.model, "format": st.format, "precision": st.precision,
+            "size": st.size, "untrained": st.untrained, "artifact": st.artifact,
+            "signed_by": sig.public_key.fingerprint if sig else None,
+            "signature": item.signature, "published_at": st.published_at,
+            "publisher": st.publisher, "identity": st.identity,
+            "identity_source": st.identity_source, "record": item.key}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from zoo.cli.output import error_line, human_bytes, print_json, stdout_console
+
+    config = _config(args)
+    store = config.open()
+    good, bad = [], []
+    for item in store.records(args.pattern, config.trusted_keys or None):
+        (good if item.record is not None else bad).append(item)
+    good.sort(key=lambda i: (i.record.statement.published_at, i.key), reverse=True)
+    if args.limit is not None:
+        good = good[: args.limit]
+    if args.json:
+        print_json({"store": store.url, "records": [_row(i) for i in good],
+                    "unreadable": [{"record": i.key, "error": i.error} for i in bad]})
+        return 0
+    if not good and not bad:
+        error_line(f"zoo: the store {store.url} holds no records"
+                   + (f" for models matching {args.pattern!r}" if args.pattern else ""))
+        return 0
+    table = Table(box=None, header_style="bold")
+    for column in ("model", "format", "precision", "size", "signed by", "published",
+                   "identity"):
+        table.add_column(column, no_wrap=column != "model")
+    for item in good:
+        st = item.record.statement
+        model = escape(st.model) + (" [yellow](untrained)[/]" if st.untrained else "")
+        table.add_row(model, escape(st.format), escape(st.precision), human_bytes(st.size),
+                      escape(_signer(item)),
+                      st.published_at[:19].replace("T", " ") + "Z", st.identity[:16])
+    stdout_console().print(table)
+    for item in bad:
+        error_line(f"zoo: warning: {item.key}: {item.error}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from zoo.cli.output import human_bytes, print_json, stdout_console
+
+    config = _config(args)
+    report = config.open().verify(config.trusted_keys or None, progress=_progress(args))
+    if args.json:
+        print_json(report.as_dict())
+        return 0 if report.ok else 1
+    console = stdout_console()
+    for entry in report.records:
+        mark = "[green]ok[/]  " if not entry["problems"] else "[red]FAIL[/]"
+        what = (f"{entry.get('model', '?')} {entry.get('format', '')} "
+                f"{entry.get('precision', '')}").strip()
+        console.print(f"{mark} {escape(what)}  {escape(entry['record'])}", highlight=False)
+        for problem in entry["problems"]:
+            console.print(f"       {escape(problem)}", highlight=False)
+    for key in report.stray:
+        console.print(f"[red]FAIL[/] {escape(key)}: not part of the store layout",
+                      highlight=False)
+    bad = sum(1 for e in report.records if e["problems"])
+    console.print(
+        f"{len(report.records)} records, {report.objects_checked} objects re-hashed "
+        f"({human_bytes(report.bytes_hashed)}), {bad} with problems; "
+        f"{len(report.unreferenced)} objects no record names (left by interrupted "
+        "publishes; nothing was deleted)", highlight=False)
+    verdict = "[bold green]STORE OK[/]" if report.ok else "[bold red]STORE HAS PROBLEMS[/]"
+    console.print(verdict)
+    return 0 if report.ok else 1

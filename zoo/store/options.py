@@ -1,0 +1,225 @@
+"""Command-line and environment options for the team store, shared by every command.
+
+``add_store_options(parser)`` adds ``--store URL``, ``--store-option KEY=VALUE``,
+``--no-store``, ``--publish``, ``--sign KEY`` and ``--trusted-key PUB``;
+``store_from_args(args)`` turns them (with ``ZOO_STORE``, ``ZOO_TRUSTED_KEYS`` and
+``ZOO_OFFLINE``) into a :class:`StoreConfig`, or None when no store is in use. Importing this
+module is cheap (argparse only); the store's libraries load when a store is opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zoo.store.keys import PublicKey, SigningKey
+    from zoo.store.store import Progress, PublishResult, PullResult, Store
+
+STORE_ENV = "ZOO_STORE"
+OFFLINE_ENV = "ZOO_OFFLINE"
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_LOCAL_SCHEMES = ("file://", "local://")
+
+
+def add_store_options(parser: argparse.ArgumentParser, *, publish: bool = True,
+                      sign: bool = True, no_store: bool = True) -> None:
+    """Add the team-store options to ``parser`` (``publish``/``sign``/``no_store`` False
+    leave those out, for commands where they mean nothing)."""
+    g = parser.add_argument_group("team store")
+    g.add_argument("--store", metavar="URL", default=None,
+                   help="team store: s3://bucket/prefix, file:///shared/zoo or any fsspec URL "
+                   f"(env {STORE_ENV})")
+    g.add_argument("--store-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="option for the store's file system, e.g. endpoint_url=https://... or "
+                   "client_kwargs.region_name=eu-west-1 (repeatable)")
+    if no_store:
+        g.add_argument("--no-store", action="store_true",
+                       help=f"do not use the team store (ignore {STORE_ENV})")
+    if publish:
+        g.add_argument("--publish", action="store_true",
+                       help="after a local export, publish the artifact to the store")
+    if sign:
+        g.add_argument("--sign", type=Path, metavar="KEY",
+                       help="sign what is published with this Ed25519 private key (PEM)")
+    g.add_argument("--trusted-key", action="append", type=Path, default=[], metavar="PUB",
+                   help="accept only artifacts signed by this Ed25519 public key (PEM; "
+                   "repeatable; env ZOO_TRUSTED_KEYS, separated by "
+                   f"{os.pathsep!r})")
+
+
+def parse_store_options(items: list[str]) -> dict[str, Any]:
+    """``["endpoint_url=http://x", "client_kwargs.region_name=eu"]`` -> nested dict; the
+    values ``true``/``false``/``none`` and integers are converted."""
+    from zoo.store.errors import StoreConfigError
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.fullmatch(key):
+            raise StoreConfigError(f"--store-option {item!r}: expected KEY=VALUE, e.g. "
+                                   "endpoint_url=https://s3.example.com")
+        node = options
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise StoreConfigError(f"--store-option {item!r}: {part} is already a value")
+            node = child
+        node[leaf] = _value(value)
+    return options
+
+
+def _value(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "yes"):
+        return True
+    if low in ("false", "no"):
+        return False
+    if low in ("none", "null"):
+        return None
+    if re.fullmatch(r"-?\d{1,18}", text.strip()):
+        return int(text)
+    return text
+
+
+def _offline(args: argparse.Namespace) -> bool:
+    if getattr(args, "offline", None):
+        return True
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def is_local_url(url: str) -> bool:
+    """A ``file://`` URL or a plain path (works offline)."""
+    return "://" not in url or url.lower().startswith(_LOCAL_SCHEMES)
+
+
+def _warn(message: str) -> None:
+    from zoo.cli.output import error_line
+
+    error_line(f"zoo: warning: {message}")
+
+
+@dataclass
+class StoreConfig:
+    """A store chosen on the command line or in the environment, with its keys.
+
+    The pipeline calls :meth:`pull_into` (a ``pull(identity, staging) -> bool`` callback)
+    before exporting, and :meth:`publish` after a local export when ``publish`` is set.
+    """
+
+    url: str
+    options: dict[str, Any] = field(default_factory=dict)
+    trusted_keys: list[PublicKey] = field(default_factory=list)
+    sign_key: SigningKey | None = None
+    publish_after: bool = False
+    warn: Callable[[str], None] = _warn
+    _store: Store | None = None
+
+    def open(self) -> Store:
+        """The store (opened once)."""
+        if self._store is None:
+            from zoo.store.store import open_store
+
+            self._store = open_store(self.url, self.options)
+        return self._store
+
+    def pull(self, identity: str, dest_dir: Path, *, progress: Progress | None = None
+             ) -> PullResult | None:
+        """:meth:`Store.pull` with this configuration's trusted keys (raises StoreError)."""
+        return self.open().pull(identity, dest_dir, self.trusted_keys or None,
+                                progress=progress)
+
+    def pull_into(self, identity: str, staging: Path) -> bool:
+        """The export pipeline's ``pull`` callback: True when the store filled ``staging``
+        with a verified artifact. A miss returns False quietly; an unreachable store or a
+        refused record warns (one line, naming what failed) and returns False, so the caller
+        exports locally."""
+        from zoo.store.errors import StoreError
+
+        try:
+            result = self.pull(identity, staging)
+        except StoreError as exc:
+            self.warn(f"{exc}; exporting locally")
+            return False
+        if result is not None and result.skipped:
+            self.warn("skipped store records that failed verification: "
+                      + "; ".join(result.skipped))
+        return result is not None
+
+    def publish(self, path: Path, *, progress: Progress | None = None) -> PublishResult:
+        """Publish the artifact at ``path``, signed with ``sign_key`` when there is one."""
+        return self.open().publish(path, sign_key=self.sign_key, progress=progress)
+
+
+def store_from_args(args: argparse.Namespace, *, required: bool = False) -> StoreConfig | None:
+    """The store the options and environment name, or None (no store, ``--no-store``, or a
+    remote store while offline). ``required`` makes a missing store a usage error.
+
+    Raises StoreConfigError (exit 2) for contradictions (``--no-store`` with ``--publish``,
+    ``--sign`` without ``--publish``), bad options and unreadable keys.
+    """
+    from zoo.store.errors import StoreConfigError
+
+    publish = bool(getattr(args, "publish", False))
+    sign = getattr(args, "sign", None)
+    if sign is not None and not publish and not required:
+        raise StoreConfigError("--sign only makes sense with --publish (or `zoo publish`)")
+    if getattr(args, "no_store", False):
+        if publish:
+            raise StoreConfigError("--publish needs a store; drop --no-store")
+        return None
+    url = (getattr(args, "store", None) or os.environ.get(STORE_ENV, "")).strip()
+    if not url:
+        if publish or required:
+            raise StoreConfigError(f"no team store: pass --store URL or set {STORE_ENV} "
+                                   "(e.g. s3://team-bucket/zoo or file:///shared/zoo)")
+        return None
+    if _offline(args) and not is_local_url(url):
+        if publish or required:
+            raise StoreConfigError(f"the store {url} is remote and zoo is offline "
+                                   f"({OFFLINE_ENV} / --offline)")
+        return None
+    from zoo.store.keys import load_signing_key, load_trusted_keys, trusted_key_paths_from_env
+
+    paths = list(getattr(args, "trusted_key", None) or []) or trusted_key_paths_from_env()
+    return StoreConfig(
+        url=url, options=parse_store_options(list(getattr(args, "store_option", None) or [])),
+        trusted_keys=load_trusted_keys(paths),
+        sign_key=load_signing_key(sign) if sign is not None else None,
+        publish_after=publish)
+
+
+def progress_printer(enabled: bool | None = None) -> Callable[[str, int, int], None] | None:
+    """A progress callback drawing one line on stderr (a TTY, or ``enabled``), else None."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from zoo.cli.output import human_bytes
+
+    state = {"last": -1.0, "ended": False}
+
+    def show(what: str, done: int, total: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if state["ended"] or (done < total and now - state["last"] < 0.1):
+            return
+        state["last"] = now
+        state["ended"] = done >= total
+        pct = f"{100 * done / total:5.1f}%" if total else "  100%"
+        line = f"\r{pct} {human_bytes(done)} / {human_bytes(total)}  {what[:40]}"
+        sys.stderr.write(line.ljust(80)[:100])
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show

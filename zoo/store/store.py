@@ -1,0 +1,552 @@
+"""The team store: publish, pull, list and audit artifacts at an fsspec URL.
+
+Layout under the store URL (nothing else is read; nothing is ever rewritten)::
+
+    objects/sha256/<hex>                 every file, named by its sha256 (content-addressed)
+    records/<identity>/<hex>.json        one record per publish, named by its own sha256
+    tmp/                                 file:// stores only: half-written files before rename
+
+A publish uploads the objects the store lacks, then writes the record, last: a reader lists
+``records/<identity>/`` and so never sees an artifact whose objects are not all there; a
+killed publish leaves only objects, which no record names (``zoo store verify`` lists them as
+unreferenced). Records are immutable and uniquely named, so concurrent publishers never lose
+each other's work; there is no index to overwrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.store.errors import StoreConfigError, StoreError, StoreRefusedError
+from zoo.store.keys import PublicKey, SigningKey
+from zoo.store.local import (
+    ManifestFacts,
+    collect,
+    manifest_problems,
+    parse_manifest,
+    sums_text,
+)
+from zoo.store.record import (
+    HEX64,
+    MAX_RECORD_BYTES,
+    SUMS_NAME,
+    Record,
+    RecordError,
+    Statement,
+    make_record,
+    parse_record,
+    signature_status,
+)
+from zoo.store.transport import SizeMismatch, Transport, open_filesystem
+
+#: progress(what, bytes done, bytes total)
+Progress = Callable[[str, int, int], None]
+OBJECTS = "objects/sha256/"
+RECORDS = "records/"
+RECORD_KEY = re.compile(r"records/([0-9a-f]{64})/([0-9a-f]{64})\.json")
+OBJECT_KEY = re.compile(r"objects/sha256/([0-9a-f]{64})")
+PAGE = 256
+
+
+def _no_progress(_what: str, _done: int, _total: int) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What a publish did."""
+
+    store: str
+    identity: str
+    identity_source: str
+    record_key: str
+    record: Record
+    uploaded: list[str]  # object paths (in the export folder) that were sent
+    present: list[str]  # object paths the store already had
+    bytes_uploaded: int
+    already: bool = False  # an identical record (same objects, same signer) existed
+
+    @property
+    def signer(self) -> str | None:
+        return self.record.signature.public_key.short if self.record.signature else None
+
+    def as_dict(self) -> dict[str, Any]:
+        st = self.record.statement
+        return {"store": self.store, "identity": self.identity,
+                "identity_source": self.identity_source, "record": self.record_key,
+                "model": st.model, "format": st.format, "precision": st.precision,
+                "artifact": st.artifact, "size": st.size, "untrained": st.untrained,
+                "signed_by": self.record.signature.public_key.fingerprint
+                if self.record.signature else None,
+                "objects": len(st.objects), "uploaded": self.uploaded, "present": self.present,
+                "bytes_uploaded": self.bytes_uploaded, "already_published": self.already,
+                "published_at": st.published_at}
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """A verified artifact installed from the store."""
+
+    store: str
+    record_key: str
+    record: Record
+    signature: str  # 'trusted', 'valid' (no keys to check against) or 'unsigned'
+    files: list[Path]  # top-level paths installed into the destination
+    bytes_downloaded: int
+    skipped: list[str] = field(default_factory=list)  # records refused before this one
+
+    @property
+    def signer(self) -> str | None:
+        return self.record.signature.public_key.short if self.record.signature else None
+
+
+@dataclass
+class Listed:
+    """One record found by :meth:`Store.records`: parsed, or the reason it is not."""
+
+    key: str
+    record: Record | None
+    error: str | None
+    signature: str | None = None
+
+    @property
+    def identity(self) -> str:
+        match = RECORD_KEY.fullmatch(self.key)
+        return match.group(1) if match else ""
+
+
+@dataclass
+class VerifyReport:
+    """What ``zoo store verify`` found (nothing is deleted or changed)."""
+
+    store: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    objects_checked: int = 0
+    bytes_hashed: int = 0
+    unreferenced: list[str] = field(default_factory=list)
+    stray: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(not r["problems"] for r in self.records) and not self.stray
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"store": self.store, "ok": self.ok, "records": self.records,
+                "objects_checked": self.objects_checked, "bytes_hashed": self.bytes_hashed,
+                "unreferenced_objects": self.unreferenced, "stray": self.stray}
+
+
+class Store:
+    """A store at one URL. Build it with :func:`open_store`."""
+
+    def __init__(self, transport: Transport, *, publisher: str | None = None,
+                 record_cache: Path | None = None) -> None:
+        from zoo import __version__
+
+        self.transport = transport
+        self.publisher = publisher or f"zoo {__version__}"
+        self.record_cache = record_cache
+
+    @property
+    def url(self) -> str:
+        return self.transport.url
+
+    # -- publish --------------------------------------------------------------------------
+
+    def publish(self, path: Path, *, sign_key: SigningKey | None = None,
+                progress: Progress | None = None) -> PublishResult:
+        """Upload the artifact at ``path`` (an export folder, an artifact or its manifest)
+        with its manifest, operators list and a SHA256SUMS, then write its record.
+
+        Objects the store already has (same sha256 and size) are not sent again. Raises
+        UsageError for an artifact that differs from its manifest, StoreError for the store.
+        """
+        say = progress or _no_progress
+        local = collect(Path(path))
+        identity, source = local.facts.identity_and_source()
+        refs = sorted((f.path, f.sha256, f.size) for f in local.files)
+        signer = sign_key.public.fingerprint if sign_key else None
+        for item in self.lookup(identity):
+            rec = item.record
+            if rec is not None and sorted((o.path, o.sha256, o.size) for o in
+                                          rec.statement.objects) == refs and \
+                    (rec.signature.public_key.fingerprint if rec.signature else None) == signer \
+                    and signature_status(rec, None) != "invalid" and all(
+                        self.transport.size(OBJECTS + sha) == size for _p, sha, size in refs):
+                say("record", 0, 0)
+                return PublishResult(self.url, identity, source, item.key, rec, [],
+                                     [f.path for f in local.files], 0, already=True)
+        unique: dict[str, Any] = {}
+        for file in local.files:
+            unique.setdefault(file.sha256, file)
+        present, uploaded, missing = [], [], []
+        for sha, file in unique.items():
+            if self.transport.size(OBJECTS + sha) == file.size:
+                present.append(file)
+            else:
+                missing.append(file)
+        total = sum(f.size for f in missing)
+        sent = 0
+
+        for file in missing:
+            def step(n: int, name: str = file.path) -> None:
+                nonlocal sent
+                sent += n
+                say(name, sent, total)
+
+            source_data = file.data if file.data is not None else file.source
+            self.transport.put(source_data, OBJECTS + file.sha256, file.size, step)
+            uploaded.append(file)
+        facts = local.facts
+        record = make_record(
+            {"identity": identity, "identity_source": source, "model": facts.model,
+             "format": facts.format, "precision": facts.precision,
+             "untrained": facts.untrained, "artifact": local.artifact,
+             "manifest": local.manifest_name,
+             "manifest_sha256": next(f.sha256 for f in local.files
+                                     if f.path == local.manifest_name),
+             "size": sum(f.size for f in local.files if f.path == local.artifact
+                         or f.path.startswith(local.artifact + "/"))},
+            [f.ref for f in local.files], sign_key, self.publisher)
+        blob = record.to_bytes()
+        key = f"{RECORDS}{identity}/{hashlib.sha256(blob).hexdigest()}.json"
+        self.transport.write_new(key, blob)
+        say("record", total, total)
+        by_sha = {f.sha256 for f in uploaded}
+        return PublishResult(
+            store=self.url, identity=identity, identity_source=source, record_key=key,
+            record=record,
+            uploaded=[f.path for f in local.files if f.sha256 in by_sha],
+            present=[f.path for f in local.files if f.sha256 not in by_sha],
+            bytes_uploaded=total)
+
+    # -- records --------------------------------------------------------------------------
+
+    def _cached(self, digest: str) -> bytes | None:
+        if self.record_cache is None:
+            return None
+        try:
+            blob = (self.record_cache / f"{digest}.json").read_bytes()
+        except OSError:
+            return None
+        return blob if hashlib.sha256(blob).hexdigest() == digest else None
+
+    def _remember(self, digest: str, blob: bytes) -> None:
+        if self.record_cache is None:
+            return
+        with contextlib.suppress(OSError):
+            from zoo.fsutil import atomic_write_bytes
+
+            atomic_write_bytes(self.record_cache / f"{digest}.json", blob)
+
+    def _read_records(self, keys: list[str]) -> Iterator[tuple[str, Record | None, str | None]]:
+        """(key, record, error) for each record key, reading PAGE at a time."""
+        for i in range(0, len(keys), PAGE):
+            page = keys[i:i + PAGE]
+            blobs: dict[str, bytes | Exception] = {}
+            todo = []
+            for key in page:
+                match = RECORD_KEY.fullmatch(key)
+                cached = self._cached(match.group(2)) if match else None
+                if cached is not None:
+                    blobs[key] = cached
+                else:
+                    todo.append(key)
+            blobs.update(self.transport.read_many(todo, MAX_RECORD_BYTES))
+            for key in page:
+                yield (key, *self._parse(key, blobs[key]))
+
+    def _parse(self, key: str, blob: bytes | Exception) -> tuple[Record | None, str | None]:
+        match = RECORD_KEY.fullmatch(key)
+        if match is None:
+            return None, "not a record name (records/<identity>/<sha256>.json)"
+        if isinstance(blob, Exception):
+            return None, "disappeared while listing" if isinstance(blob, FileNotFoundError) \
+                else f"unreadable: {blob}"
+        if hashlib.sha256(blob).hexdigest() != match.group(2):
+            return None, "its bytes do not match its name (altered after publishing)"
+        try:
+            record = parse_record(blob)
+        except RecordError as exc:
+            return None, f"not a valid record: {exc}"
+        if record.statement.identity != match.group(1):
+            return None, "filed under another identity than it names"
+        self._remember(match.group(2), blob)
+        return record, None
+
+    def records(self, pattern: str | None = None,
+                trusted: list[PublicKey] | None = None) -> Iterator[Listed]:
+        """Every record in the store (newest first within each page of the listing),
+        with those whose model name does not match the glob ``pattern`` left out."""
+        import fnmatch
+
+        keys = [k for k, _size in self.transport.list(RECORDS)]
+        for key, record, error in self._read_records(keys):
+            if record is not None and pattern and not fnmatch.fnmatchcase(
+                    record.statement.model, pattern):
+                continue
+            status = signature_status(record, trusted) if record is not None else None
+            yield Listed(key, record, error, status)
+
+    def lookup(self, identity: str) -> list[Listed]:
+        """The records for one export identity (parsed or with the reason they are not)."""
+        if not HEX64.fullmatch(identity):
+            raise StoreConfigError(f"{identity[:80]!r} is not an export identity (64 hex)")
+        keys = [k for k, _ in self.transport.list(f"{RECORDS}{identity}/")]
+        return [Listed(k, r, e) for k, r, e in self._read_records(keys)]
+
+    # -- pull -----------------------------------------------------------------------------
+
+    def pull(self, identity: str, dest_dir: Path, trusted_keys: list[PublicKey] | None = None,
+             *, progress: Progress | None = None, keep_record: bool = False
+             ) -> PullResult | None:
+        """Install the artifact published under ``identity`` into ``dest_dir``, verified.
+
+        Returns None on a miss (no record for ``identity``). On a hit, downloads every object,
+        checks each one's size and sha256 against the record, the manifest against the record
+        (identity, model, format, artifact hashes) and SHA256SUMS, then moves the files into
+        ``dest_dir`` (created if needed; meant to be a fresh staging folder): the artifact,
+        ``<artifact>.manifest.json``, the operators list when there is one, and SHA256SUMS
+        (with ``keep_record``, also the signed record as ``<artifact>.record.json``).
+
+        With ``trusted_keys``, only records signed by one of them are accepted; without,
+        unsigned records are accepted and signatures that do not verify are refused. When
+        several records pass, the newest wins. Raises StoreRefusedError (``reasons``: one per
+        record) when records exist but none passes, StoreUnavailableError when the store
+        cannot be reached; nothing is left in ``dest_dir`` then.
+        """
+        say = progress or _no_progress
+        listed = self.lookup(identity)
+        if not listed:
+            return None
+        reasons: list[str] = []
+        candidates: list[tuple[Record, str, str]] = []
+        for item in listed:
+            name = item.key.rsplit("/", 1)[1][:16]
+            if item.record is None:
+                reasons.append(f"record {name}…: {item.error}")
+                continue
+            status = signature_status(item.record, trusted_keys)
+            refusal = _signature_refusal(item.record, status, bool(trusted_keys))
+            if refusal:
+                reasons.append(f"record {name}…: {refusal}")
+            else:
+                candidates.append((item.record, item.key, status))
+        candidates.sort(key=lambda c: (c[0].statement.published_at, c[1]), reverse=True)
+        for record, key, status in candidates:
+            name = key.rsplit("/", 1)[1][:16]
+            try:
+                files, size = self._install(record, Path(dest_dir), say, keep_record)
+            except _Refused as exc:
+                reasons.append(f"record {name}…: {exc}")
+                continue
+            return PullResult(self.url, key, record, status, files, size, reasons)
+        raise StoreRefusedError(
+            f"store {self.url}: {len(listed)} record{'s' * (len(listed) > 1)} for "
+            f"{identity[:16]}…, none passed verification: {'; '.join(reasons)}", reasons)
+
+    def _install(self, record: Record, dest: Path, say: Progress,
+                 keep_record: bool) -> tuple[list[Path], int]:
+        st = record.statement
+        total = sum(o.size for o in st.objects)
+        done = 0
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=".zoo-pull-", dir=dest))
+        except OSError as exc:
+            raise StoreError(f"cannot write into {dest}: {exc.strerror or exc}") from exc
+        try:
+            fetched: dict[str, Path] = {}
+            for obj in st.objects:
+                target = work.joinpath(*obj.path.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if obj.sha256 in fetched:
+                    shutil.copyfile(fetched[obj.sha256], target)
+                    done += obj.size
+                    continue
+
+                def step(n: int, what: str = obj.path) -> None:
+                    nonlocal done
+                    done += n
+                    say(what, done, total)
+
+                try:
+                    sha = self.transport.get(OBJECTS + obj.sha256, target, obj.size, step)
+                except FileNotFoundError:
+                    raise _Refused(f"object {obj.path} ({obj.sha256[:16]}…) is missing from "
+                                   "the store") from None
+                except SizeMismatch:
+                    raise _Refused(f"object {obj.path} ({obj.sha256[:16]}…) does not have "
+                                   f"the recorded {obj.size} bytes") from None
+                if sha != obj.sha256:
+                    raise _Refused(f"object {obj.path}: sha256 {sha[:16]}… differs from the "
+                                   f"recorded {obj.sha256[:16]}… (corrupted or tampered)")
+                fetched[obj.sha256] = target
+            problems = self._consistency(st, (work / st.manifest).read_bytes(),
+                                         (work / SUMS_NAME).read_bytes()
+                                         if (work / SUMS_NAME).is_file() else None)
+            if problems:
+                raise _Refused("; ".join(problems))
+            if keep_record:
+                (work / f"{st.artifact}.record.json").write_bytes(record.to_bytes())
+            installed = []
+            for entry in sorted(work.iterdir()):
+                final = dest / entry.name
+                if final.exists():
+                    raise StoreError(f"cannot install {entry.name} into {dest}: it exists "
+                                     "(pull into a fresh folder)")
+                os.replace(entry, final)
+                installed.append(final)
+            return installed, total
+        except OSError as exc:
+            raise StoreError(f"cannot write into {dest}: {exc.strerror or exc}") from exc
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    @staticmethod
+    def _consistency(st: Statement, manifest: bytes, sums: bytes | None) -> list[str]:
+        try:
+            facts: ManifestFacts = parse_manifest(manifest)
+        except ValueError as exc:
+            return [f"{st.manifest} is not a valid zoo manifest: {exc}"]
+        problems = manifest_problems(st, facts)
+        if sums is not None and sums != sums_text(st.objects):
+            problems.append(f"{SUMS_NAME} differs from the record's objects")
+        return problems
+
+    # -- audit ----------------------------------------------------------------------------
+
+    def verify(self, trusted: list[PublicKey] | None = None,
+               progress: Progress | None = None) -> VerifyReport:
+        """Re-check every record (name, fields, signature, manifest) and every object it names
+        (present, size, sha256: each distinct object is downloaded and hashed once). Lists
+        objects no record names and keys that are not part of the layout. Changes nothing."""
+        say = progress or _no_progress
+        report = VerifyReport(self.url)
+        objects = dict(self.transport.list(OBJECTS))
+        record_keys = [k for k, _ in self.transport.list(RECORDS)]
+        report.stray = [k for k in record_keys if not RECORD_KEY.fullmatch(k)] + \
+            [k for k in objects if not OBJECT_KEY.fullmatch(k)]
+        record_keys = [k for k in record_keys if RECORD_KEY.fullmatch(k)]
+        hashed: dict[str, str | None] = {}  # sha -> problem (None: fine)
+        referenced: set[str] = set()
+        todo = sum(size for key, size in objects.items() if OBJECT_KEY.fullmatch(key))
+        for key, record, error in self._read_records(record_keys):
+            entry: dict[str, Any] = {"record": key, "problems": []}
+            report.records.append(entry)
+            if record is None:
+                entry["problems"].append(error)
+                continue
+            st = record.statement
+            entry.update(model=st.model, format=st.format, precision=st.precision,
+                         identity=st.identity, published_at=st.published_at)
+            status = signature_status(record, trusted)
+            entry["signature"] = status
+            entry["signed_by"] = record.signature.public_key.fingerprint \
+                if record.signature else None
+            refusal = _signature_refusal(record, status, bool(trusted))
+            if refusal:
+                entry["problems"].append(refusal)
+            for obj in st.objects:
+                referenced.add(obj.sha256)
+                if obj.sha256 not in hashed:
+                    hashed[obj.sha256] = self._check_object(obj.sha256, obj.size, objects,
+                                                            report, say, todo)
+                if hashed[obj.sha256]:
+                    entry["problems"].append(f"{obj.path}: {hashed[obj.sha256]}")
+            if not entry["problems"]:
+                blobs = self.transport.read_many(
+                    [OBJECTS + st.manifest_sha256] + ([OBJECTS + o.sha256 for o in st.objects
+                                                       if o.path == SUMS_NAME]), 16 << 20)
+                manifest = blobs[OBJECTS + st.manifest_sha256]
+                sums = next((v for k, v in blobs.items() if k != OBJECTS + st.manifest_sha256),
+                            None)
+                if isinstance(manifest, Exception) or isinstance(sums, Exception):
+                    entry["problems"].append("manifest or SHA256SUMS unreadable")
+                else:
+                    entry["problems"] += self._consistency(st, manifest, sums)
+        report.unreferenced = sorted(OBJECTS + sha for key in objects
+                                     if (m := OBJECT_KEY.fullmatch(key))
+                                     and (sha := m.group(1)) not in referenced)
+        return report
+
+    def _check_object(self, sha: str, size: int, present: dict[str, int], report: VerifyReport,
+                      say: Progress, total: int) -> str | None:
+        key = OBJECTS + sha
+        if key not in present:
+            return "object missing"
+        if present[key] != size:
+            return f"object has {present[key]} bytes, the record says {size}"
+        start = report.bytes_hashed
+
+        def step(n: int) -> None:
+            report.bytes_hashed += n
+            say(sha[:16], report.bytes_hashed, total)
+
+        try:
+            actual = self.transport.get(key, None, size, step)
+        except FileNotFoundError:
+            return "object missing"
+        except SizeMismatch:
+            return "object size differs from the record"
+        report.bytes_hashed = start + size
+        report.objects_checked += 1
+        if actual != sha:
+            return f"object bytes hash to {actual[:16]}…, not {sha[:16]}… (corrupted)"
+        return None
+
+
+class _Refused(Exception):
+    """One record failed verification during a pull (the next one may pass)."""
+
+
+def _signature_refusal(record: Record, status: str, keys_given: bool) -> str | None:
+    if status == "invalid":
+        return "its signature does not verify (the record was altered or signed wrongly)"
+    if keys_given and status == "unsigned":
+        return "unsigned, and a trusted key is required"
+    if keys_given and status == "untrusted":
+        assert record.signature is not None
+        return f"signed by {record.signature.public_key.short}, which is not a trusted key"
+    return None
+
+
+def open_store(url: str, options: dict[str, Any] | None = None, *,
+               attempts: int | None = None, backoff: float | None = None,
+               part_size: int | None = None, record_cache: Path | bool | None = True) -> Store:
+    """The store at ``url`` (``s3://bucket/prefix``, ``file:///path``, a plain path, or any
+    fsspec URL). ``options`` go to the fsspec file system (for S3: ``endpoint_url``, ``key``,
+    ``secret``, ``anon``, ``client_kwargs``, ...). Nothing is contacted until first use.
+
+    ``attempts``/``backoff`` bound the retries of transient failures; ``record_cache`` keeps
+    verified record files under ``ZOO_HOME/store/records`` (True) or a given folder.
+    """
+    from zoo.store import transport as tr
+
+    fs, root = open_filesystem(url, options or {})
+    kwargs: dict[str, Any] = {}
+    if attempts is not None:
+        kwargs["attempts"] = attempts
+    if backoff is not None:
+        kwargs["backoff"] = backoff
+    if part_size is not None:
+        kwargs["part_size"] = part_size
+        kwargs["multipart_threshold"] = 2 * part_size
+    transport = tr.Transport(url, fs, root, **kwargs)
+    cache: Path | None
+    if record_cache is True:
+        from zoo.paths import zoo_home
+
+        cache = zoo_home() / "store" / "records"
+    else:
+        cache = record_cache or None
+    return Store(transport, record_cache=cache)

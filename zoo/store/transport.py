@@ -1,0 +1,609 @@
+"""One store's file system, reached through fsspec: bounded retries, plain errors, hashing.
+
+Everything the store does to its URL goes through :class:`Transport`: small reads and writes
+(records), listings, and object transfers that hash the bytes as they stream. Errors are
+classified once (:func:`classify`): throttling (503 / SlowDown), 5xx, timeouts and refused
+connections are retried ``attempts`` times with exponential backoff, then raise
+:class:`~zoo.store.errors.StoreUnavailableError`; a missing bucket, denied access or missing
+credentials raise :class:`~zoo.store.errors.StoreError` at once, each naming the way out.
+The libraries' own retries are turned off (s3fs ``retries=1``, botocore ``max_attempts=1``)
+so the number of attempts is exactly ours.
+
+S3 (s3fs) gets two transfers of its own, both through s3fs's client (``fs._call_s3``):
+uploads of ``multipart_threshold`` bytes or more are *resumable* multipart uploads (a killed
+publish leaves its parts; the next one lists them, checks their MD5 ETags against the local
+bytes and sends only what is missing), and large downloads fetch ranges concurrently while a
+worker thread writes and hashes the previous window. ``file://`` stores write a temporary
+file under ``tmp/`` and rename it into place, so a reader never sees a partial object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import math
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from zoo.store.errors import StoreConfigError, StoreError, StoreUnavailableError
+
+Progress = Callable[[int], None]
+CHUNK = 1 << 20
+DEFAULT_ATTEMPTS = 4
+DEFAULT_BACKOFF = 0.5
+PART_SIZE = 16 << 20
+MULTIPART_THRESHOLD = 32 << 20
+CONCURRENCY = 8
+_THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                   "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
+                   "RequestLimitExceeded", "TooManyRequests"}
+_DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                 "InvalidToken", "AllAccessDisabled", "Forbidden", "403", "401"}
+_TRANSIENT_ERRNOS = {errno.EBUSY, errno.ETIMEDOUT, errno.ECONNREFUSED, errno.ECONNRESET,
+                     errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                     getattr(errno, "EREMOTEIO", errno.EIO)}
+
+
+class SizeMismatch(Exception):
+    """An object's bytes do not have the size its record claims (a refusal, not a fault)."""
+
+
+def redact(url: str) -> str:
+    """The URL without any ``user:password@`` part, for messages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 16:
+        item = todo.pop(0)
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        todo += [item.__cause__, item.__context__]
+
+
+def _client_error(exc: BaseException) -> tuple[str, int] | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+        code = str(response["Error"].get("Code", ""))
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code, int(status or 0)
+    return None
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(kind, reason) of a failure: kind is ``missing``, ``nobucket``, ``denied``,
+    ``credentials``, ``transient`` or ``error``."""
+    for item in _chain(exc):
+        found = _client_error(item)
+        if found:
+            code, status = found
+            label = f"HTTP {status} {code}".strip() if status else code
+            if code == "NoSuchBucket":
+                return "nobucket", label
+            if code in ("NoSuchKey", "NotFound", "404") or status == 404:
+                return "missing", label
+            if status in (500, 502, 503, 504) or code in _THROTTLE_CODES:
+                return "transient", label
+            if status in (401, 403) or code in _DENIED_CODES:
+                return "denied", label
+            return "error", label
+        name = type(item).__name__
+        if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+            return "credentials", str(item)
+        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                    "ConnectionClosedError", "ProxyConnectionError", "HTTPClientError",
+                    "ResponseStreamingError", "IncompleteReadError", "ClientPayloadError",
+                    "ServerDisconnectedError", "ClientConnectorError", "ClientOSError",
+                    "ServerTimeoutError", "IncompleteRead", "FSTimeoutError",
+                    "ResponseParserError"):
+            return "transient", f"{name}: {item}"
+        if isinstance(item, TimeoutError | socket.timeout | asyncio.TimeoutError |
+                      ConnectionError):
+            return "transient", f"{name}: {item}"
+    if isinstance(exc, FileNotFoundError):
+        return "missing", str(exc)
+    if isinstance(exc, PermissionError):
+        return "denied", str(exc)
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return "transient", exc.strerror or str(exc)
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return "error", f"{type(exc).__name__}: {text}".splitlines()[0][:300]
+
+
+def _is_s3(fs: Any) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return any(p in ("s3", "s3a") for p in protocols) and hasattr(fs, "_call_s3")
+
+
+def _is_local(fs: Any) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return any(p in ("file", "local") for p in protocols)
+
+
+def open_filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
+    """(fsspec file system, root path) for a store URL; StoreConfigError for what cannot work.
+
+    A plain path is a ``file://`` store. For S3 the libraries' own retries are switched off
+    (zoo retries; see the module docstring) unless ``options`` set them.
+    """
+    try:
+        import fsspec
+    except ModuleNotFoundError:
+        raise StoreConfigError("the team store needs fsspec: pip install 'zoo[store]'") from None
+    if "://" not in url:
+        url = "file://" + str(Path(url).expanduser().absolute())
+    protocol = url.split("://", 1)[0].lower()
+    opts = dict(options)
+    if protocol in ("s3", "s3a"):
+        config = dict(opts.pop("config_kwargs", {}) or {})
+        config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+        config.setdefault("connect_timeout", 10)
+        config.setdefault("read_timeout", 60)
+        opts["config_kwargs"] = config
+    try:
+        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True, **opts)
+    except ValueError as exc:  # unknown protocol
+        raise StoreConfigError(f"--store {redact(url)}: {str(exc).splitlines()[0]}") from None
+    except ImportError as exc:
+        name = getattr(exc, "name", None) or protocol
+        raise StoreConfigError(f"--store {redact(url)}: the {protocol}:// backend needs "
+                               f"{name}; pip install {name} (s3://: pip install 'zoo[store]')"
+                               ) from None
+    except TypeError as exc:
+        raise StoreConfigError(f"--store-option: {exc} (options go to fsspec's "
+                               f"{protocol} file system)") from None
+    if _is_s3(fs):
+        fs.retries = 1  # zoo's Transport.call retries; s3fs's own loop would multiply them
+        bucket = root.split("/", 1)[0]
+        if not bucket:
+            raise StoreConfigError(f"--store {redact(url)}: name a bucket, e.g. s3://team-zoo")
+    return fs, root.rstrip("/")
+
+
+class Transport:
+    """The operations the store needs on its URL (paths are relative to the store root)."""
+
+    def __init__(self, url: str, fs: Any, root: str, *, attempts: int = DEFAULT_ATTEMPTS,
+                 backoff: float = DEFAULT_BACKOFF, part_size: int = PART_SIZE,
+                 multipart_threshold: int = MULTIPART_THRESHOLD,
+                 concurrency: int = CONCURRENCY, sleep: Callable[[float], None] = time.sleep
+                 ) -> None:
+        self.url = redact(url)
+        self.fs = fs
+        self.root = root
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.part_size = max(5 << 20, part_size)
+        self.multipart_threshold = max(self.part_size, multipart_threshold)
+        self.concurrency = max(1, concurrency)
+        self.sleep = sleep
+        self.s3 = _is_s3(fs)
+        self.local = Path(root) if _is_local(fs) else None
+
+    # -- errors and retries ---------------------------------------------------------------
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` with bounded retries of transient failures.
+
+        FileNotFoundError (a missing object) and SizeMismatch pass through; everything else
+        becomes a StoreError naming the store, what was being done and the way out.
+        """
+        start = time.monotonic()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except (SizeMismatch, StoreError):
+                raise
+            except Exception as exc:
+                kind, reason = classify(exc)
+                if kind == "missing":
+                    raise FileNotFoundError(reason) from exc
+                if kind == "transient" and attempt < self.attempts:
+                    self.sleep(self.backoff * 2 ** (attempt - 1))
+                    continue
+                raise self._error(kind, reason, what, attempt, time.monotonic() - start) from exc
+        raise AssertionError("unreachable")
+
+    def _error(self, kind: str, reason: str, what: str, attempts: int,
+               elapsed: float) -> StoreError:
+        where = f"store {self.url}"
+        if kind == "transient":
+            return StoreUnavailableError(
+                f"{where} is unreachable or throttled while {what} ({reason}); gave up after "
+                f"{attempts} attempt{'s' * (attempts > 1)} in {elapsed:.1f} s; check the URL, "
+                "the endpoint and the network, or use --no-store")
+        if kind == "nobucket":
+            bucket = self.root.split("/", 1)[0]
+            return StoreError(f"{where}: the bucket {bucket!r} does not exist; create it "
+                              f"(e.g. `aws s3 mb s3://{bucket}`) or fix --store / ZOO_STORE")
+        if kind == "denied":
+            return StoreError(f"{where}: access denied while {what} ({reason}); check the "
+                              "credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, ...) and the "
+                              "bucket policy")
+        if kind == "credentials":
+            return StoreError(f"{where}: no credentials ({reason}); set AWS_PROFILE or "
+                              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or --store-option "
+                              "anon=true for a public bucket")
+        if "unexpected keyword argument" in reason:
+            return StoreConfigError(f"{where}: a --store-option is not understood ({reason})")
+        return StoreError(f"{where}: {what} failed: {reason}")
+
+    # -- paths ----------------------------------------------------------------------------
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if self.root else rel
+
+    def rel(self, full: str) -> str:
+        full = full.rstrip("/")
+        prefix = self.root + "/" if self.root else ""
+        if self.local is not None:
+            full = full.replace("\\", "/")
+            prefix = prefix.replace("\\", "/")
+        return full[len(prefix):] if full.startswith(prefix) else full
+
+    # -- small things ---------------------------------------------------------------------
+
+    def size(self, rel: str) -> int | None:
+        """The object's size, or None when it does not exist."""
+        if self.local is not None:
+            try:
+                st = (self.local / rel).stat()
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise self._error("error", exc.strerror or str(exc), f"checking {rel}", 1,
+                                  0) from exc
+            return st.st_size
+        try:
+            info = self.call(f"checking {rel}", self.fs.info, self.path(rel))
+        except FileNotFoundError:
+            return None
+        if info.get("type") == "directory":
+            return None
+        return int(info.get("size") or 0)
+
+    def list(self, prefix: str) -> list[tuple[str, int]]:
+        """(relative path, size) of every object under ``prefix``, sorted (paged by fsspec)."""
+        if self.local is not None:
+            base = self.local / prefix
+            found = []
+            try:
+                for dirpath, _dirs, names in os.walk(base):
+                    for name in names:
+                        full = Path(dirpath, name)
+                        with contextlib.suppress(FileNotFoundError):
+                            found.append((full.relative_to(self.local).as_posix(),
+                                          full.stat().st_size))
+            except OSError as exc:
+                raise self._error("error", exc.strerror or str(exc), f"listing {prefix}", 1,
+                                  0) from exc
+            return sorted(found)
+        try:
+            infos = self.call(f"listing {prefix}", self.fs.find, self.path(prefix), detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted((self.rel(name), int(info.get("size") or 0))
+                      for name, info in infos.items() if info.get("type") != "directory")
+
+    def read_many(self, rels: list[str], limit: int) -> dict[str, bytes | Exception]:
+        """The first ``limit + 1`` bytes of each object (so oversize shows), concurrently
+        where the file system can; a missing object maps to FileNotFoundError."""
+        if not rels:
+            return {}
+        if self.local is not None:
+            out: dict[str, bytes | Exception] = {}
+            for rel in rels:
+                try:
+                    with open(self.local / rel, "rb") as fh:
+                        out[rel] = fh.read(limit + 1)
+                except OSError as exc:
+                    out[rel] = exc
+            return out
+        paths = [self.path(r) for r in rels]
+        results = self.call(f"reading {len(rels)} records", self.fs.cat_ranges, paths,
+                            [0] * len(paths), [limit + 1] * len(paths), on_error="return")
+        out = {}
+        for rel, value in zip(rels, results, strict=True):
+            if isinstance(value, Exception) and classify(value)[0] != "missing":
+                value = self._retry_one(rel, limit, value)
+            elif isinstance(value, Exception):
+                value = FileNotFoundError(rel)
+            out[rel] = value
+        return out
+
+    def _retry_one(self, rel: str, limit: int, first: Exception) -> bytes | Exception:
+        try:
+            return bytes(self.call(f"reading {rel}", self.fs.cat_file, self.path(rel), 0,
+                                   limit + 1))
+        except FileNotFoundError as exc:
+            return exc
+        except StoreError:
+            raise
+
+    def write_new(self, rel: str, data: bytes) -> None:
+        """Write a small object whole (records): atomically, never seen half-written."""
+        if self.local is not None:
+            self._local_install(rel, lambda fh: fh.write(data))
+            return
+        self.call(f"writing {rel}", self.fs.pipe_file, self.path(rel), data)
+
+    # -- local stores ---------------------------------------------------------------------
+
+    def _local_install(self, rel: str, fill: Callable[[Any], Any]) -> None:
+        assert self.local is not None
+        final = self.local / rel
+        tmp_dir = self.local / "tmp"
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f"{final.name[:40]}.", suffix=".tmp",
+                                       dir=tmp_dir)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fill(fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, final)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise self._error("error", exc.strerror or str(exc), f"writing {rel}", 1, 0) from exc
+
+    # -- uploads --------------------------------------------------------------------------
+
+    def put(self, source: Path | bytes, rel: str, size: int, progress: Progress) -> None:
+        """Upload ``source`` (a file or bytes) to ``rel``; the object appears whole or not."""
+        if self.local is not None:
+            def fill(fh: Any) -> None:
+                if isinstance(source, bytes):
+                    fh.write(source)
+                    progress(len(source))
+                    return
+                with open(source, "rb") as src:
+                    while chunk := src.read(CHUNK):
+                        fh.write(chunk)
+                        progress(len(chunk))
+            self._local_install(rel, fill)
+            return
+        if self.s3 and isinstance(source, Path) and size >= self.multipart_threshold:
+            from fsspec.asyn import sync
+
+            done: dict[int, int] = {}  # part -> bytes reported, so a retry never counts twice
+
+            def once() -> None:
+                sync(self.fs.loop, self._s3_multipart, source, rel, size, progress, done)
+
+            self.call(f"uploading {rel}", once)
+            return
+        what = f"uploading {rel}"
+        if isinstance(source, bytes):
+            self.call(what, self.fs.pipe_file, self.path(rel), source)
+        else:
+            self.call(what, self.fs.put_file, str(source), self.path(rel))
+        progress(size)
+
+    async def _s3_multipart(self, source: Path, rel: str, size: int, progress: Progress,
+                            reported: dict[int, int]) -> None:
+        fs = self.fs
+        bucket, key, _ = fs.split_path(self.path(rel))
+        part_size = max(self.part_size, math.ceil(size / 10_000))
+        count = math.ceil(size / part_size)
+        upload_id, existing = await self._s3_find_upload(bucket, key, part_size, size)
+        if upload_id is None:
+            mpu = await fs._call_s3("create_multipart_upload", Bucket=bucket, Key=key)
+            upload_id = mpu["UploadId"]
+        loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(self.concurrency)
+
+        def read_part(number: int) -> bytes:
+            with open(source, "rb") as fh:
+                fh.seek((number - 1) * part_size)
+                return fh.read(part_size)
+
+        async def one(number: int) -> dict[str, Any]:
+            async with sem:
+                data = await loop.run_in_executor(None, read_part, number)
+                old = existing.get(number)
+                if old and old["Size"] == len(data) and \
+                        str(old["ETag"]).strip('"') == hashlib.md5(data).hexdigest():
+                    etag = old["ETag"]
+                else:
+                    resp = await fs._call_s3("upload_part", Bucket=bucket, Key=key,
+                                             UploadId=upload_id, PartNumber=number, Body=data)
+                    etag = resp["ETag"]
+                if number not in reported:
+                    reported[number] = len(data)
+                    progress(len(data))
+                return {"PartNumber": number, "ETag": etag}
+
+        parts = await asyncio.gather(*(one(n) for n in range(1, count + 1)))
+        try:
+            await fs._call_s3("complete_multipart_upload", Bucket=bucket, Key=key,
+                              UploadId=upload_id, MultipartUpload={"Parts": list(parts)})
+        except Exception as exc:
+            # A concurrent publisher of the same content may have completed this upload.
+            if classify(exc)[0] == "missing" or "NoSuchUpload" in str(exc):
+                info = await fs._info(self.path(rel), refresh=True)
+                if int(info.get("size", -1)) == size:
+                    return
+            raise
+        fs.invalidate_cache(self.path(rel))
+
+    async def _s3_find_upload(self, bucket: str, key: str, part_size: int,
+                              size: int) -> tuple[str | None, dict[int, dict[str, Any]]]:
+        """An unfinished multipart upload of this key whose parts fit our part size."""
+        fs = self.fs
+        listing = await fs._call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key)
+        uploads = sorted((u for u in listing.get("Uploads", []) if u.get("Key") == key),
+                         key=lambda u: str(u.get("Initiated", "")), reverse=True)
+        for upload in uploads[:5]:
+            parts: dict[int, dict[str, Any]] = {}
+            marker = 0
+            while True:
+                resp = await fs._call_s3("list_parts", Bucket=bucket, Key=key,
+                                         UploadId=upload["UploadId"], PartNumberMarker=marker)
+                for part in resp.get("Parts", []):
+                    parts[int(part["PartNumber"])] = part
+                if not resp.get("IsTruncated"):
+                    break
+                marker = int(resp.get("NextPartNumberMarker") or 0)
+                if not marker:
+                    break
+            last = math.ceil(size / part_size)
+            if all(p["Size"] == (part_size if n < last else size - part_size * (last - 1))
+                   for n, p in parts.items() if n <= last):
+                return upload["UploadId"], parts
+        return None, {}
+
+    # -- downloads ------------------------------------------------------------------------
+
+    def get(self, rel: str, dest: Path | None, size: int, progress: Progress) -> str:
+        """Stream object ``rel`` into ``dest`` (None: nowhere) and return its sha256.
+
+        Raises SizeMismatch when the object is not ``size`` bytes (nothing more than ``size``
+        bytes is ever read), FileNotFoundError when it is missing.
+        """
+        counted = [0]
+
+        def report(n: int) -> None:
+            counted[0] += n
+            progress(n)
+
+        def once() -> str:
+            if counted[0]:  # a retry: un-count what the failed attempt reported
+                progress(-counted[0])
+                counted[0] = 0
+            if self.local is not None:
+                return self._local_get(rel, dest, size, report)
+            if self.s3:
+                from fsspec.asyn import sync
+
+                return str(sync(self.fs.loop, self._s3_get, rel, dest, size, report))
+            return self._generic_get(rel, dest, size, report)
+
+        return str(self.call(f"downloading {rel}", once))
+
+    def _local_get(self, rel: str, dest: Path | None, size: int, progress: Progress) -> str:
+        assert self.local is not None
+        with open(self.local / rel, "rb") as src:
+            if os.fstat(src.fileno()).st_size != size:
+                raise SizeMismatch(rel)
+            return _copy_hashing(src.read, dest, size, progress)
+
+    def _generic_get(self, rel: str, dest: Path | None, size: int, progress: Progress) -> str:
+        with self.fs.open(self.path(rel), "rb", block_size=self.part_size) as src:
+            return _copy_hashing(src.read, dest, size, progress)
+
+    async def _s3_get(self, rel: str, dest: Path | None, size: int, progress: Progress) -> str:
+        fs = self.fs
+        bucket, key, _ = fs.split_path(self.path(rel))
+        digest = hashlib.sha256()
+        sink = open(dest, "wb") if dest is not None else None  # noqa: SIM115
+        try:
+            if size <= self.part_size:
+                resp = await fs._call_s3("get_object", Bucket=bucket, Key=key)
+                body = resp["Body"]
+                try:
+                    if int(resp.get("ContentLength", -1)) != size:
+                        raise SizeMismatch(rel)
+                    got = 0
+                    while chunk := await body.read(CHUNK):
+                        got += len(chunk)
+                        if got > size:
+                            raise SizeMismatch(rel)
+                        digest.update(chunk)
+                        if sink:
+                            sink.write(chunk)
+                        progress(len(chunk))
+                finally:
+                    body.close()
+                if got != size:
+                    raise SizeMismatch(rel)
+                return digest.hexdigest()
+            return await self._s3_get_ranges(bucket, key, rel, sink, size, digest, progress)
+        finally:
+            if sink:
+                sink.close()
+
+    async def _s3_get_ranges(self, bucket: str, key: str, rel: str, sink: Any, size: int,
+                             digest: Any, progress: Progress) -> str:
+        fs = self.fs
+
+        async def fetch(start: int) -> bytes:
+            end = min(size, start + self.part_size) - 1
+            resp = await fs._call_s3("get_object", Bucket=bucket, Key=key,
+                                     Range=f"bytes={start}-{end}")
+            body = resp["Body"]
+            try:
+                total = str(resp.get("ContentRange", "")).rpartition("/")[2]
+                if total != str(size):
+                    raise SizeMismatch(rel)
+                data = await body.read()
+            finally:
+                body.close()
+            if len(data) != end - start + 1:
+                raise SizeMismatch(rel)
+            return bytes(data)
+
+        def consume(chunks: list[bytes]) -> None:
+            for data in chunks:
+                digest.update(data)
+                if sink:
+                    sink.write(data)
+                progress(len(data))
+
+        loop = asyncio.get_running_loop()
+        starts = list(range(0, size, self.part_size))
+        with ThreadPoolExecutor(1, thread_name_prefix="zoo-store-hash") as worker:
+            pending: asyncio.Future[None] | None = None
+            for i in range(0, len(starts), self.concurrency):
+                chunks = await asyncio.gather(*(fetch(s) for s in
+                                                starts[i:i + self.concurrency]))
+                if pending is not None:
+                    await pending
+                pending = loop.run_in_executor(worker, consume, list(chunks))
+            if pending is not None:
+                await pending
+        return str(digest.hexdigest())
+
+
+def _copy_hashing(read: Callable[[int], bytes], dest: Path | None, size: int,
+                  progress: Progress) -> str:
+    digest = hashlib.sha256()
+    got = 0
+    sink = open(dest, "wb") if dest is not None else None  # noqa: SIM115
+    try:
+        while chunk := read(min(CHUNK, size + 1 - got)):
+            got += len(chunk)
+            if got > size:
+                raise SizeMismatch("more bytes than recorded")
+            digest.update(chunk)
+            if sink:
+                sink.write(chunk)
+            progress(len(chunk))
+    finally:
+        if sink:
+            sink.close()
+    if got != size:
+        raise SizeMismatch("fewer bytes than recorded")
+    return digest.hexdigest()
