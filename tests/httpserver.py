@@ -11,16 +11,32 @@ Ranges are honoured (206 + Content-Range, If-Range against the ETag) unless
 ``ignore_range=True``. Each response counts bytes as they go out, so a test can watch a
 transfer in flight. ``python -m tests.httpserver FILE [--route /x]`` serves one file in the
 foreground (benchmarks run it in a separate process) and prints its URL.
+
+Fault modes (keywords of :meth:`HTTPTestServer.serve`, see :class:`Faults`): ``status``,
+``fail_first`` (HTTP errors); ``drop_after`` (cut the connection); ``slow``/``rate`` (pacing);
+``stall_after`` (send N body bytes, then nothing while the client waits: 0 is "headers then
+nothing"); ``trickle`` (N bytes/s in 1-byte writes); ``slow_headers`` (the status line and
+headers at N bytes/s); ``endless`` (a body that never ends, no Content-Length);
+``corrupt``, ``content_length``, ``ignore_range``; and redirects via
+:meth:`HTTPTestServer.redirect` (a Location, relative or absolute; chain them).
+
+Disk faults live on the client's side: :func:`tmpfs` mounts a real size-limited file system
+(root only; the test is skipped, with the reason, where mounting is refused), :func:`readonly`
+mounts a read-only view, and :func:`simulate_full_disk` is the honest fallback: a SIMULATED
+full disk, failing zoo's ``.part`` writes with ENOSPC after a byte budget.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import hashlib
 import os
+import select
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -51,6 +67,12 @@ class Faults:
     chunk: int = 64 * 1024  # body is written in chunks of this size
     zero_copy: bool = True  # files go out with os.sendfile when no fault needs the bytes
     rate: float | None = None  # pace the body at this many bytes per second (a network link)
+    stall_after: int | None = None  # send this many body bytes, then nothing (0: headers only)
+    trickle: float | None = None  # send the body at this many bytes/s, one byte per write
+    slow_headers: float | None = None  # send the status line and headers at this many bytes/s
+    endless: bool = False  # a body that never ends (repeats the content; no Content-Length)
+    redirect: str | None = None  # answer redirect_status with this Location
+    redirect_status: int = 302
 
 
 @dataclass
@@ -85,6 +107,20 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def flush_headers(self) -> None:
+        rate = getattr(self, "_slow_headers", None)
+        buffered = getattr(self, "_headers_buffer", None)
+        if not rate or not buffered:
+            super().flush_headers()
+            return
+        data = b"".join(buffered)
+        self._headers_buffer = []
+        for i in range(len(data)):
+            if self.server.owner.closing.is_set():
+                raise ConnectionAbortedError("server closing")
+            self.wfile.write(data[i:i + 1])
+            time.sleep(1 / rate)
+
     def do_HEAD(self) -> None:
         self._respond(head=True)
 
@@ -104,6 +140,13 @@ class _Handler(BaseHTTPRequestHandler):
                 entry.stats.statuses.append(status)
 
     def _respond(self, head: bool) -> None:
+        try:
+            self._answer(head)
+        except (ConnectionError, OSError):  # the client went away: that is its business
+            self.close_connection = True
+
+    def _answer(self, head: bool) -> None:
+        self._slow_headers = None
         path = self.path.split("?", 1)[0]
         owner = self.server.owner
         entry = owner.entries.get(path)
@@ -117,9 +160,16 @@ class _Handler(BaseHTTPRequestHandler):
             if fail is None and entry.failed < len(f.fail_first):
                 fail = f.fail_first[entry.failed]
                 entry.failed += 1
+        self._slow_headers = f.slow_headers
         if fail is not None:
             extra = {"Retry-After": str(f.retry_after)} if f.retry_after is not None else {}
             self._status_only(fail, entry, extra)
+            return
+        if f.redirect is not None:
+            self._status_only(f.redirect_status, entry, {"Location": f.redirect})
+            return
+        if f.endless:
+            self._endless(entry, head)
             return
         start, status = self._range(entry)
         if status == 416:
@@ -176,16 +226,24 @@ class _Handler(BaseHTTPRequestHandler):
             slow = f.slow > 0 and (f.slow_times is None or entry.slowed < f.slow_times)
             entry.dropped += drop
             entry.slowed += slow
-        plain = f.zero_copy and not (drop or slow or f.corrupt or f.rate) and entry.file is not None
+        paced = f.rate or f.trickle
+        plain = f.zero_copy and not (drop or slow or f.corrupt or paced or
+                                     f.stall_after is not None) and entry.file is not None
         if plain:  # zero-copy path for benchmarks
             return self._sendfile(entry, start, count)
         limit = min(count, f.drop_after) if drop and f.drop_after is not None else count
+        if f.stall_after is not None:
+            limit = min(limit, f.stall_after)
+        chunk_size = 1 if f.trickle else f.chunk
+        rate = f.trickle or f.rate
         flip = entry.size // 2
         sent = 0
         began = time.monotonic()
         with _Reader(entry) as read:
             while sent < limit:
-                n = min(f.chunk, limit - sent)
+                if owner.closing.is_set():
+                    return False
+                n = min(chunk_size, limit - sent)
                 chunk = read(start + sent, n)
                 pos = start + sent
                 if f.corrupt and pos <= flip < pos + n:
@@ -202,13 +260,63 @@ class _Handler(BaseHTTPRequestHandler):
                     entry.stats.bytes_sent += n
                 if slow:
                     time.sleep(f.slow)
-                if f.rate:
-                    time.sleep(max(0.0, began + sent / f.rate - time.monotonic()))
+                if rate:
+                    time.sleep(max(0.0, began + sent / rate - time.monotonic()))
+        if f.stall_after is not None and sent < count:
+            self._hold()
+            self.close_connection = True
+            return False
         if sent < count:
             self.close_connection = True
             _abort(self.connection)
             return False
         return True
+
+    def _hold(self) -> None:
+        """Send nothing, keeping the connection open until the client leaves (or the
+        server closes)."""
+        conn = self.connection
+        while not self.server.owner.closing.is_set():
+            readable, _, _ = select.select([conn], [], [], 0.05)
+            if readable:
+                try:
+                    if not conn.recv(1, socket.MSG_PEEK):
+                        return  # the client closed or shut down its side
+                except OSError:
+                    return
+                return
+
+    def _endless(self, entry: _Entry, head: bool) -> None:
+        """200 with no Content-Length (unless the faults announce one) and a body that
+        repeats the content until the client leaves."""
+        f = entry.faults
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        if f.content_length is not None:
+            self.send_header("Content-Length", str(f.content_length))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        with self.server.owner.lock:
+            entry.stats.statuses.append(200)
+        if head:
+            return
+        block = (entry.data if entry.data is not None else b"x") or b"x"
+        block = (block * (1 + (64 << 10) // len(block)))[: 64 << 10]
+        began, sent = time.monotonic(), 0
+        with self.server.owner.lock:
+            entry.stats.active += 1
+        try:
+            while not self.server.owner.closing.is_set():
+                self.wfile.write(block)
+                sent += len(block)
+                with self.server.owner.lock:
+                    entry.stats.bytes_sent += len(block)
+                if f.rate:
+                    time.sleep(max(0.0, began + sent / f.rate - time.monotonic()))
+        finally:
+            with self.server.owner.lock:
+                entry.stats.active -= 1
 
     def _sendfile(self, entry: _Entry, start: int, count: int) -> bool:
         assert entry.file is not None
@@ -275,6 +383,7 @@ class HTTPTestServer:
     def __init__(self) -> None:
         self.entries: dict[str, _Entry] = {}
         self.lock = threading.Lock()
+        self.closing = threading.Event()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
         self._thread: threading.Thread | None = None
@@ -297,7 +406,8 @@ class HTTPTestServer:
         return self
 
     def close(self) -> None:
-        """Stop serving and free the port."""
+        """Stop serving and free the port (stalled and endless responses end too)."""
+        self.closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -313,6 +423,13 @@ class HTTPTestServer:
         with self.lock:
             self.entries[path] = entry
         return self.url(path)
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        """Answer ``path`` with ``status`` and ``Location: location`` (made safe to send as a
+        header: latin-1, no line breaks); returns the URL of ``path``."""
+        safe = location.encode("latin-1", "replace").decode("latin-1")
+        safe = safe.replace("\r", "").replace("\n", "")
+        return self.serve(path, b"", redirect=safe, redirect_status=status)
 
     def set_faults(self, path: str, **faults: object) -> None:
         """Replace the faults of ``path`` (counters of earlier faults restart)."""
@@ -345,6 +462,96 @@ def http_server() -> Iterator[HTTPTestServer]:
         yield server
     finally:
         server.close()
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.CompletedProcess(cmd, 1, "", str(exc))
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str = "2m", *, read_only: bool = False) -> Iterator[Path]:
+    """A real tmpfs of ``size`` mounted at ``path`` (a small disk that really fills up).
+
+    Needs root (or CAP_SYS_ADMIN); where mounting is refused the calling test is skipped with
+    the reason (the SIMULATED disk-full tests cover such machines).
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    proc = _run("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path))
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'mount refused'}); "
+                    "the SIMULATED disk-full tests cover this machine")
+    try:
+        yield path
+    finally:
+        _run("umount", "-l", str(path))
+
+
+@contextlib.contextmanager
+def readonly(source: Path, view: Path) -> Iterator[Path]:
+    """``source`` seen read-only at ``view``: a read-only bind mount as root, file modes
+    (``a-w``) otherwise (root ignores modes, so it needs the mount). Skips with the reason
+    when neither can work here."""
+    view.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        bind = _run("mount", "--bind", str(source), str(view))
+        if bind.returncode != 0:
+            pytest.skip(f"cannot bind-mount here ({bind.stderr.strip()}) and root ignores "
+                        "file modes: no read-only folder to test with")
+        ro = _run("mount", "-o", "remount,bind,ro", str(view))
+        if ro.returncode != 0:
+            _run("umount", "-l", str(view))
+            pytest.skip(f"cannot remount read-only here ({ro.stderr.strip()})")
+        try:
+            yield view
+        finally:
+            _run("umount", "-l", str(view))
+        return
+    view.rmdir()
+    os.symlink(source, view)
+    modes = {p: p.stat().st_mode for p in [source, *source.rglob("*")] if not p.is_symlink()}
+    for p, mode in modes.items():
+        p.chmod(mode & ~0o222)
+    try:
+        yield view
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+
+
+class _CappedFile:
+    """A file whose writes fail with ENOSPC once a shared byte budget is spent (SIMULATED)."""
+
+    def __init__(self, fh: Any, budget: list[int], path: Path) -> None:
+        self.fh, self.budget, self.path = fh, budget, path
+
+    def write(self, data: bytes) -> int:
+        room = self.budget[0]
+        if len(data) > room:
+            if room:
+                self.fh.write(data[:room])
+                self.fh.flush()
+            self.budget[0] = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        self.budget[0] -= len(data)
+        return self.fh.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fh, name)
+
+
+def simulate_full_disk(monkeypatch: pytest.MonkeyPatch, capacity: int) -> None:
+    """SIMULATED disk-full (not a real file system): zoo's ``.part`` writes (the one write
+    seam, ``zoo.download._open_part``) fail with ENOSPC after ``capacity`` bytes in all."""
+    import zoo.download
+
+    real = zoo.download._open_part
+    budget = [capacity]
+    monkeypatch.setattr(zoo.download, "_open_part",
+                        lambda path: _CappedFile(real(path), budget, path))
 
 
 @functools.lru_cache(maxsize=8)

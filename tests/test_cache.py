@@ -146,3 +146,128 @@ def test_clear_keeps_a_download_in_progress() -> None:
     with cache.lock("busy"):
         cache.clear()
     assert cache.part_path("busy").exists() and not cache.part_path("idle").exists()
+
+
+# -- damaged records: a miss, reported once, repaired ---------------------------------------
+
+DAMAGE = {
+    "garbage": b"\xff\xfe not json",
+    "not an object": b"[1, 2, 3]",
+    "wrong kinds": json.dumps({"sha256": SHA, "size": "big", "mtime_ns": None,
+                               "urls": "https://h/w.pth", "refs": [5, {"model": 3}]}).encode(),
+    "deep nesting": b"[" * 100_000 + b"]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_damaged_sidecar_is_reported_once_and_rebuilt(kind: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cache = WeightsCache()
+    blob = _add(cache)
+    sidecar = cache.root / "sha256" / f"{SHA}.json"
+    sidecar.write_bytes(DAMAGE[kind])
+    assert cache.find(SHA).path == blob
+    assert [e.sha256 for e in cache.list()] == [SHA]
+    assert cache.verify() and cache.clear("nobody") == []
+    err = capsys.readouterr().err
+    assert err.count("zoo: warning: damaged cache record") == 1 and str(sidecar) in err
+    repaired = json.loads(sidecar.read_text())
+    assert repaired["size"] == len(DATA) and repaired["sha256"] == SHA
+    assert cache.find(SHA) is not None and capsys.readouterr().err == ""
+
+
+def test_sidecar_that_is_a_folder_is_repaired(capsys: pytest.CaptureFixture[str]) -> None:
+    cache = WeightsCache()
+    _add(cache)
+    sidecar = cache.root / "sha256" / f"{SHA}.json"
+    sidecar.unlink()
+    sidecar.mkdir()
+    assert cache.find(SHA) is not None and sidecar.is_file()
+    assert "damaged cache record" in capsys.readouterr().err
+
+
+def test_damaged_index_record_is_a_miss(capsys: pytest.CaptureFixture[str]) -> None:
+    cache = WeightsCache()
+    _add(cache)
+    record = cache.root / "index" / f"{cache.url_key('https://h/w.pth')}.json"
+    record.write_text('{"url": "https://h/w.pth", "sha256": 7')
+    assert cache.find(url="https://h/w.pth") is None
+    assert not record.exists()
+    assert capsys.readouterr().err.count("damaged cache record") == 1
+    assert cache.find(SHA) is not None  # the blob itself is fine
+
+
+def test_hostile_index_record_cannot_reach_outside(tmp_path: Path) -> None:
+    cache = WeightsCache()
+    _add(cache)
+    victim = cache.root / "victim"
+    victim.write_bytes(b"keep me")
+    record = cache.root / "index" / f"{cache.url_key('https://h/x.pth')}.json"
+    record.write_text(json.dumps({"url": "https://h/x.pth", "sha256": "../victim"}))
+    assert cache.find(url="https://h/x.pth") is None
+    assert victim.read_bytes() == b"keep me"
+
+
+def test_legacy_index_record_still_hits_and_is_rewritten_redacted() -> None:
+    cache = WeightsCache()
+    _add(cache, url=None)
+    url = "https://u:pw@h/w.pth?token=abc"
+    record = cache.root / "index" / f"{cache.url_key(url)}.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"url": url, "sha256": SHA}))
+    assert cache.find(url=url).sha256 == SHA
+    assert "pw" not in record.read_text() and "abc" not in record.read_text()
+    assert cache.find(url=url).sha256 == SHA
+
+
+def test_damaged_local_memo_is_rehashed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = WeightsCache()
+    local = tmp_path / "mine.pth"
+    local.write_bytes(DATA)
+    cache.hash_local(local)
+    [memo] = (cache.root / "index").glob("path-*.json")
+    memo.write_text(json.dumps({"path": str(local), "size": 1, "mtime_ns": 1, "sha256": "x"}))
+    assert cache.hash_local(local) == SHA
+    assert "damaged cache record" in capsys.readouterr().err
+    assert json.loads(memo.read_text())["sha256"] == SHA
+
+
+# -- leftovers of killed processes ---------------------------------------------------------
+
+
+def _old(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (0, 0))
+    return path
+
+
+def test_leftovers_are_found_and_cleared_but_live_work_is_kept() -> None:
+    cache = WeightsCache()
+    _add(cache)
+    root = cache.root
+    stale = [_old(root / "sha256" / f".{SHA}.json.abc123.tmp"),
+             _old(root / "index" / ".url-1.json.x.tmp"),
+             _old(root / "locks" / ".k.owner.json.y.tmp")]
+    young = root / "sha256" / ".fresh.json.z.tmp"
+    young.write_bytes(b"a writer is busy with me")
+    orphan_part = _old(root / "sha256" / "deadbeef.part", b"partial")
+    orphan_meta = _old(root / "sha256" / "gone.part.json", b"{}")
+    busy_part = _old(root / "sha256" / "busy.part", b"in progress")
+    found = {x.path: x.kind for x in cache.leftovers()}
+    with cache.lock("busy"):
+        found = {x.path: x.kind for x in cache.leftovers()}
+        assert set(found) == {*stale, orphan_part, orphan_meta}
+        assert found[orphan_part].startswith("unfinished download")
+        cache.clear()
+        assert busy_part.exists() and young.exists()
+    assert not any(p.exists() for p in (*stale, orphan_part, orphan_meta))
+    assert cache.leftovers() == [x for x in cache.leftovers() if x.path == busy_part]
+
+
+def test_lock_holder_is_described() -> None:
+    cache = WeightsCache()
+    with cache.lock("k", what="tiny v1"):
+        text = cache.lock_holder("k")
+    assert text.startswith(f"pid {os.getpid()} on ") and "s ago" in text
+    assert cache.lock_holder("k") == "another process (it left no owner record)"

@@ -289,8 +289,25 @@ class _WatchedAdapter(HTTPAdapter):
         return manager
 
 
+class _Session(requests.Session):
+    """A session that never looks at redirects: we follow them by hand, checking each one.
+    (requests would otherwise parse a hostile ``Location`` even with redirects off.)"""
+
+    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Any:
+        return iter(())
+
+
+def _location(resp: requests.Response) -> str | None:
+    """The ``Location`` header as the server meant it (UTF-8 sent as latin-1, like requests)."""
+    location = resp.headers.get("Location")
+    if location:
+        with contextlib.suppress(UnicodeError):
+            location = location.encode("latin-1").decode("utf-8")
+    return location
+
+
 def _session() -> requests.Session:
-    session = requests.Session()
+    session = _Session()
     adapter = _WatchedAdapter(max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -467,7 +484,7 @@ class _Transfer:
             resp = self._get(session, url, headers)
             with resp:
                 if resp.status_code in REDIRECTS:
-                    location = resp.headers.get("Location")
+                    location = _location(resp)
                     if not location:
                         raise DownloadError(f"{redact_url(url)} answered HTTP "
                                             f"{resp.status_code} with no Location; refused")
