@@ -131,21 +131,22 @@ class StoreConfig:
             self._store = open_store(self.url, self.options)
         return self._store
 
-    def pull(self, identity: str, dest_dir: Path, *, progress: Progress | None = None
-             ) -> PullResult | None:
+    def pull(self, identity: str, dest_dir: Path, *, progress: Progress | None = None,
+             include_sums: bool = True) -> PullResult | None:
         """:meth:`Store.pull` with this configuration's trusted keys (raises StoreError)."""
         return self.open().pull(identity, dest_dir, self.trusted_keys or None,
-                                progress=progress)
+                                progress=progress, include_sums=include_sums)
 
     def pull_into(self, identity: str, staging: Path) -> bool:
         """The export pipeline's ``pull`` callback: True when the store filled ``staging``
         with a verified artifact. A miss returns False quietly; an unreachable store or a
         refused record warns (one line, naming what failed) and returns False, so the caller
-        exports locally."""
+        exports locally. ``staging`` receives the artifact, its manifest and its operators
+        list (no SHA256SUMS: the install step writes that)."""
         from zoo.store.errors import StoreError
 
         try:
-            result = self.pull(identity, staging)
+            result = self.pull(identity, staging, include_sums=False)
         except StoreError as exc:
             self.warn(f"{exc}; exporting locally")
             return False

@@ -307,8 +307,8 @@ class Store:
     # -- pull -----------------------------------------------------------------------------
 
     def pull(self, identity: str, dest_dir: Path, trusted_keys: list[PublicKey] | None = None,
-             *, progress: Progress | None = None, keep_record: bool = False
-             ) -> PullResult | None:
+             *, progress: Progress | None = None, keep_record: bool = False,
+             include_sums: bool = True) -> PullResult | None:
         """Install the artifact published under ``identity`` into ``dest_dir``, verified.
 
         Returns None on a miss (no record for ``identity``). On a hit, downloads every object,
@@ -316,7 +316,8 @@ class Store:
         (identity, model, format, artifact hashes) and SHA256SUMS, then moves the files into
         ``dest_dir`` (created if needed; meant to be a fresh staging folder): the artifact,
         ``<artifact>.manifest.json``, the operators list when there is one, and SHA256SUMS
-        (with ``keep_record``, also the signed record as ``<artifact>.record.json``).
+        (checked either way; installed unless ``include_sums`` is False; with
+        ``keep_record``, also the signed record as ``<artifact>.record.json``).
 
         With ``trusted_keys``, only records signed by one of them are accepted; without,
         unsigned records are accepted and signatures that do not verify are refused. When
@@ -345,7 +346,8 @@ class Store:
         for record, key, status in candidates:
             name = key.rsplit("/", 1)[1][:16]
             try:
-                files, size = self._install(record, Path(dest_dir), say, keep_record)
+                files, size = self._install(record, Path(dest_dir), say, keep_record,
+                                            include_sums)
             except _Refused as exc:
                 reasons.append(f"record {name}…: {exc}")
                 continue
@@ -354,8 +356,8 @@ class Store:
             f"store {self.url}: {len(listed)} record{'s' * (len(listed) > 1)} for "
             f"{identity[:16]}…, none passed verification: {'; '.join(reasons)}", reasons)
 
-    def _install(self, record: Record, dest: Path, say: Progress,
-                 keep_record: bool) -> tuple[list[Path], int]:
+    def _install(self, record: Record, dest: Path, say: Progress, keep_record: bool,
+                 include_sums: bool) -> tuple[list[Path], int]:
         st = record.statement
         total = sum(o.size for o in st.objects)
         done = 0
@@ -398,6 +400,8 @@ class Store:
                 raise _Refused("; ".join(problems))
             if keep_record:
                 (work / f"{st.artifact}.record.json").write_bytes(record.to_bytes())
+            if not include_sums:
+                (work / SUMS_NAME).unlink(missing_ok=True)
             installed = []
             for entry in sorted(work.iterdir()):
                 final = dest / entry.name
