@@ -1,6 +1,8 @@
 """A real S3 API on 127.0.0.1 for the store tests: moto's ThreadedMotoServer, plus a small
 fault-injecting HTTP proxy in front of it (503 / SlowDown, delays, request counts).
 
+    from tests.s3server import fixture_s3_store  # noqa: F401 (or via pytest_plugins)
+
     def test_x(s3_store):            # a fresh bucket on the session's moto server
         store = open_store(s3_store.url, s3_store.options)
 
@@ -21,12 +23,17 @@ import argparse
 import contextlib
 import http.client
 import os
+import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,8 +88,8 @@ def start_moto() -> S3Server:
     return S3Server(f"http://{host}:{port}", server)
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
+@pytest.fixture(scope="session", name="s3_server")
+def fixture_s3_server() -> Iterator[S3Server]:
     """One moto S3 server for the whole test session (starting one costs ~1 s)."""
     pytest.importorskip("moto.server")
     pytest.importorskip("s3fs")
@@ -97,8 +104,8 @@ def s3_server() -> Iterator[S3Server]:
             os.environ[key] = value
 
 
-@pytest.fixture
-def s3_store(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Store:
+@pytest.fixture(name="s3_store")
+def fixture_s3_store(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Store:
     """A fresh, empty bucket on the session's moto server, and a store URL inside it."""
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
@@ -113,9 +120,11 @@ class FaultProxy:
         self.target = target.removeprefix("http://")
         self.lock = threading.Lock()
         self.failures: list[int] = []
+        self.rules: list[list[Any]] = []  # [compiled pattern, status, remaining or None]
         self.delay = 0.0
         self.requests = 0
         self.failed = 0
+        self.log: list[tuple[str, str]] = []  # (method, path?query) of each request
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -138,12 +147,35 @@ class FaultProxy:
         with self.lock:
             self.failures += [status] * count
 
+    def fail_when(self, pattern: str, status: int = 503, times: int | None = None) -> None:
+        """Answer requests whose ``METHOD path?query`` matches ``pattern`` (re.search) with
+        ``status``, ``times`` times (None: always)."""
+        with self.lock:
+            self.rules.append([re.compile(pattern), status, times])
+
+    def count(self, pattern: str) -> int:
+        """How many requests so far matched ``pattern`` (on ``METHOD path?query``)."""
+        rx = re.compile(pattern)
+        with self.lock:
+            return sum(1 for method, path in self.log if rx.search(f"{method} {path}"))
+
+    def _fault(self, method: str, path: str) -> int | None:
+        if self.failures:
+            return self.failures.pop(0)
+        for rule in self.rules:
+            if rule[0].search(f"{method} {path}") and rule[2] != 0:
+                if rule[2] is not None:
+                    rule[2] -= 1
+                return int(rule[1])
+        return None
+
     def handle(self, req: BaseHTTPRequestHandler) -> None:
         length = int(req.headers.get("Content-Length") or 0)
         body = req.rfile.read(length) if length else b""
         with self.lock:
             self.requests += 1
-            status = self.failures.pop(0) if self.failures else None
+            self.log.append((req.command, req.path))
+            status = self._fault(req.command, req.path)
         if self.delay:
             time.sleep(self.delay)
         if status is not None:
@@ -204,3 +236,60 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- store test fixtures: a real export folder and keys made by the openssl CLI ---------------
+
+EXPORT_ENV = "ZOO_TEST_EXPORT"  # a folder made earlier by the same command (faster reruns)
+
+
+@pytest.fixture(scope="session", name="export_dir")
+def fixture_export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real export folder: `zoo fetch single_conv --weights none --format torchscript -o DIR`
+    (artifact, manifest, operators list, SHA256SUMS). Tests copy it before changing it."""
+    reuse = os.environ.get(EXPORT_ENV)
+    if reuse:
+        return Path(reuse)
+    out = tmp_path_factory.mktemp("export") / "models"
+    home = tmp_path_factory.mktemp("export_home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
+    env["ZOO_HOME"] = str(home)
+    proc = subprocess.run([sys.executable, "-m", "zoo", "fetch", "single_conv", "--weights",
+                           "none", "--format", "torchscript", "-o", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@dataclass(frozen=True)
+class Keys:
+    """PEM files written by openssl: ``team``/``team_pub``, ``other``/``other_pub`` (Ed25519),
+    ``rsa`` (an RSA private key), ``locked`` (Ed25519 encrypted with passphrase 'hunter2')."""
+
+    team: Path
+    team_pub: Path
+    other: Path
+    other_pub: Path
+    rsa: Path
+    locked: Path
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session", name="keys")
+def fixture_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl CLI is needed to make test keys")
+    d = tmp_path_factory.mktemp("keys")
+    for name in ("team", "other"):
+        _openssl("genpkey", "-algorithm", "ed25519", "-out", str(d / f"{name}.key"))
+        _openssl("pkey", "-in", str(d / f"{name}.key"), "-pubout", "-out", str(d / f"{name}.pub"))
+    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024", "-out",
+             str(d / "rsa.key"))
+    _openssl("genpkey", "-algorithm", "ed25519", "-aes256", "-pass", "pass:hunter2", "-out",
+             str(d / "locked.key"))
+    return Keys(d / "team.key", d / "team.pub", d / "other.key", d / "other.pub",
+                d / "rsa.key", d / "locked.key")
+

@@ -524,7 +524,7 @@ def _signature_refusal(record: Record, status: str, keys_given: bool) -> str | N
     return None
 
 
-def open_store(url: str, options: dict[str, Any] | None = None, *,
+def open_store(url: str | os.PathLike[str], options: dict[str, Any] | None = None, *,
                attempts: int | None = None, backoff: float | None = None,
                part_size: int | None = None, record_cache: Path | bool | None = True) -> Store:
     """The store at ``url`` (``s3://bucket/prefix``, ``file:///path``, a plain path, or any
@@ -536,6 +536,7 @@ def open_store(url: str, options: dict[str, Any] | None = None, *,
     """
     from zoo.store import transport as tr
 
+    url = os.fspath(url)
     fs, root = open_filesystem(url, options or {})
     kwargs: dict[str, Any] = {}
     if attempts is not None:

@@ -151,6 +151,16 @@ def open_filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     if "://" not in url:
         url = "file://" + str(Path(url).expanduser().absolute())
     protocol = url.split("://", 1)[0].lower()
+    if protocol == "file":  # a file URL is percent-encoded (Path.as_uri writes %20)
+        from urllib.parse import unquote
+        from urllib.request import url2pathname
+
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise StoreConfigError(f"--store {url}: a file:// URL names a local path "
+                                   "(file:///shared/zoo); mount the share first")
+        root = str(Path(url2pathname(unquote(parts.path))).expanduser().absolute())
+        return fsspec.filesystem("file"), root
     opts = dict(options)
     if protocol in ("s3", "s3a"):
         config = dict(opts.pop("config_kwargs", {}) or {})
