@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_zoo
-from tests.httpserver import HTTPTestServer, card_with_weights, state_dict_bytes, write_registry
+from tests.httpserver import (
+    HTTPTestServer,
+    card_with_weights,
+    state_dict_bytes,
+    tmpfs,
+    write_registry,
+)
 
 TINY = state_dict_bytes("single_conv")
 TINY_SHA = hashlib.sha256(TINY).hexdigest()
@@ -184,3 +190,166 @@ def test_cache_commands(http_server: HTTPTestServer, tmp_path: Path, zoo_home: P
     cleared = run_zoo(["cache", "clear", "tiny"], env=env)
     assert cleared.returncode == 0 and "removed 1 file" in cleared.stdout
     assert json.loads(run_zoo(["cache", "list", "--json"]).stdout) == []
+
+
+# -- bounded faults, as a user sees them ----------------------------------------------------
+
+
+def one_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a failed command (and no traceback)."""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "internal error" not in lines[0] and "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_a_trickling_server_ends_with_a_clear_message(http_server: HTTPTestServer,
+                                                      tmp_path: Path) -> None:
+    env = tiny_env(http_server, tmp_path, trickle=1)
+    start = time.monotonic()
+    proc = run_zoo(["fetch", "tiny", "--timeout", "1", "--retries", "1", "--quiet"], env=env)
+    assert time.monotonic() - start < 10
+    assert proc.returncode == 1 and proc.stdout == ""
+    line = one_line(proc)
+    assert "timed out:" in line and "gave up after 2 attempts" in line
+    assert "--weights none" in line
+
+
+@pytest.mark.slow
+def test_timeout_5_against_one_byte_a_second_ends_within_a_minute(
+    http_server: HTTPTestServer, tmp_path: Path
+) -> None:
+    """The issue's report: `zoo fetch --timeout 5` against a 1-byte-per-second server."""
+    env = tiny_env(http_server, tmp_path, trickle=1)
+    start = time.monotonic()
+    proc = run_zoo(["fetch", "tiny", "--timeout", "5"], env=env)
+    took = time.monotonic() - start
+    assert proc.returncode == 1 and took < 60, (took, proc.stderr)
+    assert "gave up after 4 attempts" in proc.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("value", ["2", "maybe"])
+def test_bad_zoo_offline_is_exit_2(value: str) -> None:
+    for extra in ([], ["--offline"]):
+        proc = run_zoo(["fetch", "single_conv", "--weights", "none", *extra],
+                       env={"ZOO_OFFLINE": value})
+        assert proc.returncode == 2
+        assert f"ZOO_OFFLINE='{value}' is not a yes/no value" in one_line(proc)
+
+
+def test_a_damaged_sidecar_never_stops_the_commands(http_server: HTTPTestServer,
+                                                    tmp_path: Path, zoo_home: Path) -> None:
+    env = tiny_env(http_server, tmp_path)
+    assert run_zoo(["fetch", "tiny"], env=env).returncode == 0
+    sidecar = zoo_home / "weights" / "sha256" / f"{TINY_SHA}.json"
+    for damage in (b"{not json", b"[]"):
+        sidecar.write_bytes(damage)
+        fetched = run_zoo(["fetch", "tiny", "--offline"], env=env)
+        assert fetched.returncode == 0 and fetched.stdout.strip().endswith(TINY_SHA)
+        assert fetched.stderr.count("damaged cache record") == 1
+        assert json.loads(sidecar.read_text())["sha256"] == TINY_SHA  # repaired
+        sidecar.write_bytes(damage)
+        listed = run_zoo(["cache", "list", "--json"])
+        assert listed.returncode == 0 and json.loads(listed.stdout)[0]["sha256"] == TINY_SHA
+        sidecar.write_bytes(damage)
+        verified = run_zoo(["cache", "verify"])
+        assert verified.returncode == 0 and "1 ok, 0 bad" in verified.stdout
+        assert "1 damaged record(s) repaired" in verified.stdout
+    sidecar.write_bytes(b"\0\0\0")
+    cleared = run_zoo(["cache", "clear"])
+    assert cleared.returncode == 0 and "internal error" not in cleared.stderr
+    assert not (zoo_home / "weights" / "sha256" / TINY_SHA).exists()
+    assert http_server.stats("/tiny.pth").requests == 1
+
+
+def test_cache_verify_reports_and_clear_removes_leftovers(http_server: HTTPTestServer,
+                                                          tmp_path: Path,
+                                                          zoo_home: Path) -> None:
+    env = tiny_env(http_server, tmp_path)
+    assert run_zoo(["fetch", "tiny"], env=env).returncode == 0
+    blobs = zoo_home / "weights" / "sha256"
+    temp = blobs / f".{TINY_SHA}.json.k1ll3d.tmp"
+    part = blobs / f"{'ab' * 32}.part"
+    for path in (temp, part):
+        path.write_bytes(b"left by kill -9")
+        os.utime(path, (0, 0))
+    verified = run_zoo(["cache", "verify", "--json"])
+    assert verified.returncode == 0
+    report = json.loads(verified.stdout)
+    assert [f["ok"] for f in report["files"]] == [True]
+    assert {x["path"] for x in report["leftovers"]} == {str(temp), str(part)}
+    text = run_zoo(["cache", "verify"]).stdout
+    assert "2 leftover(s) of interrupted processes (`zoo cache clear` removes them)" in text
+    cleared = run_zoo(["cache", "clear"])
+    assert cleared.returncode == 0 and "removed 2 leftover(s)" in cleared.stdout
+    assert not temp.exists() and not part.exists()
+    assert json.loads(run_zoo(["cache", "verify", "--json"]).stdout)["leftovers"] == []
+
+
+def test_pinned_local_file_that_does_not_match_is_exit_1(tmp_path: Path) -> None:
+    local = tmp_path / "w.pth"
+    local.write_bytes(TINY)
+    for spec in (f"{local.as_uri()}#sha256={'0' * 64}", f"{local}#sha256={'0' * 64}"):
+        proc = run_zoo(["fetch", "single_conv", "--weights", spec])
+        assert proc.returncode == 1 and proc.stdout == ""
+        line = one_line(proc)
+        assert "sha256 mismatch for local file" in line and TINY_SHA in line
+    good = run_zoo(["fetch", "single_conv", "--weights", f"{local}#sha256={TINY_SHA}"])
+    assert good.returncode == 0 and good.stdout == f"{local}\n"
+
+
+def test_a_full_disk_is_exit_1_and_leaves_no_partial_file(http_server: HTTPTestServer,
+                                                          tmp_path: Path) -> None:
+    """ZOO_HOME on a real 2 MiB tmpfs (skipped with the reason where mounting is refused)."""
+    url = http_server.serve("/endless.pth", TINY, endless=True)
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        proc = run_zoo(["fetch", "single_conv", "--weights", url], env={"ZOO_HOME": str(disk)})
+        assert proc.returncode == 1
+        line = one_line(proc)
+        assert "no space left on the device" in line and "partial file was removed" in line
+        assert not list(disk.rglob("*.part"))
+
+
+def test_max_size_option(http_server: HTTPTestServer) -> None:
+    url = http_server.serve("/endless.pth", TINY, endless=True)
+    proc = run_zoo(["fetch", "single_conv", "--weights", url, "--max-size", "100KB"])
+    assert proc.returncode == 1 and "--max-size of 97.7 KiB" in one_line(proc)
+    for bad in ("lots", "0", "-5MB"):
+        proc = run_zoo(["fetch", "single_conv", "--weights", url, "--max-size", bad])
+        assert proc.returncode == 2 and "--max-size" in one_line(proc)
+    for option in ("--deadline", "--timeout"):
+        assert run_zoo(["fetch", "single_conv", option, "nan"]).returncode == 2
+
+
+def test_defaults_shown_in_help_are_the_real_ones() -> None:
+    from zoo.cli import fetch
+    from zoo.download import DEFAULT_MAX_SIZE, DEFAULT_MIN_RATE
+    from zoo.weights import DEFAULT_DEADLINE
+
+    assert (fetch.DEFAULT_DEADLINE, fetch.DEFAULT_MAX_SIZE, fetch.DEFAULT_MIN_RATE) == (
+        DEFAULT_DEADLINE, DEFAULT_MAX_SIZE, DEFAULT_MIN_RATE)
+    text = run_zoo(["fetch", "--help"]).stdout
+    for shown in ("--deadline 3600", "--max-size 4GiB", "--timeout 30", "(1 KiB/s)",
+                  "0/false/no/off or empty"):
+        assert shown in text
+
+
+def test_a_waiter_takes_over_when_the_holder_is_killed(http_server: HTTPTestServer,
+                                                       big: bytes, tmp_path: Path,
+                                                       zoo_home: Path) -> None:
+    url = http_server.serve("/big.pth", big, slow=0.05, chunk=256 * 1024)
+    env = registry_env(tmp_path, card_with_weights("lraspp_mobilenet_v3_large", "big", url, big))
+    holder = zoo_popen(["fetch", "big", "--quiet"], env)
+    owner = zoo_home / "weights" / "locks" / f"{hashlib.sha256(big).hexdigest()}.owner.json"
+    wait_for(lambda: owner.exists() and http_server.stats("/big.pth").bytes_sent > 1 << 20)
+    waiter = zoo_popen(["fetch", "big"], env)
+    time.sleep(1.0)
+    holder.send_signal(signal.SIGKILL)
+    holder.communicate(timeout=10)
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert f"waiting for another zoo process that is downloading big weights test_v1: " \
+           f"pid {holder.pid} on " in err
+    assert hashlib.sha256(Path(out.strip()).read_bytes()).hexdigest() == \
+        hashlib.sha256(big).hexdigest()
+    assert http_server.stats("/big.pth").statuses[-1] == 206  # it resumed the dead one's part
