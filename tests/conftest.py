@@ -63,4 +63,4 @@ def run_zoo(
     )
 
 
-pytest_plugins = ["tests.httpserver"]
+pytest_plugins = ["tests.httpserver", "tests.s3server"]

@@ -14,13 +14,12 @@ from zoo.errors import UsageError
 PRECISIONS = ("fp32", "fp16", "int8")
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from zoo.export.base import Exporter, ExportOptions
     from zoo.export.pipeline import ExportOutcome
     from zoo.manifest import Manifest
     from zoo.registry import Registry
     from zoo.schema import ModelCard
+    from zoo.store.options import StoreConfig
     from zoo.weights import ResolvedWeights
 
 _HW = re.compile(r"^(\d+)[xX](\d+)$")
@@ -141,9 +140,10 @@ def check_export_args(args: argparse.Namespace, card: ModelCard) -> None:
 
 def run_export(
     args: argparse.Namespace, card: ModelCard, weights: ResolvedWeights, registry: Registry,
-    pull: Callable[[str, Path], bool] | None = None,
+    store: StoreConfig | None = None,
 ) -> int:
-    """Export, install into ``--output``, print a summary; optionally verify."""
+    """Export (or pull from the team ``store``), install into ``--output``, print a summary;
+    optionally publish and verify."""
     from zoo.export import get_exporter
     from zoo.export.pipeline import export_artifact
 
@@ -156,8 +156,16 @@ def run_export(
 
     outcome = export_artifact(card, weights, args.format, args.output, options,
                               registry=registry, log=log, calibrate_dir=args.calibrate,
-                              pull=pull)
+                              pull=store.pull_into if store is not None else None)
     _summary(outcome, quiet)
+    if store is not None and store.publish_after and outcome.source != "store":
+        from zoo.store.options import progress_printer
+
+        result = store.publish(outcome.artifact, progress=None if quiet else progress_printer())
+        signed = f", signed by {result.signer}" if result.signer else ", unsigned"
+        log(f"published to {store.url}: {len(result.uploaded)} objects uploaded "
+            f"({human_bytes(result.bytes_uploaded)}), {len(result.present)} already there"
+            f"{signed}")
     if args.verify:
         from zoo.cli.verify import cmd_verify
 
@@ -181,7 +189,9 @@ def _summary(outcome: ExportOutcome, quiet: bool) -> None:
         *([_fidelity_line(m)] if m.quantization else []),
         f"manifest {outcome.manifest_path.name}, checksums {outcome.sums_path.name}"
         + (f", operators {outcome.operators_path.name}" if outcome.operators_path else ""),
-        "cache hit: no export work done" if outcome.cache_hit else "exported",
+        {"cache": "cache hit: no export work done",
+         "store": "pulled from the team store (verified): no export work done",
+         "export": "exported"}[outcome.source],
         f"check it with: zoo verify {outcome.artifact}",
     ]
     for line in lines:

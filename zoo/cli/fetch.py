@@ -204,6 +204,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("name", help="model name (see `zoo list`)")
     add_weights_options(p)
     add_export_options(p)
+    from zoo.store.options import add_store_options
+
+    add_store_options(p)
     p.set_defaults(handler=cmd_fetch)
 
 
@@ -215,11 +218,15 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     card = registry.get(args.name)
     if args.weights is not None and not args.weights.strip():
         raise UsageError("--weights needs a value: NAME, URL, PATH or none")
+    store = None
     if args.format is not None:
         check_export_args(args, card)  # before any download or build
+        from zoo.store.options import store_from_args
+
+        store = store_from_args(args)
     weights = weights_from_args(args, card)
     if args.format is not None:
-        return run_export(args, card, weights, registry)
+        return run_export(args, card, weights, registry, store)
     if weights.path is not None:
         sys.stdout.write(f"{weights.path}\n")
     return 0

@@ -68,6 +68,7 @@ class ExportOutcome:
     sums_path: Path
     manifest: Manifest
     cache_hit: bool
+    source: str = "export"  # "cache" (a local hit), "store" (pulled), or "export"
 
 
 def artifact_file_name(card: ModelCard, exporter: Exporter, options: ExportOptions) -> str:
@@ -151,11 +152,13 @@ def export_artifact(
     with cache.lock(key, on_wait=say):
         entry = cache.lookup(key)
         hit = entry is not None
+        source = "cache"
         if entry is None:
             with cache.staging() as staging:
                 pulled = pull is not None and pull(key, staging)
+                source = "store" if pulled else "export"
                 if pulled:
-                    say("pulled from the team store")
+                    say("pulled from the team store: verified, no export work done")
                 else:
                     _produce(card, weights, exporter, options, name, staging, registry, say,
                              calibrate_dir, key, builder, format_code)
@@ -163,7 +166,7 @@ def export_artifact(
                                      model=card.name, format=exporter.name)
         else:
             say(f"cache hit: {entry.folder}")
-    return _install(cache, entry, name, out_dir, hit)
+    return _install(cache, entry, name, out_dir, hit, source)
 
 
 def check_contract(model: nn.Module, card: ModelCard, keep_aux: bool, plugin: str,
@@ -391,7 +394,8 @@ def _manifest(
     )
 
 
-def _install(cache: Any, entry: Any, name: str, out_dir: Path, hit: bool) -> ExportOutcome:
+def _install(cache: Any, entry: Any, name: str, out_dir: Path, hit: bool,
+             source: str) -> ExportOutcome:
     """Copy the cached files into ``out_dir`` and update SHA256SUMS, under a folder lock."""
     from filelock import FileLock
 
@@ -430,4 +434,5 @@ def _install(cache: Any, entry: Any, name: str, out_dir: Path, hit: bool) -> Exp
     return ExportOutcome(
         artifact=out_dir / name, manifest_path=out_dir / manifest_name,
         operators_path=ops, sums_path=sums_path, manifest=manifest, cache_hit=hit,
+        source=source,
     )
