@@ -1,5 +1,5 @@
-"""``zoo cache list|verify|clear|path``: look after the caches under ZOO_HOME (downloaded
-weights, and exported artifacts for `list` and `clear`)."""
+"""``zoo cache list|verify|clear|prune|path``: look after the caches under ZOO_HOME
+(downloaded weights, and the export cache of :mod:`zoo.artifact_cache`)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,15 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                              "prefix.")
     q.add_argument("name", nargs="?", help="model name or sha256 prefix (8+ hex digits)")
     q.set_defaults(handler=cmd_clear)
+
+    q = cache_sub.add_parser("prune", parents=[common], help="shrink the export cache to a size",
+                             description="Remove the least recently used cached exports until "
+                             "they take at most SIZE: bytes, or a number with K, M, G or T "
+                             "(powers of 1024). Without --max-size, ZOO_CACHE_MAX (which fetch "
+                             "also applies after each export).")
+    q.add_argument("--max-size", metavar="SIZE", help="the budget (default: $ZOO_CACHE_MAX)")
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(handler=cmd_prune)
 
     q = cache_sub.add_parser("path", parents=[common], help="print the cache root (ZOO_HOME)",
                              description="Print the cache root: $ZOO_HOME, or the platform's "
@@ -89,11 +98,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list_artifacts(args: argparse.Namespace) -> int:
-    from zoo.export.store import artifact_entries
+def _export_row(e: Any) -> dict[str, Any]:
+    return {"key": e.key, "model": e.model, "file": e.artifact_file, "format": e.format,
+            "size": e.size, "last_used": e.last_used, "path": str(e.folder)}
 
-    rows = [{"model": e.model, "file": e.file, "format": e.format, "size": e.size,
-             "path": str(e.folder)} for e in artifact_entries()]
+
+def _list_artifacts(args: argparse.Namespace) -> int:
+    from zoo.artifact_cache import ArtifactCache
+
+    rows = [_export_row(e) for e in ArtifactCache().entries()]
     if args.json:
         print_json(rows)
         return 0
@@ -101,7 +114,8 @@ def _list_artifacts(args: argparse.Namespace) -> int:
     if not rows:
         console.print("no cached exports")
     for r in rows:
-        console.print(f"{r['file']:<44} {human_bytes(r['size']):>10}  {r['path']}",
+        console.print(f"{r['file']:<40} {r['format']:<12} {human_bytes(r['size']):>10}  "
+                      f"{r['path']}",
                       highlight=False)
     return 0
 
@@ -112,6 +126,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     cache = WeightsCache()
     results = cache.verify(remove=True)
+    art_json, art_lines, art_bad = _verify_artifacts()
     leftovers = cache.leftovers()
     bad = [r for r in results if not r.ok]
     if args.json:
@@ -121,6 +136,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "leftovers": [{"path": str(x.path), "kind": x.kind, "size": x.size}
                           for x in leftovers],
             "repaired": [{"path": str(path), "problem": why} for path, why in cache.repaired],
+            **art_json,
         })
     else:
         for r in bad:
@@ -134,13 +150,40 @@ def cmd_verify(args: argparse.Namespace) -> int:
             summary += (f", {len(leftovers)} leftover(s) of interrupted processes "
                         "(`zoo cache clear` removes them)")
         print(summary)
-    return 1 if bad else 0
+        print("\n".join(art_lines))
+    return 1 if bad or art_bad else 0
+
+
+def _verify_artifacts() -> tuple[dict[str, Any], list[str], bool]:
+    """The export cache's part of ``zoo cache verify``: JSON fields, text lines, any bad."""
+    from zoo.artifact_cache import ArtifactCache
+
+    cache = ArtifactCache()
+    results = cache.verify()
+    leftovers = cache.leftovers()
+    bad = [(e, why) for e, ok, why in results if not ok]
+    data = {
+        "exports": [{**_export_row(e), "ok": ok, "problem": None if ok else why,
+                     "removed": not ok} for e, ok, why in results],
+        "export_leftovers": [{"path": str(x.path), "kind": x.kind, "size": x.size}
+                             for x in leftovers],
+        "exports_repaired": [{"key": key, "problem": why} for key, why in cache.repaired],
+    }
+    lines = [f"leftover: {x.path} ({x.kind}, {human_bytes(x.size)})" for x in leftovers]
+    summary = f"exports: {len(results) - len(bad)} ok, {len(bad)} bad (removed)"
+    records = {key for key, _why in cache.repaired} - {e.key for e, _why in bad}
+    if records:
+        summary += f", {len(records)} damaged record(s) repaired"
+    if leftovers:
+        summary += (f", {len(leftovers)} leftover(s) of interrupted processes "
+                    "(`zoo cache clear` removes them)")
+    return data, [*lines, summary], bool(bad)
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
     """``zoo cache clear [NAME]``."""
+    from zoo.artifact_cache import ArtifactCache
     from zoo.cache import WeightsCache
-    from zoo.export.store import clear_artifacts
 
     weights = WeightsCache()
     leftovers = weights.leftovers() if args.name is None else []
@@ -148,7 +191,12 @@ def cmd_clear(args: argparse.Namespace) -> int:
     if leftovers:
         print(f"removed {len(leftovers)} leftover(s) of interrupted processes "
               f"({human_bytes(sum(x.size for x in leftovers))})")
-    exports = clear_artifacts(args.name)
+    artifacts = ArtifactCache()
+    export_leftovers = artifacts.remove_leftovers() if args.name is None else []
+    exports = artifacts.clear(args.name)
+    if export_leftovers:
+        print(f"removed {len(export_leftovers)} leftover(s) of interrupted exports "
+              f"({human_bytes(sum(x.size for x in export_leftovers))})")
     if exports:
         print(f"removed {len(exports)} cached export{'s' if len(exports) != 1 else ''} "
               f"({human_bytes(sum(e.size for e in exports))})")
@@ -159,6 +207,33 @@ def cmd_clear(args: argparse.Namespace) -> int:
     else:
         print(f"removed {len(removed)} file{'s' if len(removed) != 1 else ''}{what} "
               f"({human_bytes(freed)})")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """``zoo cache prune [--max-size SIZE]``: evict least recently used exports."""
+    from zoo.artifact_cache import BUDGET_ENV, ArtifactCache, parse_size
+    from zoo.errors import UsageError
+
+    cache = ArtifactCache()
+    budget = cache.budget
+    if args.max_size is not None:
+        try:
+            budget = parse_size(args.max_size)
+        except ValueError:
+            raise UsageError(f"--max-size {args.max_size[:40]!r}: not a size; use bytes or a "
+                             "number with K, M, G or T (powers of 1024), e.g. 20G") from None
+    if budget is None:
+        raise UsageError(f"no size budget: give --max-size SIZE or set {BUDGET_ENV}")
+    removed = cache.prune(budget)
+    kept = cache.entries()
+    if args.json:
+        print_json({"budget": budget, "removed": [_export_row(e) for e in removed],
+                    "kept": [_export_row(e) for e in kept]})
+        return 0
+    print(f"removed {len(removed)} cached export{'s' if len(removed) != 1 else ''} "
+          f"({human_bytes(sum(e.size for e in removed))}); {len(kept)} kept "
+          f"({human_bytes(sum(e.size for e in kept))} of {human_bytes(budget)})")
     return 0
 
 
