@@ -62,8 +62,7 @@ class S3Server:
         import s3fs
 
         name = name or f"zoo-{uuid.uuid4().hex[:12]}"
-        fs = s3fs.S3FileSystem(skip_instance_cache=True, **self.options())
-        fs.mkdir(name)
+        s3fs.S3FileSystem(**self.options()).mkdir(name)
         return name
 
 
@@ -181,7 +180,8 @@ class FaultProxy:
         if status is not None:
             with self.lock:
                 self.failed += 1
-            code = "SlowDown" if status == 503 else "InternalError"
+            code = {503: "SlowDown", 403: "AccessDenied", 404: "NoSuchKey"}.get(
+                status, "InternalError")
             payload = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
                        f"<Message>injected {status}</Message></Error>").encode()
             req.send_response(status)

@@ -70,7 +70,7 @@ def copy_export(export_dir: Path, dest: Path, identity: str | None = None) -> Pa
 def s3fs_for(store: S3Store) -> Any:
     import s3fs
 
-    return s3fs.S3FileSystem(skip_instance_cache=True, **store.options)
+    return s3fs.S3FileSystem(**store.options)
 
 
 def flip_byte(data: bytes, at: int | None = None) -> bytes:
