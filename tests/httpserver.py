@@ -107,6 +107,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError):  # a client that hangs up is not news
+            self.close_connection = True
+
     def flush_headers(self) -> None:
         rate = getattr(self, "_slow_headers", None)
         buffered = getattr(self, "_headers_buffer", None)
@@ -525,8 +531,8 @@ def readonly(source: Path, view: Path) -> Iterator[Path]:
 class _CappedFile:
     """A file whose writes fail with ENOSPC once a shared byte budget is spent (SIMULATED)."""
 
-    def __init__(self, fh: Any, budget: list[int], path: Path) -> None:
-        self.fh, self.budget, self.path = fh, budget, path
+    def __init__(self, fh: Any, budget: list[int], path: Path, error: int) -> None:
+        self.fh, self.budget, self.path, self.error = fh, budget, path, error
 
     def write(self, data: bytes) -> int:
         room = self.budget[0]
@@ -535,7 +541,7 @@ class _CappedFile:
                 self.fh.write(data[:room])
                 self.fh.flush()
             self.budget[0] = 0
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+            raise OSError(self.error, os.strerror(self.error), str(self.path))
         self.budget[0] -= len(data)
         return self.fh.write(data)
 
@@ -543,15 +549,17 @@ class _CappedFile:
         return getattr(self.fh, name)
 
 
-def simulate_full_disk(monkeypatch: pytest.MonkeyPatch, capacity: int) -> None:
+def simulate_full_disk(monkeypatch: pytest.MonkeyPatch, capacity: int,
+                       error: int = errno.ENOSPC) -> None:
     """SIMULATED disk-full (not a real file system): zoo's ``.part`` writes (the one write
-    seam, ``zoo.download._open_part``) fail with ENOSPC after ``capacity`` bytes in all."""
+    seam, ``zoo.download._open_part``) fail with ``error`` (ENOSPC; EDQUOT for a quota,
+    EFBIG for a file-size limit) after ``capacity`` bytes in all."""
     import zoo.download
 
     real = zoo.download._open_part
     budget = [capacity]
     monkeypatch.setattr(zoo.download, "_open_part",
-                        lambda path: _CappedFile(real(path), budget, path))
+                        lambda path: _CappedFile(real(path), budget, path, error))
 
 
 @functools.lru_cache(maxsize=8)

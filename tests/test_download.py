@@ -207,3 +207,21 @@ def test_download_file_renames_atomically(http_server: HTTPTestServer, weights: 
     result = download_file(url, dest, expected_sha256=sha(weights), **FAST)
     assert result.path == dest and dest.read_bytes() == weights
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]
+
+
+@pytest.mark.parametrize("record", [
+    b"\x00garbage", b"[]", json.dumps({"url": 5}).encode(),
+    json.dumps({"etag": "\"a\"\r\nX-Injected: 1"}).encode(),
+])
+def test_damaged_resume_record_is_reported_once_and_ignored(
+    http_server: HTTPTestServer, weights: bytes, tmp_path: Path, record: bytes,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = http_server.serve("/w.pth", weights)
+    part = tmp_path / "w.part"
+    part.write_bytes(weights[:1_000_000])
+    part.with_name("w.part.json").write_bytes(record)
+    result = download(url, part, expected_sha256=sha(weights), **FAST)
+    assert (result.sha256, result.resumed_from) == (sha(weights), 1_000_000)
+    assert http_server.stats("/w.pth").statuses == [206]  # the bytes were still resumed
+    assert capsys.readouterr().err.count("damaged download record") == 1
