@@ -552,7 +552,7 @@ class ArtifactCache:
         entry = CachedExport(
             key=key, folder=self.folder(key), model=model[:200], format=fmt[:100], files=sums,
             manifest_file=manifest, size=sum(sizes.values()),
-            last_used=max(float(data["last_used"]), touched), created=float(data["created"]),
+            last_used=touched or float(data["last_used"]), created=float(data["created"]),
             artifact_file=artifact)
         return _Record(entry, sizes, stats, data), None
 
@@ -616,9 +616,7 @@ class ArtifactCache:
 
     def _remove_entry(self, key: str) -> bool:
         """Remove the record (first: nothing half-removed is trusted), then the folder."""
-        try:
-            self.record_path(key).unlink(missing_ok=True)
-        except OSError:
+        if not _remove(self.record_path(key)):
             return False
         folder = self.folder(key)
         if not os.path.lexists(folder):
@@ -979,6 +977,8 @@ class ArtifactCache:
             if key is None:
                 if _remove(item.path):
                     removed.append(item)
+                    if item.path.name.startswith(".staging-"):  # and its (free) lock
+                        _remove(self.locks / f"{item.path.name[1:]}.lock")
                 continue
             with self._try_hold(key, 0) as held:  # a commit that started meanwhile wins
                 if held and self._still_orphan(item.path) and _remove(item.path):
