@@ -11,6 +11,14 @@ baseline), the same with 8 KiB chunks (the common idiom), ``requests`` doing zoo
 (sha256 + writing a file), and zoo's downloader (streaming sha256 on a second thread, ``.part``
 file, verify, rename). The headline is the ratio of medians, zoo / baseline (target >= 0.9).
 Then ``resolve_weights`` on cached weights, in-process, many times (target <= 50 ms).
+
+    python benchmarks/download.py --faults              # the fault-bounds table (~2 min)
+    python benchmarks/download.py --faults --fault-timeout 5
+
+``--faults`` runs ``zoo fetch`` (a real process) against the fault modes of
+``tests/httpserver.py`` and a real tmpfs (where this machine allows mounting one) and prints,
+per fault class, the bound measured (wall time, bytes left on disk, requests) and the line
+the user sees.
 """
 
 from __future__ import annotations
@@ -114,6 +122,110 @@ def cache_hit_times(url: str, sha: str, size: int, work: Path, n: int) -> list[f
     return times
 
 
+def _fetch(env: dict[str, str], *args: str) -> tuple[float, int, str]:
+    """Run ``zoo fetch ARGS``: (seconds, exit code, last stderr line)."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "zoo", "fetch", *args], cwd=ROOT,
+                          env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=600, check=False)
+    took = time.perf_counter() - start
+    lines = proc.stderr.strip().splitlines()
+    return took, proc.returncode, lines[-1] if lines else "(nothing on stderr)"
+
+
+def _disk_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+
+
+def fault_table(timeout: float) -> int:
+    """Measure every fault class through the CLI and print the table."""
+    from tests.httpserver import HTTPTestServer, card_with_weights, tmpfs, write_registry
+
+    data = os.urandom(200_000)
+    server = HTTPTestServer().start()
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="zoo-faults-") as tmp:
+        work = Path(tmp)
+        cards = []
+        for name, faults in {
+            "stall": {"stall_after": 0}, "trickle": {"trickle": 1},
+            "slowhead": {"slow_headers": 20}, "e503": {"status": 503, "retry_after": 2},
+            "paced": {"rate": 20_000}, "ok": {},
+        }.items():
+            url = server.serve(f"/{name}.pth", data, **faults)
+            cards.append(card_with_weights("single_conv", name, url, data))
+        endless = server.serve("/endless.pth", data, endless=True)
+        server.redirect("/loop-b", "/loop-a")
+        loop = server.redirect("/loop-a", "/loop-b")
+        to_file = server.redirect("/to-file", "file:///etc/passwd")
+        env = {"ZOO_REGISTRY": str(write_registry(work / "registry.yaml", *cards))}
+
+        def home(name: str) -> dict[str, str]:
+            return {**env, "ZOO_HOME": str(work / name)}
+
+        t = f"--timeout={timeout:g}"
+
+        def row(fault: str, took: float, code: int, line: str, extra: str = "") -> None:
+            rows.append((fault, f"{took:.1f} s, exit {code}{extra}", line))
+            print(f"  measured: {fault}", file=sys.stderr)
+
+        for name, fault in (("stall", "headers, then nothing"),
+                            ("trickle", "body at 1 byte/s"),
+                            ("slowhead", "headers at 20 bytes/s")):
+            row(f"{fault} ({t})", *_fetch(home(name), name, t, "--quiet"))
+        row("HTTP 503 forever, Retry-After 2", *_fetch(home("e503"), "e503", "--quiet"))
+        row("healthy but slow transfer, --deadline 3",
+            *_fetch(home("paced"), "paced", "--deadline=3", "--quiet"))
+        took, code, line = _fetch(home("endless"), "single_conv", f"--weights={endless}",
+                                  "--max-size=64MiB", "--quiet")
+        row("endless body, --max-size 64MiB", took, code, line,
+            f", {_disk_bytes(work / 'endless')} B left on disk")
+        try:
+            with tmpfs(work / "disk", "16m") as disk:
+                took, code, line = _fetch({**env, "ZOO_HOME": str(disk)}, "single_conv",
+                                          f"--weights={endless}", "--quiet")
+                row("endless body onto a full 16 MiB tmpfs (ENOSPC)", took, code, line,
+                    f", {_disk_bytes(disk)} B left on disk")
+                big = server.serve("/big.pth", os.urandom(24 << 20))
+                took, code, line = _fetch({**env, "ZOO_HOME": str(disk)}, "single_conv",
+                                          f"--weights={big}", "--quiet")
+                row("24 MiB file, 16 MiB tmpfs (free-space check)", took, code, line,
+                    f", {server.stats('/big.pth').requests} request(s)")
+        except BaseException as exc:  # pytest.skip: mounting refused here
+            if type(exc).__name__ != "Skipped":
+                raise
+            rows.append(("full disk (tmpfs)", "not measured", str(exc)))
+        row("redirect loop", *_fetch(home("loop"), "single_conv", f"--weights={loop}",
+                                     "--quiet"),
+            f", {server.stats('/loop-a').requests + server.stats('/loop-b').requests} requests")
+        row("redirect to file:///etc/passwd",
+            *_fetch(home("tofile"), "single_conv", f"--weights={to_file}", "--quiet"))
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sys,time\nfrom zoo.cache import WeightsCache\n"
+             f"with WeightsCache().lock({hashlib.sha256(data).hexdigest()!r}, what='ok'):\n"
+             " print('held', flush=True)\n time.sleep(600)"],
+            cwd=ROOT, env={**os.environ, **home("lock")}, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        row("lock held by a stuck process, --deadline 5",
+            *_fetch(home("lock"), "ok", "--deadline=5", "--quiet"))
+        holder.kill()
+        holder.wait()
+        row("lock of a process killed with kill -9", *_fetch(home("lock"), "ok", "--quiet"))
+        sidecars = list((work / "lock" / "weights" / "sha256").glob("*.json"))
+        for sidecar in sidecars:
+            sidecar.write_bytes(b"{damaged")
+        row("damaged sidecar JSON", *_fetch(home("lock"), "ok", "--offline"))
+        env_bad = {**home("lock"), "ZOO_OFFLINE": "2"}
+        row("ZOO_OFFLINE=2", *_fetch(env_bad, "ok"))
+    server.close()
+    print(f"fault bounds, measured through `zoo fetch` (a real process; {os.cpu_count()} CPUs; "
+          f"defaults unless shown)")
+    print(f"{'fault':<48} | {'bound measured':<34} | what the user sees")
+    for fault, bound, line in rows:
+        print(f"{fault:<48} | {bound:<34} | {line}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,7 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunked", type=int, default=0, metavar="BYTES",
                         help="server writes from Python in BYTES chunks (like http.server's "
                         "64 KiB) instead of zero-copy sendfile")
+    parser.add_argument("--faults", action="store_true",
+                        help="measure the fault bounds instead (table of fault classes)")
+    parser.add_argument("--fault-timeout", type=float, default=5.0, metavar="S",
+                        help="--timeout for the stall/trickle rows of --faults (default 5)")
     args = parser.parse_args(argv)
+    if args.faults:
+        return fault_table(args.fault_timeout)
     size = args.size_mb * 1_000_000
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
         work = Path(tmp)

@@ -215,8 +215,9 @@ class WeightsCache:
                 lock.acquire(timeout=wait)
             except Timeout:
                 raise DownloadError(
-                    f"gave up after {timeout:g} s waiting for the lock on {what or key}: it is "
-                    f"held by {self.lock_holder(key)}; if that process is stuck, end it (its "
+                    f"gave up after {round(timeout, 1):g} s waiting for the lock on "
+                    f"{what or key}: it is held by {self.lock_holder(key)}; if that process is "
+                    "stuck, end it (its "
                     "lock goes with it), or allow more time with --deadline "
                     f"(lock file {self.locks / f'{key}.lock'})"
                 ) from None

@@ -143,6 +143,11 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data))
 
 
+def _secs(value: float | None) -> str:
+    """Seconds for messages: a deadline handed down as 2.98451 s left reads as 3."""
+    return f"{round(value or 0.0, 1):g}"
+
+
 def _open_part(path: Path) -> Any:
     """Open the ``.part`` file for appending (one seam: the simulated-disk tests wrap it)."""
     return open(path, "ab")
@@ -217,7 +222,7 @@ class _Clock:
             if not self._armed or self.reason is not None:
                 return self.reason
             if self.ends is not None and now >= self.ends:
-                self.reason = f"the --deadline of {self.deadline:g} s is over"
+                self.reason = f"the --deadline of {_secs(self.deadline)} s is over"
             elif now - self._mark_t >= self.window:
                 got = self.offset - self._mark_offset
                 if got >= self.need:
@@ -742,7 +747,7 @@ def _attempts(xfer: _Transfer, clock: _Clock, expected_sha256: str | None,
                 hash_matches(xfer.hasher.hexdigest(), expected_sha256):
             return attempts  # a previous run got every byte but died before the rename
         if clock.expired():
-            raise _gave_up(xfer, clock, f"the --deadline of {clock.deadline:g} s is over",
+            raise _gave_up(xfer, clock, f"the --deadline of {_secs(clock.deadline)} s is over",
                            attempts)
         attempts += 1
         clock.arm(xfer.offset)
@@ -785,7 +790,7 @@ def _attempts(xfer: _Transfer, clock: _Clock, expected_sha256: str | None,
 
 def _gave_up(xfer: _Transfer, clock: _Clock, reason: str, attempts: int) -> DownloadError:
     if clock.expired() and "--deadline" not in reason:
-        reason += f"; the --deadline of {clock.deadline:g} s is over"
+        reason += f"; the --deadline of {_secs(clock.deadline)} s is over"
     kept = f"; {xfer.offset} bytes kept to resume" if xfer.offset else ""
     return DownloadError(
         f"cannot download {xfer.shown}: {reason} (gave up after {attempts} "
