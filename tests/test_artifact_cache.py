@@ -225,6 +225,29 @@ def test_a_malformed_or_unreadable_record_is_a_miss_reported_once_and_repaired(
     assert cache.lookup(_commit(cache, 1).key) is not None
 
 
+def test_record_text_is_data_never_terminal_control(cache: ArtifactCache, warnings: list[str],
+                                                    zoo_home: Path) -> None:
+    entry = _commit(cache, 1)
+    record = json.loads(cache.record_path(entry.key).read_text())
+    record["model"] = "m\x1b]0;pwned\x07"
+    cache.record_path(entry.key).write_text(json.dumps(record))
+    assert cache.lookup(entry.key) is None and len(warnings) == 1
+    assert "\x1b" not in warnings[0]
+    with cache.staging() as staging, pytest.raises(ExportError, match="cannot be recorded"):
+        _fill(staging)
+        (staging / "evil\x1b[2J.bin").write_bytes(b"")
+        cache.commit(entry.key, staging, manifest_file=MANIFEST, model="m", format="x")
+    home = ArtifactCache(zoo_home / "artifacts")
+    key = ArtifactCache.key({"seed": "markup"})
+    with home.staging() as staging:
+        (staging / "[red]m[bold].pt").write_bytes(b"x")
+        (staging / "[red]m[bold].pt.manifest.json").write_text("{}")
+        home.commit(key, staging, manifest_file="[red]m[bold].pt.manifest.json", model="m",
+                    format="torchscript")
+    listed = run_zoo(["cache", "list", "--artifacts"])
+    assert listed.returncode == 0 and "[red]m[bold].pt" in listed.stdout
+
+
 def test_verify_rehashes_everything_and_evicts_the_bad(cache: ArtifactCache) -> None:
     good, bad = _commit(cache, 1), _commit(cache, 2, b"other bytes")
     _flip_keep_mtime(bad.folder / "m.mlpackage" / "Data" / "weights.bin")

@@ -169,7 +169,8 @@ def _check_key(key: str) -> None:
 
 def _safe_rel(rel: Any) -> bool:
     """A relative posix path that stays inside its folder."""
-    if not isinstance(rel, str) or not rel or len(rel) > 1024 or "\\" in rel or "\0" in rel:
+    if not isinstance(rel, str) or not rel or len(rel) > 1024 or "\\" in rel or \
+            not rel.isprintable():
         return False
     parts = PurePosixPath(rel).parts
     return not rel.startswith("/") and all(p not in ("", ".", "..") for p in parts) and \
@@ -178,6 +179,11 @@ def _safe_rel(rel: Any) -> bool:
 
 def _bare(name: str) -> bool:
     return _safe_rel(name) and "/" not in name
+
+
+def _label(value: Any) -> bool:
+    """A short printable text (model and format names in records)."""
+    return isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable()
 
 
 def _is_int(value: Any) -> bool:
@@ -255,13 +261,13 @@ def _tree(folder: Path) -> tuple[dict[str, os.stat_result], str | None]:
             try:
                 st = item.stat(follow_symlinks=False)
             except OSError as exc:
-                return {}, f"{rel} unreadable: {exc.strerror or exc}"
+                return {}, f"{rel!r} unreadable: {exc.strerror or exc}"
             if stat.S_ISDIR(st.st_mode):
                 stack.append((Path(item.path), f"{rel}/"))
             elif stat.S_ISREG(st.st_mode):
                 found[rel] = st
             else:
-                return {}, f"{rel} is not a regular file (a link or a device)"
+                return {}, f"{rel!r} is not a regular file (a link or a device)"
     return found, None
 
 
@@ -542,7 +548,7 @@ class ArtifactCache:
         model, fmt = data.get("model"), data.get("format")
         if not isinstance(manifest, str) or manifest not in files or "/" in manifest or \
                 not isinstance(artifact, str) or (artifact and artifact not in names) or \
-                not isinstance(model, str) or not isinstance(fmt, str) or \
+                not _label(model) or not _label(fmt) or \
                 not _is_num(data.get("created")) or not _is_num(data.get("last_used")):
             return None, "fields missing or of the wrong kind"
         try:
@@ -550,7 +556,7 @@ class ArtifactCache:
         except OSError:
             touched = 0.0
         entry = CachedExport(
-            key=key, folder=self.folder(key), model=model[:200], format=fmt[:100], files=sums,
+            key=key, folder=self.folder(key), model=model, format=fmt, files=sums,
             manifest_file=manifest, size=sum(sizes.values()),
             last_used=touched or float(data["last_used"]), created=float(data["created"]),
             artifact_file=artifact)
@@ -708,6 +714,13 @@ class ArtifactCache:
         found, why = _tree(staging)
         if why is not None:
             raise ExportError(f"the export's staging folder {staging}: {why}")
+        odd = sorted(rel for rel in found if not _safe_rel(rel))
+        if odd:
+            raise ExportError(f"the {format} export wrote a file whose name cannot be recorded: "
+                              f"{odd[0]!r} (control characters or backslashes)")
+        if not _label(model) or not _label(format):
+            raise ValueError(f"model and format must be short printable names: {model!r}, "
+                             f"{format!r}")
         if manifest_file not in found:
             raise ExportError(f"the export wrote no {manifest_file} into {staging}")
         if artifact is None:

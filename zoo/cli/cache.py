@@ -115,8 +115,7 @@ def _list_artifacts(args: argparse.Namespace) -> int:
         console.print("no cached exports")
     for r in rows:
         console.print(f"{r['file']:<40} {r['format']:<12} {human_bytes(r['size']):>10}  "
-                      f"{r['path']}",
-                      highlight=False)
+                      f"{r['path']}", markup=False, highlight=False)
     return 0
 
 
