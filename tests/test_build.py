@@ -44,7 +44,8 @@ def test_wrapped_and_data_parallel_state_dicts(tmp_path: Path) -> None:
     for obj in ({"state_dict": state}, {"model": state},
                 {f"module.{k}": v for k, v in state.items()}):
         model = build_model(card, local(write(tmp_path / "x.pth", obj)))
-        assert torch.equal(model.state_dict()["layer.0.weight"], state["layer.0.weight"])
+        key = "conv_layer1.0.weight"
+        assert torch.equal(model.state_dict()[key], state[key])
 
 
 class _Payload:
@@ -55,7 +56,7 @@ class _Payload:
 def test_pickle_that_runs_code_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     card = default_registry().get("single_conv")
-    evil = write(tmp_path / "evil.pth", {"layer.0.weight": _Payload()})
+    evil = write(tmp_path / "evil.pth", {"conv_layer1.0.weight": _Payload()})
     with pytest.raises(WeightsError, match="refusing to load") as info:
         build_model(card, local(evil))
     assert str(evil) in str(info.value) and "posix.system" in str(info.value)
@@ -78,16 +79,17 @@ def test_mismatch_names_missing_unexpected_and_shapes(tmp_path: Path) -> None:
     registry = default_registry()
     card = registry.get("single_conv")
     state = torch.load(write(tmp_path / "a.pth", {
-        "layer.0.weight": torch.zeros(21, 3, 3, 3), "layer.0.bias": torch.zeros(21),
+        "conv_layer1.0.weight": torch.zeros(21, 3, 3, 3), "conv_layer1.0.bias": torch.zeros(21),
     }), weights_only=True)
-    with pytest.raises(WeightsError, match=r"2 shape mismatches \(layer\.0\.bias \[21\] vs "
-                       r"model \[23\], layer\.0\.weight \[21, 3, 3, 3\] vs model \[23, 3, 3, 3\]"):
+    with pytest.raises(WeightsError, match=r"2 shape mismatches \(conv_layer1\.0\.bias \[21\] "
+                       r"vs model \[23\], conv_layer1\.0\.weight \[21, 3, 3, 3\] vs model "
+                       r"\[23, 3, 3, 3\]"):
         build_model(card, local(tmp_path / "a.pth"))
-    renamed = {"conv.weight": state["layer.0.weight"], "layer.0.bias": torch.zeros(23)}
+    renamed = {"conv.weight": state["conv_layer1.0.weight"], "conv_layer1.0.bias": torch.zeros(23)}
     with pytest.raises(WeightsError) as info:
         build_model(card, local(write(tmp_path / "b.pth", renamed)))
     message = str(info.value)
-    assert "1 missing keys (layer.0.weight)" in message
+    assert "1 missing keys (conv_layer1.0.weight)" in message
     assert "1 unexpected keys (conv.weight)" in message
     assert "single_conv" in message and "b.pth" in message
 

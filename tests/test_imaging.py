@@ -202,7 +202,7 @@ def test_zoo_load_uses_the_fetch_weights_path(
         assert torch.equal(value, state[key]), key
     url = http_server.serve("/w.pth", weights) + f"#sha256={sha256_file(weights)}"
     served = zoo.load("single_conv", weights=url, progress="never")
-    assert torch.equal(served.state_dict()["layer.0.weight"], state["layer.0.weight"])
+    assert torch.equal(served.state_dict()["conv_layer1.0.weight"], state["conv_layer1.0.weight"])
     assert http_server.stats("/w.pth").full_downloads == 1
 
     with pytest.warns(UntrainedWarning, match="UNTRAINED: single_conv"):
