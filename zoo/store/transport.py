@@ -40,9 +40,9 @@ Progress = Callable[[int], None]
 CHUNK = 1 << 20
 DEFAULT_ATTEMPTS = 4
 DEFAULT_BACKOFF = 0.5
-PART_SIZE = 16 << 20
-MULTIPART_THRESHOLD = 32 << 20
-CONCURRENCY = 8
+PART_SIZE = 50 << 20  # s3fs's chunk size: the same request pattern as a plain fs.put/get
+MULTIPART_THRESHOLD = 100 << 20  # s3fs sends anything smaller in one PUT
+CONCURRENCY = 10  # s3fs's max_concurrency
 _THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                    "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
                    "RequestLimitExceeded", "TooManyRequests"}
@@ -597,6 +597,9 @@ class Transport:
 
     async def _s3_get_ranges(self, bucket: str, key: str, rel: str, sink: Any, size: int,
                              digest: Any, progress: Progress) -> str:
+        """Ranges of ``part_size`` bytes, ``concurrency`` at a time; each part is handed, in
+        order, to one worker thread that hashes and writes it while later parts download.
+        At most ``2 * concurrency`` parts are held in memory."""
         fs = self.fs
 
         async def fetch(start: int) -> bytes:
@@ -615,25 +618,48 @@ class Transport:
                 raise SizeMismatch(rel)
             return bytes(data)
 
-        def consume(chunks: list[bytes]) -> None:
-            for data in chunks:
-                digest.update(data)
-                if sink:
-                    sink.write(data)
-                progress(len(data))
+        def consume(data: bytes) -> None:
+            digest.update(data)
+            if sink:
+                sink.write(data)
+            progress(len(data))
 
         loop = asyncio.get_running_loop()
         starts = list(range(0, size, self.part_size))
+        window = 2 * self.concurrency
+        cond = asyncio.Condition()
+        sem = asyncio.Semaphore(self.concurrency)
+        ready: dict[int, bytes] = {}
+        state = {"next": 0, "failed": False}
+        writes: list[asyncio.Future[None]] = []
         with ThreadPoolExecutor(1, thread_name_prefix="zoo-store-hash") as worker:
-            pending: asyncio.Future[None] | None = None
-            for i in range(0, len(starts), self.concurrency):
-                chunks = await asyncio.gather(*(fetch(s) for s in
-                                                starts[i:i + self.concurrency]))
-                if pending is not None:
-                    await pending
-                pending = loop.run_in_executor(worker, consume, list(chunks))
-            if pending is not None:
-                await pending
+            async def part(i: int) -> None:
+                async with cond:
+                    await cond.wait_for(lambda: state["failed"] or i < state["next"] + window)
+                    if state["failed"]:
+                        return
+                try:
+                    async with sem:
+                        data = await fetch(starts[i])
+                except BaseException:
+                    async with cond:
+                        state["failed"] = True
+                        cond.notify_all()
+                    raise
+                async with cond:
+                    ready[i] = data
+                    while state["next"] in ready:
+                        writes.append(loop.run_in_executor(worker, consume,
+                                                           ready.pop(state["next"])))
+                        state["next"] += 1
+                    cond.notify_all()
+
+            results = await asyncio.gather(*(part(i) for i in range(len(starts))),
+                                           return_exceptions=True)
+            results += await asyncio.gather(*writes, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         return str(digest.hexdigest())
 
 
