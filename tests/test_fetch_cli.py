@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -337,19 +338,21 @@ def test_defaults_shown_in_help_are_the_real_ones() -> None:
 def test_a_waiter_takes_over_when_the_holder_is_killed(http_server: HTTPTestServer,
                                                        big: bytes, tmp_path: Path,
                                                        zoo_home: Path) -> None:
-    url = http_server.serve("/big.pth", big, slow=0.05, chunk=256 * 1024)
+    url = http_server.serve("/big.pth", big, slow=0.1, slow_times=1, chunk=128 * 1024)
     env = registry_env(tmp_path, card_with_weights("lraspp_mobilenet_v3_large", "big", url, big))
     holder = zoo_popen(["fetch", "big", "--quiet"], env)
     owner = zoo_home / "weights" / "locks" / f"{hashlib.sha256(big).hexdigest()}.owner.json"
     wait_for(lambda: owner.exists() and http_server.stats("/big.pth").bytes_sent > 1 << 20)
     waiter = zoo_popen(["fetch", "big"], env)
-    time.sleep(1.0)
+    assert waiter.stderr is not None
+    ready, _, _ = select.select([waiter.stderr], [], [], 60)
+    said = waiter.stderr.readline() if ready else ""  # printed once it waits on the lock
+    assert f"waiting for another zoo process that is downloading big weights test_v1: " \
+           f"pid {holder.pid} on " in said
     holder.send_signal(signal.SIGKILL)
     holder.communicate(timeout=10)
     out, err = waiter.communicate(timeout=60)
     assert waiter.returncode == 0, err
-    assert f"waiting for another zoo process that is downloading big weights test_v1: " \
-           f"pid {holder.pid} on " in err
     assert hashlib.sha256(Path(out.strip()).read_bytes()).hexdigest() == \
         hashlib.sha256(big).hexdigest()
     assert http_server.stats("/big.pth").statuses[-1] == 206  # it resumed the dead one's part

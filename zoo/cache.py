@@ -552,6 +552,9 @@ def _leftover(path: Path, kind: str) -> Leftover:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (True when that cannot be told)."""
+    if os.name == "nt":  # os.kill(pid, 0) would terminate it there
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
