@@ -1,5 +1,10 @@
-"""Built-in plugin: TorchScript (``.pt``), lite interpreter (``.ptl``), ExecuTorch (``.pte``)
-and ONNX (``.onnx``) export formats; the last two need their optional extras at export time.
+"""Built-in plugin: the export formats zoo ships.
+
+TorchScript (``.pt``), the lite interpreter (``.ptl``, deprecated: ExecuTorch is its
+successor), ExecuTorch (``.pte``), ONNX (``.onnx``), Core ML (``.mlpackage``) and LiteRT
+(``.tflite``). All but the first two need their optional extras at export time
+(``zoo[executorch]``, ``zoo[onnx]``, ``zoo[coreml]``, ``zoo[litert]``). Each format is one
+exporter class plus one self-contained runtime module under ``runtimes/``.
 
 Registered through the ``zoo`` entry-point group like a third-party format would be.
 """
@@ -14,4 +19,6 @@ def zoo_exporters() -> dict[str, str]:
         "lite": "zoo_plugins.formats.torchscript:LiteExporter",
         "pte": "zoo_plugins.formats.executorch:PteExporter",
         "onnx": "zoo_plugins.formats.onnx:OnnxExporter",
+        "coreml": "zoo_plugins.formats.coreml:CoreMLExporter",
+        "tflite": "zoo_plugins.formats.tflite:TFLiteExporter",
     }

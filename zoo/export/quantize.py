@@ -1,4 +1,4 @@
-"""int8 quantization: calibration data, FX (TorchScript/lite) and PT2E (ExecuTorch), fidelity.
+"""int8 quantization: calibration data, FX (TorchScript/lite), PT2E (ExecuTorch, LiteRT), fidelity.
 
 Calibration uses a folder of images (``--calibrate DIR``, preprocessed by the card) or, when
 none is given, a documented synthetic set that the manifest flags: ``SYNTHETIC_COUNT`` smooth
@@ -141,21 +141,27 @@ def quantize_fx(model: nn.Module, batches: list[Tensor], engine: str) -> nn.Modu
 
 
 def quantize_pt2e(
-    model: nn.Module, batches: list[Tensor], dynamic_shapes: dict[str, Any] | None = None
+    model: nn.Module, batches: list[Tensor], dynamic_shapes: dict[str, Any] | None = None, *,
+    quantizer: Any = None, fold_quantize: bool = True,
 ) -> nn.Module:
-    """PT2E int8 with ExecuTorch's XNNPACK quantizer, symmetric, per-channel weights."""
+    """PT2E static int8: capture with ``torch.export``, insert ``quantizer``'s observers,
+    calibrate on ``batches``, convert. The default quantizer is ExecuTorch's XNNPACK one
+    (symmetric, per-channel weights); LiteRT passes litert-torch's ``PT2EQuantizer`` and
+    ``fold_quantize=False`` (its converter folds the weights itself)."""
     import torch
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    config = get_symmetric_quantization_config(is_per_channel=True)
-    quantizer = XNNPACKQuantizer().set_global(config)
+    if quantizer is None:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+
+        config = get_symmetric_quantization_config(is_per_channel=True)
+        quantizer = XNNPACKQuantizer().set_global(config)
     graph = torch.export.export(model, (batches[0],), dynamic_shapes=dynamic_shapes).module()
     prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for x in batches:
             prepared(x)
-    return convert_pt2e(prepared)
+    return convert_pt2e(prepared, fold_quantize=fold_quantize)

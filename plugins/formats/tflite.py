@@ -1,0 +1,223 @@
+"""LiteRT (``.tflite``) exporter: ``litert-torch`` conversion, run by ``ai-edge-litert``.
+
+* **Graph.** The model is wrapped to return the card's prediction tensor and converted by
+  ``litert_torch.convert`` at the export size (``fixed_input_size``: LiteRT's converter
+  specialises the resize ops to the input size). Input ``[1, 3, H, W]`` NCHW like the card,
+  output ``[1, C, H, W]`` float32 logits.
+* **int8.** PT2E static quantization with litert-torch's ``PT2EQuantizer`` (symmetric,
+  per-channel weights, int8 activations) calibrated on the pipeline's calibration batches,
+  then converted with its ``QuantConfig``. The converter makes the *input* int8 (its
+  scale and zero point are in the model's input tensor; the runtime module quantizes the
+  float input with them); the output stays float32. Golden outputs are recorded from the
+  artifact (``golden_from_artifact``) and fidelity to fp32 is recorded apart.
+* **Manifest.** Stored as an *associated file*: a ZIP archive (entries stored, not
+  compressed, fixed timestamps) appended to the flatbuffer, the way TFLite Support packs
+  associated files. LiteRT ignores the bytes after the flatbuffer; any ZIP reader (Python's
+  ``zipfile``, Android's ``MetadataExtractor``/``ZipFile``) reads ``manifest.json`` back
+  without running the model. The flatbuffer itself is left byte-for-byte as converted
+  (rewriting it with the Python flatbuffers API would lose the 16-byte weight alignment).
+Needs ``zoo[litert]``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.errors import ExportError
+from zoo.export.base import Exporter, ExportOptions, Finding, Prepared
+from zoo.manifest import EMBEDDED_NAME
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from zoo.manifest import Manifest
+    from zoo.schema import ModelCard
+
+TFLITE_IDENTIFIER = b"TFL3"
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+MAX_EMBEDDED_BYTES = 16 * 1024 * 1024
+#: TFLite TensorType values (schema.fbs) for the types this exporter writes.
+TENSOR_TYPES = {0: "FLOAT32", 1: "FLOAT16", 2: "INT32", 3: "UINT8", 9: "INT8"}
+
+
+class TFLiteExporter(Exporter):
+    """LiteRT flatbuffer for Android/iOS/embedded LiteRT (formerly TensorFlow Lite)."""
+
+    name = "tflite"
+    suffix = ".tflite"
+    description = "LiteRT (TensorFlow Lite) flatbuffer for Android, iOS and microcontrollers"
+    precisions = ("fp32", "int8")
+    keeps_dict_output = False
+    fixed_input_size = True
+    requires = (("litert_torch", "litert"), ("ai_edge_litert", "litert"))
+    runtime = "zoo_plugins.formats.runtimes.tflite"
+
+    def golden_from_artifact(self, options: ExportOptions) -> bool:
+        return options.precision == "int8"
+
+    def tolerance(self, options: ExportOptions) -> tuple[float, float]:
+        if options.precision == "int8":
+            # Reference: this artifact run by LiteRT at export time; XNNPACK's int8 kernels
+            # on another CPU may round an activation one quantization step apart.
+            return 1e-4, 2e-2
+        return super().tolerance(options)
+
+    def prepare(
+        self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions,
+        calibration: list[Tensor] | None = None,
+    ) -> Prepared:
+        import torch
+        from zoo_plugins.formats._quiet import quiet_output
+
+        from zoo.export.wrappers import TensorOutput
+
+        wrapped = TensorOutput(model, card.output.key)
+        optimizations = {"litert_torch.convert": "applied",
+                         "input_size": f"fixed {example.shape[2]}x{example.shape[3]}"}
+        try:
+            with quiet_output(), warnings.catch_warnings(), _no_progress():
+                warnings.simplefilter("ignore")
+                if options.precision == "int8":
+                    if not calibration:
+                        raise ExportError("LiteRT int8 needs calibration batches (none given)")
+                    edge = _convert_int8(wrapped, calibration)
+                    optimizations["quantization"] = (
+                        f"litert-torch PT2EQuantizer static int8: symmetric per-channel "
+                        f"weights, int8 activations, {len(calibration)} calibration batches; "
+                        f"int8 input (scale and zero point in the input tensor), float32 "
+                        f"output")
+                else:
+                    with torch.no_grad():
+                        edge = _litert().convert(wrapped.eval(), (example,))
+                flatbuffer = bytes(edge.model_content())
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise ExportError(f"LiteRT conversion failed: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:300]}") from exc
+        if flatbuffer[4:8] != TFLITE_IDENTIFIER:
+            raise ExportError("litert-torch produced no TFLite flatbuffer")
+        return Prepared(module=flatbuffer, method="export", optimizations=optimizations,
+                        static_shape=True)
+
+    def save(self, prepared: Prepared, path: Path, embedded: dict[str, str]) -> None:
+        path.write_bytes(with_associated_files(prepared.module, embedded))
+
+    def read_embedded(self, path: Path) -> str | None:
+        return read_associated_file(path, EMBEDDED_NAME)
+
+    def inspect(self, path: Path, manifest: Manifest) -> list[Finding]:
+        """Flatbuffer identifier, one subgraph's input and output shapes and types, the
+        manifest's channels, and the associated manifest file, parsed without running."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return [Finding("flatbuffer", False, f"cannot read: {exc.strerror or exc}")]
+        if data[4:8] != TFLITE_IDENTIFIER:
+            return [Finding("flatbuffer", False, f"not a TFLite model (identifier "
+                            f"{data[4:8]!r})")]
+        try:
+            inputs, outputs = _signature(data)
+        except Exception as exc:  # a damaged flatbuffer: any parse error
+            return [Finding("flatbuffer", False, f"cannot parse the model: "
+                            f"{type(exc).__name__}")]
+        findings = [Finding("flatbuffer", True, "TFLite model (TFL3)")]
+        _, _, h, w = manifest.export.input_shape
+        channels = manifest.output.channels
+        in_type = "INT8" if manifest.export.precision == "int8" else "FLOAT32"
+        want_in, want_out = [(in_type, [1, 3, h, w])], [("FLOAT32", [1, channels, h, w])]
+        ok_in, ok_out = inputs == want_in, outputs == want_out
+        findings.append(Finding("input", ok_in, f"{inputs}" + ("" if ok_in else
+                                                              f"; expected {want_in}")))
+        findings.append(Finding("output", ok_out, f"{outputs}" + (
+            "" if ok_out else f"; the manifest says {want_out} ({channels} channels)")))
+        return findings
+
+
+def _litert() -> Any:
+    import litert_torch
+
+    return litert_torch
+
+
+class _no_progress:
+    """Turn litert-torch's progress display off for the block (it reads an env var)."""
+
+    KEY = "LITERT_TORCH_SHOW_PROGRESS"
+
+    def __enter__(self) -> None:
+        self.saved = os.environ.get(self.KEY)
+        os.environ[self.KEY] = "n"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved is None:
+            os.environ.pop(self.KEY, None)
+        else:
+            os.environ[self.KEY] = self.saved
+
+
+def _convert_int8(model: nn.Module, batches: list[Tensor]) -> Any:
+    import torch
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    from zoo.export.quantize import quantize_pt2e
+
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    quantized = quantize_pt2e(model, batches, quantizer=quantizer, fold_quantize=False)
+    with torch.no_grad():
+        return _litert().convert(quantized, (batches[0],),
+                                 quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+def with_associated_files(flatbuffer: bytes, files: dict[str, str]) -> bytes:
+    """``flatbuffer`` followed by a ZIP of ``files`` (stored, fixed dates, sorted names)."""
+    buffer = io.BytesIO(flatbuffer)
+    buffer.seek(0, io.SEEK_END)
+    if not files:
+        return flatbuffer
+    with zipfile.ZipFile(buffer, "a", compression=zipfile.ZIP_STORED) as archive:
+        for name, text in sorted(files.items()):
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            info.create_system = 3
+            archive.writestr(info, text.encode("utf-8"))
+    return buffer.getvalue()
+
+
+def read_associated_file(path: Path, name: str) -> str | None:
+    """The text of associated file ``name`` in a ``.tflite``, or None (size-bounded)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(name)
+            if info.file_size > MAX_EMBEDDED_BYTES:
+                return None
+            return archive.read(info).decode("utf-8")
+    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError, ValueError, EOFError):
+        return None
+
+
+def _signature(data: bytes) -> tuple[list[tuple[str, list[int]]], list[tuple[str, list[int]]]]:
+    """(inputs, outputs) of subgraph 0 as (type name, shape) pairs, parsed from the
+    flatbuffer with the generated schema (no interpreter)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(data, 0)
+    if model.SubgraphsLength() < 1:
+        raise ValueError("no subgraph")
+    graph = model.Subgraphs(0)
+
+    def describe(index: int) -> tuple[str, list[int]]:
+        tensor = graph.Tensors(index)
+        shape = [int(d) for d in tensor.ShapeAsNumpy()] if tensor.ShapeLength() else []
+        return TENSOR_TYPES.get(tensor.Type(), str(tensor.Type())), shape
+
+    inputs = [describe(int(i)) for i in graph.InputsAsNumpy()]
+    outputs = [describe(int(i)) for i in graph.OutputsAsNumpy()]
+    return inputs, outputs
