@@ -271,3 +271,17 @@ def test_lock_holder_is_described() -> None:
         text = cache.lock_holder("k")
     assert text.startswith(f"pid {os.getpid()} on ") and "s ago" in text
     assert cache.lock_holder("k") == "another process (it left no owner record)"
+
+
+@pytest.mark.parametrize("folder", ["sha256", "index", "locks"])
+def test_a_file_where_a_cache_folder_belongs_is_repaired(
+    folder: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = WeightsCache()
+    cache.root.mkdir(parents=True)
+    (cache.root / folder).write_bytes(b"junk")
+    with cache.lock("k"):
+        _add(cache)
+    assert cache.find(SHA) is not None and cache.find(url="https://h/w.pth") is not None
+    assert (cache.root / folder).is_dir()
+    assert capsys.readouterr().err.count("a file where a folder of the cache belongs") == 1

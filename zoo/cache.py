@@ -159,8 +159,15 @@ class WeightsCache:
 
     def part_path(self, key: str) -> Path:
         """The resumable ``.part`` file for download ``key`` (created by the downloader)."""
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        self._folder(self.blobs)
         return self.blobs / f"{key}.part"
+
+    def _folder(self, path: Path) -> Path:
+        """Make a folder of the store, replacing a file that stands where it belongs."""
+        if path.exists() and not path.is_dir():
+            self._damaged(path, "a file where a folder of the cache belongs")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @staticmethod
     def url_key(url: str) -> str:
@@ -203,7 +210,7 @@ class WeightsCache:
         gives up with a DownloadError naming the holder. A holder that dies releases the
         lock with its last file descriptor (flock), so a dead process never blocks.
         """
-        self.locks.mkdir(parents=True, exist_ok=True)
+        self._folder(self.locks)
         lock = FileLock(str(self.locks / f"{key}.lock"))
         try:
             lock.acquire(timeout=LOCK_POLL)
@@ -340,7 +347,7 @@ class WeightsCache:
             ref: tuple[str, str | None] | None = None) -> CacheEntry:
         """Move a verified file into the store (atomic rename) and record where it came from
         (the URL redacted)."""
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        self._folder(self.blobs)
         st = part.stat()
         old, _intact = self._sidecar(sha256)
         data = {
@@ -378,6 +385,7 @@ class WeightsCache:
     def index_url(self, url: str, sha256: str) -> None:
         """Remember that ``url`` served ``sha256`` (keyed and matched by the full URL's hash,
         stored redacted)."""
+        self._folder(self.index)
         write_json_atomic(self.index / f"{self.url_key(url)}.json",
                           {"url": redact_url(url), "url_sha256": url_digest(url),
                            "sha256": sha256})
@@ -399,6 +407,7 @@ class WeightsCache:
             return str(data["sha256"])
         sha = sha256_file(path)
         with contextlib.suppress(OSError):  # a read-only ZOO_HOME only costs a re-hash
+            self._folder(self.index)
             write_json_atomic(memo, {"path": str(path), "size": st.st_size,
                                      "mtime_ns": st.st_mtime_ns, "sha256": sha})
         return sha

@@ -138,7 +138,7 @@ def read_json_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
         with open(path, "rb") as fh:
             raw = fh.read(RECORD_MAX + 1)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None, None
     except OSError as exc:
         return None, f"unreadable: {exc.strerror or exc}"
