@@ -398,3 +398,21 @@ def test_record_round_trip_and_limits() -> None:
     with pytest.raises(RecordError, match="larger than any record"):
         parse_record(b" " * (2 << 20))
     assert isinstance(record, Record)
+
+
+def test_an_artifact_whose_embedded_manifest_differs_is_refused_by_the_pipeline_check(
+        export_dir: Path, tmp_path: Path) -> None:
+    """A sidecar edited after export (artifact untouched, so every hash in the record is
+    consistent) is caught by comparing it with the manifest inside the artifact."""
+    from zoo.store import StoreConfig
+
+    folder = copy_export(export_dir, tmp_path / "edited")
+    edit_manifest(folder, lambda m: m["model"].__setitem__("description", "edited"))
+    url = str(tmp_path / "store")
+    identity = open_store(url).publish(folder).identity
+    assert open_store(url).pull(identity, tmp_path / "plain") is not None  # hashes agree
+    warnings: list[str] = []
+    config = StoreConfig(url=url, warn=warnings.append)
+    assert config.pull_into(identity, tmp_path / "staging") is False
+    assert "the manifest embedded in single_conv.pt differs" in warnings[0]
+    assert not any((tmp_path / "staging").iterdir())

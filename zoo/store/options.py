@@ -133,9 +133,13 @@ class StoreConfig:
 
     def pull(self, identity: str, dest_dir: Path, *, progress: Progress | None = None,
              include_sums: bool = True) -> PullResult | None:
-        """:meth:`Store.pull` with this configuration's trusted keys (raises StoreError)."""
+        """:meth:`Store.pull` with this configuration's trusted keys, and the embedded-manifest
+        check (raises StoreError)."""
+        from zoo.store.embedded import embedded_problems
+
         return self.open().pull(identity, dest_dir, self.trusted_keys or None,
-                                progress=progress, include_sums=include_sums)
+                                progress=progress, include_sums=include_sums,
+                                check=embedded_problems)
 
     def pull_into(self, identity: str, staging: Path) -> bool:
         """The export pipeline's ``pull`` callback: True when the store filled ``staging``

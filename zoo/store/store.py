@@ -308,7 +308,9 @@ class Store:
 
     def pull(self, identity: str, dest_dir: Path, trusted_keys: list[PublicKey] | None = None,
              *, progress: Progress | None = None, keep_record: bool = False,
-             include_sums: bool = True) -> PullResult | None:
+             include_sums: bool = True,
+             check: Callable[[Path, Statement], list[str]] | None = None
+             ) -> PullResult | None:
         """Install the artifact published under ``identity`` into ``dest_dir``, verified.
 
         Returns None on a miss (no record for ``identity``). On a hit, downloads every object,
@@ -318,6 +320,9 @@ class Store:
         ``<artifact>.manifest.json``, the operators list when there is one, and SHA256SUMS
         (checked either way; installed unless ``include_sums`` is False; with
         ``keep_record``, also the signed record as ``<artifact>.record.json``).
+
+        ``check(folder, statement)`` may add problems of its own (the pipeline passes
+        :func:`zoo.store.embedded.embedded_problems`) before anything is installed.
 
         With ``trusted_keys``, only records signed by one of them are accepted; without,
         unsigned records are accepted and signatures that do not verify are refused. When
@@ -347,7 +352,7 @@ class Store:
             name = key.rsplit("/", 1)[1][:16]
             try:
                 files, size = self._install(record, Path(dest_dir), say, keep_record,
-                                            include_sums)
+                                            include_sums, check)
             except _Refused as exc:
                 reasons.append(f"record {name}…: {exc}")
                 continue
@@ -357,7 +362,8 @@ class Store:
             f"{identity[:16]}…, none passed verification: {'; '.join(reasons)}", reasons)
 
     def _install(self, record: Record, dest: Path, say: Progress, keep_record: bool,
-                 include_sums: bool) -> tuple[list[Path], int]:
+                 include_sums: bool, check: Callable[[Path, Statement], list[str]] | None
+                 ) -> tuple[list[Path], int]:
         st = record.statement
         total = sum(o.size for o in st.objects)
         done = 0
@@ -396,6 +402,8 @@ class Store:
             problems = self._consistency(st, (work / st.manifest).read_bytes(),
                                          (work / SUMS_NAME).read_bytes()
                                          if (work / SUMS_NAME).is_file() else None)
+            if not problems and check is not None:
+                problems = check(work, st)
             if problems:
                 raise _Refused("; ".join(problems))
             if keep_record:
