@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import BUILTIN_MODELS
+from tests.conftest import BUILTIN_MODELS, ROOT
 from zoo.errors import CardError, PluginError, UnknownModelError, ZooError
 from zoo.plugins import PluginHost, hookimpl
 from zoo.registry import (
@@ -328,7 +330,7 @@ def test_architecture_provided_twice_keeps_the_first(capsys: pytest.CaptureFixtu
 # -- builders --------------------------------------------------------------------------------
 
 
-def test_builder_errors_are_plugin_errors_naming_the_model() -> None:
+def test_unknown_architecture_names_the_card_the_architecture_and_the_known_ones() -> None:
     reg = Registry(host=PluginHost())  # no plugins: no builders
     card = reg.get("single_conv")
     with pytest.raises(
@@ -336,17 +338,117 @@ def test_builder_errors_are_plugin_errors_naming_the_model() -> None:
         match=r"model 'single_conv': no plugin provides architecture 'single_conv' \(known: none\)",
     ):
         reg.builder(card)
-    dotted = card.model_copy(update={"architecture": "zoo_no_such_module.model:build"})
-    with pytest.raises(
-        PluginError, match=r"cannot import builder 'zoo_no_such_module.model:build'"
-    ):
-        reg.builder(dotted)
+    known = default_registry()
+    odd = known.get("single_conv").model_copy(update={"architecture": "no_such_arch"})
+    with pytest.raises(PluginError) as info:
+        known.builder(odd)
+    message = str(info.value)
+    assert "model 'single_conv': no plugin provides architecture 'no_such_arch'" in message
+    assert "deeplabv3_resnet50" in message and "single_conv" in message  # the known ones
     assert issubclass(PluginError, ZooError)
 
 
-def test_dotted_architecture_needs_no_plugin() -> None:
-    reg = Registry(host=PluginHost())
-    card = reg.get("single_conv").model_copy(update={"architecture": "zoo.api:list_models"})
-    from zoo.api import list_models
+@pytest.fixture
+def planted_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    """A module on sys.path that leaves a file behind if anything imports it."""
+    marker = tmp_path / "imported"
+    (tmp_path / "zoo_planted_mod.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\ndef build(card, aux=False):\n    return card\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "zoo_planted_mod", marker
 
-    assert reg.builder(card) is list_models
+
+@pytest.mark.parametrize("arch", ["zoo_planted_mod:build", "os:system"])
+def test_a_card_cannot_name_an_import_path(
+    tmp_path: Path, planted_module: tuple[str, Path], arch: str
+) -> None:
+    module, marker = planted_module
+    path = write_registry(tmp_path / "evil.yaml", card_data("evil", architecture=arch))
+    with pytest.raises(CardError) as info:
+        Registry(extra_files=[path])
+    assert str(info.value).startswith(f"{path}: model 'evil': field architecture: ")
+    assert "import paths such as 'module:function' are not allowed" in str(info.value)
+    assert module not in sys.modules and not marker.exists()
+
+
+@pytest.mark.parametrize("arch", ["zoo_planted_mod:build", "zoo_planted_mod.build", "os:system"])
+def test_a_card_cannot_make_zoo_import_a_module(
+    tmp_path: Path, planted_module: tuple[str, Path], arch: str
+) -> None:
+    module, marker = planted_module
+    # a dotted name is a valid builder key: it is looked up, never imported
+    dotted = write_registry(tmp_path / "dotted.yaml",
+                           card_data("dotted", architecture="zoo_planted_mod.build"))
+    reg = Registry(extra_files=[dotted])
+    with pytest.raises(PluginError, match=r"provides architecture 'zoo_planted_mod\.build'"):
+        reg.builder(reg.get("dotted"))
+    # a card object that skipped validation still only names a registered builder
+    card = reg.get("single_conv").model_copy(update={"architecture": arch})
+    with pytest.raises(PluginError, match=re.escape(f"no plugin provides architecture {arch!r}")):
+        reg.builder(card)
+    with pytest.raises(PluginError):
+        reg.builder_ref(card)
+    assert module not in sys.modules and not marker.exists()
+
+
+def test_a_plugin_builder_that_cannot_be_imported_is_the_plugins_error() -> None:
+    host = host_with(
+        broken=CardsPlugin([card_data("needs_missing", architecture="gone")],
+                           {"gone": "zoo_no_such_module.model:build"})
+    )
+    reg = Registry(host=host)
+    with pytest.raises(PluginError) as info:
+        reg.builder(reg.get("needs_missing"))
+    assert str(info.value).startswith("plugin 'broken' failed in importing builder "
+                                      "'zoo_no_such_module.model:build' for model 'needs_missing'")
+    assert "ModuleNotFoundError" in str(info.value)
+
+
+# -- hostile registry files --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"models:\n- name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 19)"),
+        (b"\xff\xfe\x00m\x00o", "not UTF-8 text (byte 0xff at offset 0)"),
+        (b"models:\n- name: a\x00\n", "character #x0000 at offset 17 is not allowed"),
+        (b"models:\n- name: a\x1b[2J\n", "character #x001b at offset 17 is not allowed"),
+        (b"? [a]\n: b\n", "found unhashable key"),
+        (b"models: 0x_\n", "a value cannot be read"),
+        (b"models:\n- created: 2001-13-45\n", "a value cannot be read: month must be in 1..12"),
+        (b"models: !!python/object:os.system ls\n", "could not determine a constructor"),
+        (b"1: a\nmodels: []\n", "unknown top-level keys [1]"),
+        (b"models: [" * 2000, "exceeded maximum nesting depth"),
+    ],
+    ids=["latin1", "utf16", "nul", "escape", "unhashable", "bad-int", "bad-date", "python-tag",
+         "int-key", "deep"],
+)
+def test_hostile_registry_files_are_one_line_card_errors(
+    tmp_path: Path, data: bytes, problem: str
+) -> None:
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(data)
+    with pytest.raises(CardError) as info:
+        read_registry_file(path)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    assert problem in message
+    assert "\n" not in message and "\x1b" not in message and "\x00" not in message
+    with pytest.raises(CardError, match=re.escape(problem)):
+        Registry(extra_files=[path])
+
+
+def test_the_fast_yaml_reader_agrees_with_pyyaml() -> None:
+    from zoo.yamlio import _fast_load, _StrictLoader
+
+    example = ROOT / "examples" / "zoo-example-plugin" / "zoo_example_plugin" / "models.yaml"
+    for path in (builtin_registry_path(), example):
+        text = path.read_text()
+        assert _fast_load(text) == yaml.load(text, Loader=_StrictLoader)
+    odd = "a: [1, 1.5, .inf, -.Inf, 0x1f, 0o17, 017, 1_000, yes, Off, ~, null, '', \"x\"]\n"
+    odd += "b: |\n x\nc: {d: 1:30, e: 3.0e+2}\n"
+    fast, slow = _fast_load(odd), yaml.load(odd, Loader=_StrictLoader)
+    assert fast == slow
+    assert [type(v) for v in fast["a"]] == [type(v) for v in slow["a"]]

@@ -115,6 +115,38 @@ INVALID = [
     ("default_weights", "imagenet", "default_weights 'imagenet' is not one of the weights"),
     ("num_params", 0, "num_params\n  Input should be greater than 0"),
     ("licence", "MIT", "licence\n  Extra inputs are not permitted"),
+    # numbers are finite and bounded
+    ("preprocessing.mean", [float("nan"), 0.0, 0.0], "mean.0\n  Input should be a finite"),
+    ("preprocessing.mean", [0.0, float("-inf"), 0.0], "mean.1\n  Input should be a finite"),
+    ("preprocessing.mean", [0.0, 0.0, 2e6], "preprocessing.mean.2\n  Input should be less than or"),
+    ("preprocessing.std", [float("inf"), 1.0, 1.0], "std.0\n  Input should be a finite"),
+    ("preprocessing.scale_divisor", float("nan"), "scale_divisor\n  Input should be a finite"),
+    ("preprocessing.input_size", [8193, 520], "preprocessing.input_size.0\n  Input should be less"),
+    ("preprocessing.input_size", [520, 0], "preprocessing.input_size.1\n  Input should be greater"),
+    ("preprocessing.resize_size", 100_000, "resize_size\n  Input should be less than"),
+    ("num_params", -1, "num_params\n  Input should be greater than 0"),
+    ("num_params", 10**14, "num_params\n  Input should be less than or equal to 10000000000000"),
+    ("num_params_with_aux", 10**14, "num_params_with_aux\n  Input should be less than or equal"),
+    ("num_classes", 10_001, "num_classes\n  Input should be less than or equal to 10000"),
+    ("output.channels", 10**6, "output.channels\n  Input should be less than or equal to 10000"),
+    ("gflops", float("inf"), "gflops\n  Input should be a finite number"),
+    ("weights.0.size", 2**50, "weights.0.size\n  Input should be less than or equal to"),
+    ("weights.0.metrics.0.value", float("nan"), "metrics.0.value\n  Input should be a finite"),
+    # text and lists are bounded
+    ("name", "a" * 101, "name\n  String should have at most 100 characters"),
+    ("family", "f" * 101, "family\n  String should have at most 100 characters"),
+    ("description", "d" * 4001, "description\n  String should have at most 4000 characters"),
+    ("labels.3", "l" * 201, "labels.3\n  String should have at most 200 characters"),
+    ("license", "x" * 201, "license\n  String should have at most 200 characters"),
+    ("weights.0.urls", ["https://example.invalid/w"] * 65, "weights.0.urls\n  List should have at"),
+    ("weights.0.urls", ["https://e.invalid/" + "u" * 2048], "weights.0.urls.0\n  String should"),
+    ("links.0.url", "javascript:alert(1)", "'javascript:alert(1)' must be an absolute http(s)"),
+    ("links.0.title", "t" * 201, "links.0.title\n  String should have at most 200 characters"),
+    ("palettes", {"p" * 101: _PALETTE_21}, "must match [a-z0-9_]+ (at most 100 characters)"),
+    # architecture names a registered builder, never an import path
+    ("architecture", "os:system", "'os:system' must name a builder a plugin registered"),
+    ("architecture", "pkg.mod:build", "import paths such as 'module:function' are not allowed"),
+    ("architecture", "../x", "must name a builder a plugin registered"),
 ]
 
 
@@ -220,6 +252,9 @@ def schema_errors(
             "exclusiveMinimum",
             "anyOf",
             "pattern",
+            "minLength",
+            "maxLength",
+            "maxProperties",
         }
     )
     assert not unknown, f"validator does not know keywords {unknown} at {at}"
@@ -242,6 +277,12 @@ def schema_errors(
         errors.append(f"{at}: {value!r} != {schema['const']!r}")
     if isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
         errors.append(f"{at}: {value!r} does not match {schema['pattern']}")
+    if isinstance(value, str) and not schema.get("minLength", 0) <= len(value) <= schema.get(
+        "maxLength", len(value)
+    ):
+        errors.append(f"{at}: length {len(value)} outside the schema's bounds")
+    if isinstance(value, dict) and len(value) > schema.get("maxProperties", len(value)):
+        errors.append(f"{at}: {len(value)} properties > maxProperties")
     if isinstance(value, int | float) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
             errors.append(f"{at}: {value} < minimum {schema['minimum']}")
@@ -296,6 +337,10 @@ def test_json_schema_accepts_every_builtin_card(card_schema: dict[str, Any]) -> 
         ("weights.0.sha256", "cd0a2569", "$.weights[0].sha256: 'cd0a2569' does not match"),
         ("output.kind", "list", "$.output.kind: 'list' not in ['dict', 'tensor']"),
         ("licence", "MIT", "$: unexpected 'licence'"),
+        ("preprocessing.input_size", [520, 9000], "$.preprocessing.input_size[1]: 9000 > maximum"),
+        ("name", "n" * 101, "$.name: length 101 outside the schema's bounds"),
+        ("architecture", "os:system", "$.architecture: 'os:system' does not match"),
+        ("links.0.url", "file:///etc/passwd", "$.links[0].url: 'file:///etc/passwd' does not"),
     ],
 )
 def test_json_schema_rejects_what_the_card_rejects(

@@ -1,8 +1,9 @@
 """zoo: a plugin-based registry of semantic-segmentation models for apps and edge devices.
 
-Importing ``zoo`` is cheap: no torch, no plugins loaded. The registry is built on first use,
-and the helpers that need torch, numpy or Pillow (``load``, ``preprocess``, ``postprocess``,
-``colorize``) are imported the first time one of them is looked up.
+Importing ``zoo`` is cheap: no torch, no pydantic, no plugins loaded. The registry is built
+on first use; the card classes (pydantic), ``hookimpl`` (pluggy) and the helpers that need
+torch, numpy or Pillow (``load``, ``preprocess``, ``postprocess``, ``colorize``) are imported
+the first time one of them is looked up.
 """
 
 from __future__ import annotations
@@ -21,19 +22,24 @@ from zoo.errors import (
     UsageError,
     ZooError,
 )
-from zoo.plugins import hookimpl
-from zoo.schema import ModelCard, OutputContract, Preprocessing, WeightsSource
 
 if TYPE_CHECKING:
+    from zoo.plugins import hookimpl
     from zoo.postprocessing import colorize, postprocess
     from zoo.preprocessing import preprocess
     from zoo.runner import load
+    from zoo.schema import ModelCard, OutputContract, Preprocessing, WeightsSource
 
 __version__ = "0.1.0"
 
-#: public name -> the module that defines it, imported on first access (torch, numpy, Pillow)
+#: public name -> the module that defines it, imported on first access
 _LAZY = {
+    "ModelCard": "zoo.schema",
+    "OutputContract": "zoo.schema",
+    "Preprocessing": "zoo.schema",
+    "WeightsSource": "zoo.schema",
     "colorize": "zoo.postprocessing",
+    "hookimpl": "zoo.plugins",
     "load": "zoo.runner",
     "postprocess": "zoo.postprocessing",
     "preprocess": "zoo.preprocessing",

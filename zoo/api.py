@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoo.registry import Registry, default_registry
-from zoo.schema import ModelCard
+
+if TYPE_CHECKING:
+    from zoo.schema import ModelCard
 
 
 def registry(extra_files: list[str | Path] | None = None) -> Registry:

@@ -5,6 +5,13 @@ Sources, in order: zoo's ``registry.yaml``; each plugin's ``zoo_models`` hook; t
 card in a registry *file* is an error naming the file, the model and the field; a bad card
 from a *plugin* disables that plugin only. A name defined by two sources is unavailable and
 names both.
+
+Pay for what you use: each source is compiled once into ``ZOO_HOME/registry``
+(:mod:`zoo.registry_cache`), so listing reads names and a few columns, and looking a model up
+validates that one card. Nothing here imports pydantic until a card is asked for.
+
+A card's ``architecture`` names a builder that a plugin registered with ``zoo_builders``;
+nothing is ever imported on a card's say-so.
 """
 
 from __future__ import annotations
@@ -12,60 +19,101 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from importlib import resources
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pydantic import ValidationError
-
+from zoo._names import printable
 from zoo.errors import CardError, PluginError, UnknownModelError
-from zoo.plugins import PluginHost, as_callable, get_host, warn
-from zoo.schema import ModelCard
-from zoo.yamlio import load_yaml
+from zoo.registry_cache import (
+    Compiled,
+    StaleEntry,
+    Summary,
+    compile_cards,
+    compile_data,
+    compile_file,
+)
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from zoo.plugins import PluginHost
+    from zoo.schema import ModelCard
 
 BUILTIN_SOURCE = "built-in registry.yaml"
 REGISTRY_ENV = "ZOO_REGISTRY"
+_MAX_ERRORS = 10  # validation errors shown for one card
 
 
 def builtin_registry_path() -> Path:
     """Where the installed built-in catalogue lives."""
-    return Path(str(resources.files("zoo") / "registry.yaml"))
+    return Path(__file__).with_name("registry.yaml")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _format_validation(exc: ValidationError) -> str:
+    errors = exc.errors()
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+    for err in errors[:_MAX_ERRORS]:
+        loc = ".".join(str(p)[:80] for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         # card-wide rules (palette vs labels vs classes) name their fields in the message
         parts.append(f"field {loc}: {msg}" if loc else msg)
+    if len(errors) > _MAX_ERRORS:
+        parts.append(f"and {len(errors) - _MAX_ERRORS} more")
     return "; ".join(parts)
 
 
 def parse_card(data: Any, where: str) -> ModelCard:
     """Validate one card; errors name ``where`` (file or plugin), the model and the field."""
+    from pydantic import ValidationError
+
+    from zoo.schema import ModelCard
+
     if isinstance(data, ModelCard):
         return data
     if not isinstance(data, dict):
         raise CardError(f"{where}: each model must be a mapping, got {type(data).__name__}")
-    label = data.get("name", "<no name>")
+    name = data.get("name", "<no name>")
+    label = _short(name) if isinstance(name, str) else f"<{type(name).__name__} name>"
     try:
         return ModelCard.model_validate(data)
     except ValidationError as exc:
-        raise CardError(f"{where}: model {label!r}: {_format_validation(exc)}") from exc
+        message = f"{where}: model {label}: {_format_validation(exc)}"
+        raise CardError(printable(message)) from exc
 
 
-def read_registry_file(path: Path) -> list[ModelCard]:
-    """Load and validate every card in a registry YAML file (``models:`` list)."""
-    doc = load_yaml(path)
+def parse_registry_bytes(data: bytes, path: Path) -> list[ModelCard]:
+    """Validate every card of a registry file's bytes (``models:`` list); errors name the
+    file and, for YAML, the line; for cards, the model and the field."""
+    from zoo.yamlio import decode_utf8, parse_yaml
+
+    doc = parse_yaml(decode_utf8(data, path), path)
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
         raise CardError(f"{path}: expected a mapping with a 'models:' list of model cards")
     unknown = set(doc) - {"version", "models"}
     if unknown:
-        raise CardError(f"{path}: unknown top-level keys {sorted(unknown)}; use 'models:'")
-    return [parse_card(item, str(path)) for item in doc["models"]]
+        shown = ", ".join(sorted(_short(k, 40) for k in unknown)[:_MAX_ERRORS])
+        raise CardError(printable(f"{path}: unknown top-level keys [{shown}]; use 'models:'"))
+    items: list[Any] = doc["models"]
+    cards = []
+    for i, item in enumerate(items):
+        cards.append(parse_card(item, str(path)))
+        items[i] = None  # the raw data can go: a large catalogue is held once, not twice
+    return cards
+
+
+def read_registry_file(path: Path) -> list[ModelCard]:
+    """Load and validate every card in a registry YAML file (``models:`` list)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CardError(f"cannot read registry file {path}: {exc.strerror or exc}") from exc
+    return parse_registry_bytes(data, Path(path))
 
 
 def env_registry_files() -> list[Path]:
@@ -77,50 +125,104 @@ def env_registry_files() -> list[Path]:
     return paths
 
 
-@dataclass(frozen=True)
-class _Builder:
+class _Builder(NamedTuple):
     plugin: str
     ref: Any
+
+
+class _Origin:
+    """One compiled source and how to compile it again if its entry proves stale."""
+
+    __slots__ = ("compiled", "label", "plugin", "recompile")
+
+    def __init__(self, label: str, compiled: Compiled, plugin: str | None,
+                 recompile: Callable[[], Compiled] | None) -> None:
+        self.label = label
+        self.compiled = compiled
+        self.plugin = plugin  # the plugin that contributed these cards, if one did
+        self.recompile = recompile
 
 
 class Registry:
     """All known model cards, their sources, and the builders that make them."""
 
     def __init__(self, host: PluginHost | None = None, extra_files: Sequence[Path] = ()) -> None:
+        from zoo.plugins import get_host
+
         self.host = host or get_host()
-        self._cards: dict[str, ModelCard] = {}
-        self._sources: dict[str, str] = {}
+        self._where: dict[str, tuple[_Origin, int]] = {}
         self._conflicts: dict[str, list[str]] = {}
         self._builders: dict[str, _Builder] = {}
+        self._cards: dict[str, ModelCard] = {}
         self._load(extra_files)
 
     # -- loading -------------------------------------------------------------------------
 
     def _load(self, extra_files: Sequence[Path]) -> None:
-        self._add_all(read_registry_file(builtin_registry_path()), BUILTIN_SOURCE)
+        self._add_file(builtin_registry_path(), BUILTIN_SOURCE)
         self._load_plugin_models()
         self._load_builders()
         for path in [*env_registry_files(), *extra_files]:
             if not Path(path).is_file():
                 raise CardError(f"registry file {path} does not exist")
-            self._add_all(read_registry_file(Path(path)), str(path))
-        self._cards = {
-            name: self._attribute(card) for name, card in sorted(self._cards.items())
-        }
+            self._add_file(Path(path), str(path))
+        self._where = dict(sorted(self._where.items()))
+
+    def _add_file(self, path: Path, label: str, plugin: str | None = None) -> None:
+        def recompile() -> Compiled:
+            return compile_file(path, parse_registry_bytes, fresh=True)
+
+        compiled = compile_file(path, parse_registry_bytes)
+        self._add(_Origin(label, compiled, plugin, recompile))
 
     def _load_plugin_models(self) -> None:
         for plugin, items in self.host.call_each("zoo_models"):
             info = self.host.plugins.get(plugin)
-            where = f"plugin {plugin!r}"
+            label = f"plugin {plugin!r} ({info.dist})" if info else f"plugin {plugin!r}"
             try:
-                cards = [c.model_copy(update={"plugin": plugin}) for c in _cards_from(items, where)]
+                origins = self._plugin_origins(plugin, items, label)
             except CardError as exc:
                 self.host.fail(plugin, f"invalid model card: {exc}")
                 continue
-            label = f"plugin {plugin!r} ({info.dist})" if info else where
-            self._add_all(cards, label)
+            for origin in origins:
+                self._add(origin)
+
+    def _plugin_origins(self, plugin: str, items: Any, label: str) -> list[_Origin]:
+        """A plugin's cards: its YAML files, its card dicts and its ModelCard objects."""
+        where = f"plugin {plugin!r}"
+        if not isinstance(items, list | tuple):
+            raise CardError(
+                f"{where}: zoo_models() must return a list, got {type(items).__name__}"
+            )
+        origins: list[_Origin] = []
+        dicts: list[Any] = []
+        objects: list[ModelCard] = []
+        for item in items:
+            if isinstance(item, str | Path):
+                path = Path(item)
+                origins.append(_Origin(
+                    label, compile_file(path, parse_registry_bytes), plugin,
+                    lambda p=path: compile_file(p, parse_registry_bytes, fresh=True)))
+            elif isinstance(item, dict):
+                dicts.append(item)
+            else:  # a ModelCard, or something parse_card refuses by name
+                objects.append(parse_card(item, where))
+
+        def parse(data: list[Any]) -> list[ModelCard]:
+            return [parse_card(item, where) for item in data]
+
+        if dicts:
+            ident = f"{plugin}\0{label}"
+            origins.append(_Origin(
+                label, compile_data(ident, dicts, parse), plugin,
+                lambda: compile_data(ident, dicts, parse, fresh=True)))
+        if objects:
+            origins.append(_Origin(label, compile_cards(objects), plugin, None))
+        return origins
 
     def _load_builders(self) -> None:
+        from zoo.plugins import warn
+
         for plugin, mapping in self.host.call_each("zoo_builders"):
             if not isinstance(mapping, dict):
                 self.host.fail(plugin, "zoo_builders() must return a dict {architecture: builder}")
@@ -133,55 +235,106 @@ class Registry:
                     continue
                 self._builders[arch] = _Builder(plugin, ref)
 
-    def _add_all(self, cards: Iterable[ModelCard], source: str) -> None:
-        for card in cards:
-            name = card.name
+    def _add(self, origin: _Origin) -> None:
+        from zoo.plugins import warn
+
+        source = origin.label
+        for index, summary in enumerate(origin.compiled.summaries):
+            name = summary.name
             if name in self._conflicts:
                 self._conflicts[name].append(source)
-            elif name in self._sources:
-                first = self._sources.pop(name)
-                del self._cards[name]
+            elif name in self._where:
+                first = self._where.pop(name)[0].label
                 self._conflicts[name] = [first, source]
-                warn(f"model {name!r} is defined by both {first} and {source}; "
-                     "it is unavailable until one is removed")
+                warn(printable(f"model {name!r} is defined by both {first} and {source}; "
+                               "it is unavailable until one is removed"))
             else:
-                self._cards[name] = card
-                self._sources[name] = source
+                self._where[name] = (origin, index)
 
-    def _attribute(self, card: ModelCard) -> ModelCard:
-        if card.plugin is None and card.architecture in self._builders:
-            return card.model_copy(update={"plugin": self._builders[card.architecture].plugin})
-        return card
+    def _owner(self, origin: _Origin, plugin: str | None, architecture: str) -> str | None:
+        """The plugin a card belongs to: the one that contributed it, else the card's own
+        ``plugin``, else the plugin that provides its architecture."""
+        if origin.plugin is not None:
+            return origin.plugin
+        if plugin is None and architecture in self._builders:
+            return self._builders[architecture].plugin
+        return plugin
 
     # -- queries -------------------------------------------------------------------------
 
     def names(self, pattern: str | None = None) -> list[str]:
         """Sorted model names, optionally filtered by a glob such as ``'deeplab*'``."""
-        names = list(self._cards)
+        names = list(self._where)
         return [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else names
+
+    def summaries(self, pattern: str | None = None) -> list[Summary]:
+        """What ``zoo list`` shows of each matching card (sorted by name), without building
+        the cards: name, family, classes, output contract, parameters, default weights size,
+        architecture and plugin."""
+        rows = []
+        for name in self.names(pattern):
+            origin, index = self._where[name]
+            summary = origin.compiled.summaries[index]
+            owner = self._owner(origin, summary.plugin, summary.architecture)
+            rows.append(summary if owner == summary.plugin else summary._replace(plugin=owner))
+        return rows
 
     def cards(self, pattern: str | None = None) -> list[ModelCard]:
         """Cards whose names match ``pattern`` (all when None), sorted by name."""
-        return [self._cards[n] for n in self.names(pattern)]
+        return [self.get(n) for n in self.names(pattern)]
 
     def get(self, name: str) -> ModelCard:
         """The card called ``name``; unknown names suggest the closest ones."""
-        if name in self._cards:
-            return self._cards[name]
+        card = self._cards.get(name)
+        if card is not None:
+            return card
+        if name in self._where:
+            card = self._cards[name] = self._materialize(name)
+            return card
         if name in self._conflicts:
             sources = " and ".join(self._conflicts[name])
-            raise PluginError(
+            raise PluginError(printable(
                 f"model {name!r} is defined by both {sources}; uninstall or rename one of them"
-            )
-        close = difflib.get_close_matches(name, [*self._cards, *self._conflicts], n=3, cutoff=0.5)
+            ))
+        close = difflib.get_close_matches(name, [*self._where, *self._conflicts], n=3, cutoff=0.5)
         if not close:
-            close = [n for n in self._cards if name in n or n.startswith(name)][:3]
+            close = [n for n in self._where if name in n or n.startswith(name)][:3]
         raise UnknownModelError(name, close)
+
+    def _materialize(self, name: str) -> ModelCard:
+        """Validate card ``name`` from its compiled source (compiling it again, once, if the
+        compiled bytes are stale or damaged)."""
+        origin, index = self._where[name]
+        try:
+            card = self._validated(origin, index, name)
+        except (StaleEntry, CardError):
+            if origin.recompile is None:
+                raise
+            origin.compiled = origin.recompile()
+            index = next((i for i, s in enumerate(origin.compiled.summaries) if s.name == name),
+                         -1)
+            if index < 0:
+                raise CardError(f"{origin.label}: model {name!r} disappeared while zoo was "
+                                "reading it; run the command again") from None
+            self._where[name] = (origin, index)
+            card = self._validated(origin, index, name)
+        owner = self._owner(origin, card.plugin, card.architecture)
+        return card if owner == card.plugin else card.model_copy(update={"plugin": owner})
+
+    @staticmethod
+    def _validated(origin: _Origin, index: int, name: str) -> ModelCard:
+        card = origin.compiled.live_card(index)
+        if card is None:
+            card = parse_card(origin.compiled.card_data(index), origin.label)
+        if card.name != name:
+            raise StaleEntry(f"compiled card {index} is {card.name!r}, not {name!r}")
+        return card
 
     def source(self, name: str) -> str:
         """Where the card called ``name`` came from."""
-        self.get(name)
-        return self._sources[name]
+        if name not in self._where:
+            self.get(name)  # raises the right error
+        return self._where[name][0].label
 
     @property
     def conflicts(self) -> dict[str, list[str]]:
@@ -189,43 +342,27 @@ class Registry:
         return {k: list(v) for k, v in self._conflicts.items()}
 
     def builder_ref(self, card: ModelCard) -> tuple[str, Any]:
-        """(plugin name, registered ref) of ``card``'s builder, without importing it."""
+        """(plugin name, registered ref) of ``card``'s builder, without importing it.
+
+        Only builders that plugins registered with ``zoo_builders`` count: a card's
+        ``architecture`` is a key, never an import path."""
         entry = self._builders.get(card.architecture)
         if entry is None:
             known = ", ".join(sorted(self._builders)) or "none"
-            raise PluginError(
+            raise PluginError(printable(
                 f"model {card.name!r}: no plugin provides architecture {card.architecture!r} "
                 f"(known: {known}); install the plugin or fix 'architecture'"
-            )
+            ))
         return entry.plugin, entry.ref
 
     def builder(self, card: ModelCard) -> Callable[..., Any]:
-        """The callable that builds ``card``'s model (imported now, not at listing time)."""
-        arch = card.architecture
-        entry = self._builders.get(arch)
-        ref: Any = entry.ref if entry else (arch if ":" in arch else None)
-        if ref is None:
-            known = ", ".join(sorted(self._builders)) or "none"
-            raise PluginError(
-                f"model {card.name!r}: no plugin provides architecture {arch!r} "
-                f"(known: {known}); install the plugin or fix 'architecture'"
-            )
-        try:
+        """The callable a plugin registered for ``card``'s architecture (imported now, not at
+        listing time)."""
+        from zoo.plugins import as_callable, plugin_code
+
+        plugin, ref = self.builder_ref(card)
+        with plugin_code(plugin, f"importing builder {ref!r} for model {card.name!r}"):
             return as_callable(ref)
-        except Exception as exc:
-            raise PluginError(f"model {card.name!r}: cannot import builder {ref!r}: {exc}") from exc
-
-
-def _cards_from(items: Any, where: str) -> list[ModelCard]:
-    if not isinstance(items, list | tuple):
-        raise CardError(f"{where}: zoo_models() must return a list, got {type(items).__name__}")
-    cards: list[ModelCard] = []
-    for item in items:
-        if isinstance(item, str | Path):
-            cards.extend(read_registry_file(Path(item)))
-        else:
-            cards.append(parse_card(item, where))
-    return cards
 
 
 _DEFAULT: Registry | None = None

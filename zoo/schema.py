@@ -4,6 +4,11 @@ The pydantic models here *are* the schema: ``zoo schema`` prints
 ``ModelCard.model_json_schema()`` so a Swift or Kotlin app can validate a manifest, and the
 ``Field`` descriptions are its documentation. Cross-field rules (palette length == label count
 == channel count, and so on) live in validators whose messages name the field.
+
+Card data is hostile until validated: every number is finite and bounded, every text and list
+has a maximum length (limits in :mod:`zoo._names`), and ``architecture`` is a builder name a
+plugin registered, never an import path. Validators are built on first use (``defer_build``),
+so importing this module, or listing models from the compiled registry, stays cheap.
 """
 
 from __future__ import annotations
@@ -12,7 +17,25 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from zoo._names import MODEL_NAME_RE, SHA256_PREFIX_RE, SHA256_RE
+from zoo._names import (
+    ARCHITECTURE_RE,
+    MAX_BYTES,
+    MAX_CLASSES,
+    MAX_DESCRIPTION,
+    MAX_ITEMS,
+    MAX_NAME,
+    MAX_PARAMS,
+    MAX_SIDE,
+    MAX_TEXT,
+    MAX_URL,
+    MAX_VALUE,
+    MODEL_NAME_RE,
+    SHA256_PREFIX_RE,
+    SHA256_RE,
+)
+
+#: bump when a change here changes what a valid card is (the compiled registry keys on it)
+SCHEMA_VERSION = 2
 
 RGB = Annotated[
     tuple[
@@ -22,20 +45,36 @@ RGB = Annotated[
     ],
     Field(description="An sRGB colour as [r, g, b], each 0..255."),
 ]
-Triple = tuple[float, float, float]
-_Positive = Annotated[float, Field(gt=0)]
+_Bounded = Annotated[float, Field(ge=-MAX_VALUE, le=MAX_VALUE)]
+Triple = tuple[_Bounded, _Bounded, _Bounded]
+_Positive = Annotated[float, Field(gt=0, le=MAX_VALUE)]
 PositiveTriple = tuple[_Positive, _Positive, _Positive]  # expressed in the JSON Schema too
+Side = Annotated[int, Field(gt=0, le=MAX_SIDE)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Url = Annotated[str, Field(min_length=1, max_length=MAX_URL)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: every float on a card is finite (NaN/inf are refused by name)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 class Link(_Strict):
     """A paper, training recipe or project page."""
 
-    title: str = Field(description="What the link is, e.g. 'paper' or 'recipe'.")
-    url: str = Field(description="Absolute URL.")
+    title: str = Field(max_length=MAX_TEXT, description="What the link is, e.g. 'paper'.")
+    url: str = Field(
+        max_length=MAX_URL,
+        description="Absolute http(s) URL.",
+        json_schema_extra={"pattern": "^https?://"},
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _web_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"link {value[:80]!r} must be an absolute http(s) URL")
+        return value
 
 
 class Metric(_Strict):
@@ -45,17 +84,22 @@ class Metric(_Strict):
         description="'miou': mean intersection over union; 'pixel_acc': pixel accuracy; in %."
     )
     value: float = Field(ge=0, le=100, description="The figure, in percent.")
-    dataset: str = Field(description="Where it was measured, e.g. 'COCO-val2017-VOC-labels'.")
+    dataset: str = Field(
+        max_length=MAX_TEXT, description="Where it was measured, e.g. 'COCO-val2017-VOC-labels'."
+    )
 
 
 class WeightsSource(_Strict):
     """One named set of published weights and how to verify it."""
 
     name: str = Field(
+        max_length=MAX_NAME,
         description="Key used with `--weights NAME`, lowercase [a-z0-9_]+.",
         json_schema_extra={"pattern": MODEL_NAME_RE.pattern},
     )
-    urls: list[str] = Field(min_length=1, description="Download URLs, tried in order.")
+    urls: list[Url] = Field(
+        min_length=1, max_length=MAX_ITEMS, description="Download URLs, tried in order."
+    )
     sha256: str | None = Field(
         default=None,
         description="Full sha256 of the file (64 lowercase hex).",
@@ -67,7 +111,7 @@ class WeightsSource(_Strict):
         "hash is not published. Verification then checks the prefix only.",
         json_schema_extra={"pattern": SHA256_PREFIX_RE.pattern},
     )
-    size: int | None = Field(default=None, gt=0, description="File size in bytes.")
+    size: int | None = Field(default=None, gt=0, le=MAX_BYTES, description="File size in bytes.")
     size_exact: bool = Field(
         default=True,
         description="False when 'size' is only approximate (published rounded); it then bounds "
@@ -78,8 +122,12 @@ class WeightsSource(_Strict):
         description="The state dict holds the auxiliary head (aux_classifier.*) too; the model "
         "is built with its aux head to load it.",
     )
-    trained_on: str = Field(description="Training data, e.g. 'COCO train2017 (VOC labels)'.")
-    metrics: list[Metric] = Field(default_factory=list, description="Published quality.")
+    trained_on: str = Field(
+        max_length=MAX_TEXT, description="Training data, e.g. 'COCO train2017 (VOC labels)'."
+    )
+    metrics: list[Metric] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Published quality."
+    )
 
     @field_validator("name")
     @classmethod
@@ -124,6 +172,7 @@ class Preprocessing(_Strict):
     scale_divisor: float = Field(
         default=255.0,
         gt=0,
+        le=MAX_VALUE,
         description="Divide 8-bit pixel values by this before normalising (255: to [0, 1]).",
     )
     mean: Triple = Field(description="Per-channel mean subtracted after scaling.")
@@ -136,14 +185,17 @@ class Preprocessing(_Strict):
         "resize_size (aspect kept); 'exact': resize to input_size.",
     )
     resize_size: int | None = Field(
-        default=None, gt=0, description="Target shorter edge for resize='shorter_side'."
+        default=None,
+        gt=0,
+        le=MAX_SIDE,
+        description="Target shorter edge for resize='shorter_side'.",
     )
     interpolation: Literal["bilinear", "nearest", "bicubic"] = Field(
         default="bilinear", description="Interpolation used when resizing."
     )
     antialias: bool = Field(default=True, description="Antialias when downscaling.")
-    input_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] = Field(
-        description="Default input [height, width] for exports and examples."
+    input_size: tuple[Side, Side] = Field(
+        description=f"Default input [height, width] for exports and examples (each <= {MAX_SIDE})."
     )
     layout: Literal["NCHW"] = Field(default="NCHW", description="Tensor layout.")
     dtype: Literal["float32"] = Field(default="float32", description="Input dtype.")
@@ -162,13 +214,18 @@ class OutputContract(_Strict):
         description="'dict': a mapping of named tensors (read 'key'); 'tensor': a bare tensor."
     )
     key: str | None = Field(
-        default=None, description="For kind='dict': the key holding the prediction, e.g. 'out'."
+        default=None,
+        max_length=MAX_TEXT,
+        description="For kind='dict': the key holding the prediction, e.g. 'out'.",
     )
-    optional_keys: list[str] = Field(
+    optional_keys: list[Text] = Field(
         default_factory=list,
+        max_length=MAX_ITEMS,
         description="For kind='dict': keys present only with extra heads, e.g. 'aux'.",
     )
-    channels: int = Field(gt=0, description="Channel count C of the [N, C, H, W] output.")
+    channels: int = Field(
+        gt=0, le=MAX_CLASSES, description="Channel count C of the [N, C, H, W] output."
+    )
     semantics: Literal["logits", "probabilities"] = Field(
         default="logits", description="What the channels hold; take the argmax over C."
     )
@@ -186,37 +243,69 @@ class ModelCard(_Strict):
     """A registered model: identity, weights, preprocessing, output, labels and palette."""
 
     name: str = Field(
+        max_length=MAX_NAME,
         description="CLI key, lowercase [a-z0-9_]+.",
         json_schema_extra={"pattern": MODEL_NAME_RE.pattern},
     )
-    family: str = Field(description="Architecture family, e.g. 'deeplabv3', 'fcn'.")
+    family: str = Field(
+        max_length=MAX_NAME, description="Architecture family, e.g. 'deeplabv3', 'fcn'."
+    )
     task: Literal["semantic_segmentation"] = Field(default="semantic_segmentation")
-    description: str = Field(description="One or two sentences for humans.")
+    description: str = Field(
+        max_length=MAX_DESCRIPTION, description="One or two sentences for humans."
+    )
     architecture: str = Field(
-        description="Builder that makes the nn.Module: a key registered by a plugin's "
-        "zoo_builders hook, or 'package.module:callable'."
+        max_length=MAX_NAME,
+        description="Builder that makes the nn.Module: a key a plugin registered with its "
+        "zoo_builders hook. Never an import path: a card cannot make zoo import code.",
+        json_schema_extra={"pattern": ARCHITECTURE_RE.pattern},
     )
     plugin: str | None = Field(
-        default=None, description="Plugin that provides this model (filled in by the registry)."
+        default=None,
+        max_length=MAX_NAME,
+        description="Plugin that provides this model (filled in by the registry).",
     )
-    license: str = Field(description="Licence of the weights/code, SPDX id where possible.")
-    links: list[Link] = Field(default_factory=list, description="Papers and recipes.")
-    num_params: int = Field(gt=0, description="Parameter count of the built model.")
+    license: str = Field(
+        max_length=MAX_TEXT, description="Licence of the weights/code, SPDX id where possible."
+    )
+    links: list[Link] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Papers and recipes."
+    )
+    num_params: int = Field(
+        gt=0, le=MAX_PARAMS, description="Parameter count of the built model."
+    )
     num_params_with_aux: int | None = Field(
-        default=None, gt=0, description="Parameter count with the auxiliary head, if it has one."
+        default=None,
+        gt=0,
+        le=MAX_PARAMS,
+        description="Parameter count with the auxiliary head, if it has one.",
     )
-    gflops: float | None = Field(default=None, gt=0, description="GFLOPs at the reference input.")
-    num_classes: int = Field(gt=0, description="Number of classes = output channels.")
-    weights: list[WeightsSource] = Field(default_factory=list, description="Published weights.")
+    gflops: float | None = Field(
+        default=None, gt=0, le=MAX_VALUE, description="GFLOPs at the reference input."
+    )
+    num_classes: int = Field(
+        gt=0, le=MAX_CLASSES, description="Number of classes = output channels."
+    )
+    weights: list[WeightsSource] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Published weights."
+    )
     default_weights: str | None = Field(
-        default=None, description="Name of the weights `zoo fetch` uses when none are given."
+        default=None,
+        max_length=MAX_NAME,
+        description="Name of the weights `zoo fetch` uses when none are given.",
     )
     preprocessing: Preprocessing
     output: OutputContract
-    labels: list[str] = Field(description="One class name per output channel, in order.")
-    palette: list[RGB] = Field(description="One colour per class, in label order.")
-    palettes: dict[str, list[RGB]] = Field(
-        default_factory=dict, description="Named alternative palettes, one colour per class."
+    labels: list[Text] = Field(
+        max_length=MAX_CLASSES, description="One class name per output channel, in order."
+    )
+    palette: list[RGB] = Field(
+        max_length=MAX_CLASSES, description="One colour per class, in label order."
+    )
+    palettes: dict[str, Annotated[list[RGB], Field(max_length=MAX_CLASSES)]] = Field(
+        default_factory=dict,
+        max_length=MAX_ITEMS,
+        description="Named alternative palettes, one colour per class.",
     )
 
     @field_validator("name")
@@ -224,6 +313,16 @@ class ModelCard(_Strict):
     def _name_rule(cls, value: str) -> str:
         if not MODEL_NAME_RE.fullmatch(value):
             raise ValueError(f"name {value!r} must match [a-z0-9_]+ (lowercase, digits, '_')")
+        return value
+
+    @field_validator("architecture")
+    @classmethod
+    def _builder_name(cls, value: str) -> str:
+        if not ARCHITECTURE_RE.fullmatch(value):
+            raise ValueError(
+                f"architecture {value!r} must name a builder a plugin registered "
+                "([A-Za-z0-9_.-]+); import paths such as 'module:function' are not allowed"
+            )
         return value
 
     @model_validator(mode="after")
@@ -236,8 +335,11 @@ class ModelCard(_Strict):
         if len(self.palette) != n:
             raise ValueError(f"palette has {len(self.palette)} colours but num_classes is {n}")
         for pname, colours in self.palettes.items():
-            if not MODEL_NAME_RE.fullmatch(pname):
-                raise ValueError(f"palettes: name {pname!r} must match [a-z0-9_]+")
+            if not MODEL_NAME_RE.fullmatch(pname) or len(pname) > MAX_NAME:
+                raise ValueError(
+                    f"palettes: name {pname[:MAX_NAME]!r} must match [a-z0-9_]+ "
+                    f"(at most {MAX_NAME} characters)"
+                )
             if len(colours) != n:
                 raise ValueError(
                     f"palettes.{pname} has {len(colours)} colours but num_classes is {n}"

@@ -1,76 +1,118 @@
 """Catalogue commands: ``zoo list``, ``zoo info``, ``zoo plugins``, ``zoo schema``.
 
-None of these import torch: they read cards, which are plain data.
+None of these import torch: they read cards, which are plain data. ``zoo list`` reads only
+the compiled summaries (no pydantic, no rich) and prints its table itself, so it stays fast
+with thousands of cards. Card text reaches the terminal as text: never as rich markup, and
+with control characters shown as escapes (:func:`zoo._names.printable`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from zoo.cli.output import human_bytes, human_count, print_json, stdout_console
-from zoo.registry import Registry
-from zoo.schema import ModelCard
+from zoo._names import printable
+from zoo.cli.output import human_bytes, human_count, print_json
+from zoo.registry_cache import Summary, summarize
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from zoo.registry import Registry
+    from zoo.schema import ModelCard
 
 
 def output_contract(card: ModelCard) -> str:
     """'dict[out]' / 'dict[out,aux?]' / 'tensor', the way the list shows it."""
-    out = card.output
-    if out.kind == "tensor":
-        return "tensor"
-    keys = [out.key or "", *(f"{k}?" for k in out.optional_keys)]
-    return f"dict[{','.join(keys)}]"
+    return summarize(card).output
 
 
 def default_weights_size(card: ModelCard) -> int | None:
     """Size in bytes of the card's default weights, if any."""
-    source = card.weights_named(card.default_weights) if card.default_weights else None
-    return source.size if source else None
+    return summarize(card).weights_size
 
 
-def list_row(card: ModelCard) -> dict[str, Any]:
+def summary_row(summary: Summary) -> dict[str, Any]:
     """The data one row of ``zoo list`` shows (the JSON form too)."""
     return {
-        "name": card.name,
-        "family": card.family,
-        "classes": card.num_classes,
-        "output": output_contract(card),
-        "params": card.num_params,
-        "weights_size": default_weights_size(card),
-        "plugin": card.plugin,
+        "name": summary.name,
+        "family": summary.family,
+        "classes": summary.classes,
+        "output": summary.output,
+        "params": summary.params,
+        "weights_size": summary.weights_size,
+        "plugin": summary.plugin,
     }
 
 
+def list_row(card: ModelCard) -> dict[str, Any]:
+    """``summary_row`` of a card object."""
+    return summary_row(summarize(card))
+
+
+def safe_text(value: object, style: str = "") -> Text:
+    """Card data as a rich ``Text``: no markup interpreted, control characters escaped."""
+    from rich.text import Text
+
+    return Text(printable(str(value)), style=style)
+
+
+def _cell_width(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+                right: Sequence[bool]) -> str:
+    """A borderless table as plain text (what rich's ``box=None`` draws, at any size): cells
+    escaped with :func:`printable`, columns two spaces apart, a bold header on a terminal."""
+    cells = [[printable(c) for c in row] for row in rows]
+    widths = [_cell_width(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], _cell_width(cell))
+
+    def line(row: Sequence[str]) -> str:
+        parts = []
+        for cell, width, flush_right in zip(row, widths, right, strict=True):
+            pad = " " * (width - _cell_width(cell))
+            parts.append(pad + cell if flush_right else cell + pad)
+        return "  ".join(parts).rstrip()
+
+    head = line(headers)
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        head = f"\x1b[1m{head}\x1b[0m"
+    return "\n".join([head, *(line(row) for row in cells)]) + "\n"
+
+
 def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
-    cards = registry.cards(args.pattern)
+    summaries = registry.summaries(args.pattern)
     if getattr(args, "format", None):
         from zoo.export.support import exports_to
 
-        cards = [card for card in cards if exports_to(card, args.format)]
-    rows = [list_row(card) for card in cards]
+        summaries = [s for s in summaries if exports_to(registry.get(s.name), args.format)]
     if args.json:
-        print_json(rows)
+        print_json([summary_row(s) for s in summaries])
         return 0
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=None, box=None, header_style="bold")
-    for col, justify in (
-        ("name", "left"), ("family", "left"), ("classes", "right"), ("output", "left"),
-        ("params", "right"), ("weights", "right"), ("plugin", "left"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for r in rows:
-        table.add_row(
-            r["name"], r["family"], str(r["classes"]), escape(r["output"]),
-            human_count(r["params"]), human_bytes(r["weights_size"]), r["plugin"] or "-",
-        )
-    console = stdout_console()
-    if rows:
-        console.print(table)
-    else:
-        console.print(f"no models match {args.pattern!r}" if args.pattern else "no models")
+    if not summaries:
+        message = f"no models match {args.pattern!r}" if args.pattern else "no models"
+        sys.stdout.write(printable(message) + "\n")
+        return 0
+    headers = ("name", "family", "classes", "output", "params", "weights", "plugin")
+    right = (False, False, True, False, True, True, False)
+    rows = [
+        (s.name, s.family, str(s.classes), s.output, human_count(s.params),
+         human_bytes(s.weights_size), s.plugin or "-")
+        for s in summaries
+    ]
+    sys.stdout.write(plain_table(headers, rows, right))
     return 0
 
 
@@ -80,6 +122,7 @@ def cmd_info(args: argparse.Namespace, registry: Registry) -> int:
         print_json(card.model_dump(mode="json"))
         return 0
     from zoo.cli.info_view import render_card
+    from zoo.cli.output import stdout_console
 
     stdout_console().print(render_card(card, registry.source(card.name)))
     return 0
@@ -89,14 +132,14 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry | None) -> int:
     from zoo.plugins import get_host
 
     host = registry.host if registry else get_host()
-    cards = registry.cards() if registry else []
+    summaries = registry.summaries() if registry else []
     rows = [
         {
             "name": p.name,
             "module": p.module,
             "dist": p.dist,
             "status": "ok" if p.ok else "failed",
-            "models": [c.name for c in cards if c.plugin == p.name],
+            "models": [s.name for s in summaries if s.plugin == p.name],
             "error": p.error,
         }
         for p in host.plugins.values()
@@ -104,16 +147,18 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry | None) -> int:
     if args.json:
         print_json(rows)
         return 0
-    from rich.markup import escape
     from rich.table import Table
+
+    from zoo.cli.output import stdout_console
 
     table = Table(box=None, header_style="bold")
     for col in ("plugin", "distribution", "status", "models", "detail"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        status = "[green]ok[/]" if r["status"] == "ok" else "[red]failed[/]"
-        detail = escape(r["error"] or r["module"])
-        table.add_row(r["name"], r["dist"], status, ", ".join(r["models"]) or "-", detail)
+        status = safe_text("ok", "green") if r["status"] == "ok" else safe_text("failed", "red")
+        table.add_row(safe_text(r["name"]), safe_text(r["dist"]), status,
+                      safe_text(", ".join(r["models"]) or "-"),
+                      safe_text(r["error"] or r["module"]))
     stdout_console().print(table)
     return 0
 
@@ -124,6 +169,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
         schema = Manifest.model_json_schema()
     else:
+        from zoo.schema import ModelCard
+
         schema = ModelCard.model_json_schema()
     print(json.dumps(schema, indent=2))
     return 0

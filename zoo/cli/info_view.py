@@ -1,4 +1,9 @@
-"""Render a model card for humans (``zoo info``)."""
+"""Render a model card for humans (``zoo info``).
+
+Every value that comes from a card or a plugin is a rich ``Text`` built by
+:func:`zoo.cli.catalog.safe_text`: shown as written, never parsed as markup, with control
+characters escaped. Markup appears only in zoo's own fixed strings.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from zoo.cli.catalog import safe_text
 from zoo.cli.output import human_bytes, human_count
 from zoo.schema import ModelCard
 
@@ -25,21 +31,26 @@ def _facts(card: ModelCard, source: str) -> Table:
     reads = f"dict, read '{out.key}'" if out.kind == "dict" else "bare tensor"
     if out.optional_keys:
         reads += f" (optional: {', '.join(out.optional_keys)})"
-    rows = [
-        ("family", card.family),
-        ("task", card.task),
-        ("plugin", f"{card.plugin or '-'}  [dim]from {source}[/]"),
-        ("licence", card.license),
-        ("params", f"{card.num_params:,}{aux}"),
-        ("gflops", f"{card.gflops}" if card.gflops else "-"),
-        ("input", f"{pre.layout} {pre.dtype} {pre.color_order}, default {size}"),
-        ("scale", f"pixel / {pre.scale_divisor:g}"),
-        ("mean / std", f"{list(pre.mean)} / {list(pre.std)}"),
-        ("resize", f"{resize}, {pre.interpolation}{', antialias' if pre.antialias else ''}"),
-        ("output", f"{reads}: [N, {out.channels}, H, W] {out.semantics}, argmax over C"),
+    plugin = Text.assemble(safe_text(card.plugin or "-"), "  ",
+                           safe_text(f"from {source}", "dim"))
+    rows: list[tuple[Text, Text]] = [
+        (safe_text(key), value if isinstance(value, Text) else safe_text(value))
+        for key, value in (
+            ("family", card.family),
+            ("task", card.task),
+            ("plugin", plugin),
+            ("licence", card.license),
+            ("params", f"{card.num_params:,}{aux}"),
+            ("gflops", f"{card.gflops}" if card.gflops else "-"),
+            ("input", f"{pre.layout} {pre.dtype} {pre.color_order}, default {size}"),
+            ("scale", f"pixel / {pre.scale_divisor:g}"),
+            ("mean / std", f"{list(pre.mean)} / {list(pre.std)}"),
+            ("resize",
+             f"{resize}, {pre.interpolation}{', antialias' if pre.antialias else ''}"),
+            ("output", f"{reads}: [N, {out.channels}, H, W] {out.semantics}, argmax over C"),
+        )
     ]
-    for link in card.links:
-        rows.append((link.title, link.url))
+    rows += [(safe_text(link.title), safe_text(link.url)) for link in card.links]
     for key, value in rows:
         t.add_row(key, value)
     return t
@@ -52,11 +63,14 @@ def _weights(card: ModelCard) -> Table | Text:
     for col in ("name", "size", "sha256", "trained on", "metrics"):
         t.add_column(col, overflow="fold")
     for w in card.weights:
-        default = " [green](default)[/]" if w.name == card.default_weights else ""
+        name = safe_text(w.name)
+        if w.name == card.default_weights:
+            name.append(" (default)", "green")
         sha = w.sha256 or f"{w.sha256_prefix} (prefix)"
         size = human_bytes(w.size) + ("" if w.size_exact else " ~")
         metrics = ", ".join(f"{m.name} {m.value:g}" for m in w.metrics) or "-"
-        t.add_row(w.name + default, size, sha, w.trained_on, metrics)
+        t.add_row(name, safe_text(size), safe_text(sha), safe_text(w.trained_on),
+                  safe_text(metrics))
     return t
 
 
@@ -66,10 +80,10 @@ def _labels(card: ModelCard) -> Table:
     t.add_column("label")
     t.add_column("default")
     for name in card.palettes:
-        t.add_column(name)
+        t.add_column(safe_text(name))
     for i, label in enumerate(card.labels):
         swatches = [card.palette[i], *(p[i] for p in card.palettes.values())]
-        t.add_row(str(i), label, *(_swatch(c) for c in swatches))
+        t.add_row(str(i), safe_text(label), *(_swatch(c) for c in swatches))
     return t
 
 
@@ -79,8 +93,6 @@ def _swatch(rgb: tuple[int, int, int]) -> Text:
 
 
 def _formats(card: ModelCard) -> Table:
-    from rich.markup import escape
-
     from zoo.export.support import support_matrix
 
     t = Table(box=None, header_style="bold", title="export formats", title_justify="left")
@@ -88,25 +100,29 @@ def _formats(card: ModelCard) -> Table:
         t.add_column(col, overflow="fold")
     for row in support_matrix(card):
         if row.note:
-            status = f"[red]{escape(row.note)}[/]" if row.note.startswith("broken") \
-                else escape(row.note)
+            status = safe_text(row.note, "red" if row.note.startswith("broken") else "")
         elif not row.installed:
-            status = f"[yellow]needs {escape(row.install or '')}[/]"
+            status = safe_text(f"needs {row.install or ''}", "yellow")
         else:
-            status = "installed" + ("" if row.runs_here else
-                                    f"; [yellow]verify can't run it here[/] "
-                                    f"({escape(row.runtime_note or '')})")
+            status = Text("installed")
+            if not row.runs_here:
+                status.append("; ")
+                status.append("verify can't run it here", "yellow")
+                status.append_text(safe_text(f" ({row.runtime_note or ''})"))
         if row.deprecated:
-            status += f"; [yellow]deprecated[/]: {escape(row.deprecated)}"
+            status.append("; ")
+            status.append("deprecated", "yellow")
+            status.append_text(safe_text(f": {row.deprecated}"))
         precisions = ", ".join(p + (" (default)" if p == row.default_precision and
                                     len(row.precisions) > 1 else "")
                                for p in row.precisions) or "-"
-        t.add_row(row.format, f"{card.name}{row.suffix}", precisions, status)
+        t.add_row(safe_text(row.format), safe_text(f"{card.name}{row.suffix}"),
+                  safe_text(precisions), status)
     return t
 
 
 def render_card(card: ModelCard, source: str) -> Panel:
     """The whole card as one rich panel."""
-    body = Group(Text(card.description), Text(), _facts(card, source), Text(), _weights(card),
-                 Text(), _formats(card), Text(), _labels(card))
-    return Panel(body, title=f"[bold]{card.name}[/]", title_align="left")
+    body = Group(safe_text(card.description), Text(), _facts(card, source), Text(),
+                 _weights(card), Text(), _formats(card), Text(), _labels(card))
+    return Panel(body, title=safe_text(card.name, "bold"), title_align="left")
