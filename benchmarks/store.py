@@ -163,8 +163,7 @@ def fetch_comparison(endpoint: str, fmt: str, rounds: int, work: Path) -> None:
 
     s3fs.S3FileSystem(endpoint_url=endpoint, key="testing", secret="testing").mkdir(bucket)
     store = [f"--store=s3://{bucket}/team", f"--store-option=endpoint_url={endpoint}"]
-    base = [sys.executable, "-m", "zoo", "fetch", model, "--weights", "none", "--format", fmt,
-            "-q"]
+    base = [sys.executable, "-m", "zoo", "fetch", model, "--weights", "none", "--format", fmt]
 
     def run(args: list[str], home: Path) -> str:
         proc = subprocess.run([*base, *args], cwd=ROOT, env=zoo_env(home), text=True,
@@ -183,9 +182,12 @@ def fetch_comparison(endpoint: str, fmt: str, rounds: int, work: Path) -> None:
 
         def do_hit(r: int = r) -> None:
             err = run(["-o", str(work / f"hit-{r}"), *store], work / f"hit-home-{r}")
-            if "pulled from the team store" not in err and (work / f"hit-{r}").exists():
-                # -q hides the note: prove the hit by the cache entry's absence of export work
-                pass
+            if "pulled from the team store" not in err:
+                notes = [line for line in err.splitlines() if "store" in line
+                         or "warning" in line] or err.strip().splitlines()[-3:]
+                raise SystemExit("expected a store hit (did the plugins' code change since "
+                                 "the publish? it is part of the identity): "
+                                 + " | ".join(notes))
 
         order = [("cold", do_cold, cold), ("hit", do_hit, hit)]
         for _name, fn, out in (order if r % 2 == 0 else order[::-1]):
