@@ -3,7 +3,6 @@ reading small JSON records that may be damaged, and naming disk failures plainly
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import json
@@ -66,69 +65,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """UTF-8 text version of :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_copy(src: Path, dest: Path, *, link: bool = False) -> None:
-    """Copy ``src`` to ``dest`` atomically (temp copy beside ``dest``, then rename).
-
-    With ``link``, hard-link instead where the filesystem allows (no bytes copied); the two
-    names then share one file, so only use it for files nobody edits in place.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        if link:
-            os.unlink(tmp)
-            try:
-                os.link(src, tmp)
-            except OSError:  # another filesystem, or no hard links: copy
-                link = False
-        if not link:
-            shutil.copyfile(src, tmp)
-            os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class StatMemo:
-    """Remembers files' sha256 by (size, mtime_ns) in one JSON file, so a re-check of an
-    unchanged file costs a ``stat`` instead of a full read. A changed file is re-hashed."""
-
-    def __init__(self, store: Path) -> None:
-        self.store = store
-        try:
-            self._data: dict[str, dict] = json.loads(store.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):
-            self._data = {}
-        if not isinstance(self._data, dict):
-            self._data = {}
-
-    def sha256(self, path: Path) -> str:
-        """The file's sha256, from the memo when its size and mtime are unchanged."""
-        st = path.stat()
-        record = self._data.get(str(path.resolve())) if isinstance(self._data, dict) else None
-        if isinstance(record, dict) and record.get("size") == st.st_size and \
-                record.get("mtime_ns") == st.st_mtime_ns and isinstance(record.get("sha256"), str):
-            return str(record["sha256"])
-        sha = sha256_file(path)
-        self.remember(path, sha)
-        return sha
-
-    def remember(self, path: Path, sha: str) -> None:
-        """Record ``path``'s current stat with a hash the caller already knows."""
-        st = path.stat()
-        if not isinstance(self._data, dict):  # a damaged memo file: start over
-            self._data = {}
-        self._data[str(path.resolve())] = {
-            "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
-
-    def save(self) -> None:
-        """Write the memo (best effort: a read-only store only costs re-hashing later)."""
-        with contextlib.suppress(OSError):
-            atomic_write_text(self.store, json.dumps(self._data, indent=1, sort_keys=True))
 
 
 def read_json_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
