@@ -1,7 +1,7 @@
 """A real S3 API on 127.0.0.1 for the store tests: moto's ThreadedMotoServer, plus a small
-fault-injecting HTTP proxy in front of it (503 / SlowDown, delays, request counts).
-
-    from tests.s3server import fixture_s3_store  # noqa: F401 (or via pytest_plugins)
+fault-injecting HTTP proxy in front of it (503 / SlowDown, delays, request counts), and the
+store tests' other fixtures (a real export folder, keys made by openssl). Loaded for every
+test module through ``pytest_plugins`` in tests/conftest.py.
 
     def test_x(s3_store):            # a fresh bucket on the session's moto server
         store = open_store(s3_store.url, s3_store.options)
@@ -240,18 +240,13 @@ if __name__ == "__main__":
 
 # -- store test fixtures: a real export folder and keys made by the openssl CLI ---------------
 
-EXPORT_ENV = "ZOO_TEST_EXPORT"  # a folder made earlier by the same command (faster reruns)
-
-
 @pytest.fixture(scope="session", name="export_dir")
 def fixture_export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real export folder: `zoo fetch single_conv --weights none --format torchscript -o DIR`
-    (artifact, manifest, operators list, SHA256SUMS). Tests copy it before changing it."""
-    reuse = os.environ.get(EXPORT_ENV)
-    if reuse:
-        return Path(reuse)
-    out = tmp_path_factory.mktemp("export") / "models"
-    home = tmp_path_factory.mktemp("export_home")
+    (artifact, manifest, operators list, SHA256SUMS), made with ZOO_HOME ``DIR/../home`` (whose
+    export cache then holds it). Tests copy it before changing it."""
+    base = tmp_path_factory.mktemp("export")
+    out, home = base / "models", base / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
     env["ZOO_HOME"] = str(home)
     proc = subprocess.run([sys.executable, "-m", "zoo", "fetch", "single_conv", "--weights",

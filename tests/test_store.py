@@ -13,14 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.s3server import (  # noqa: F401 - the fixtures
-    S3Store,
-    fault_proxy,
-    fixture_export_dir,
-    fixture_keys,
-    fixture_s3_server,
-    fixture_s3_store,
-)
+from tests.s3server import S3Store, fault_proxy
 from zoo.errors import UsageError
 from zoo.store import StoreConfigError, StoreRefusedError, open_store
 from zoo.store.keys import load_public_key, load_signing_key
@@ -416,3 +409,20 @@ def test_an_artifact_whose_embedded_manifest_differs_is_refused_by_the_pipeline_
     assert config.pull_into(identity, tmp_path / "staging") is False
     assert "the manifest embedded in single_conv.pt differs" in warnings[0]
     assert not any((tmp_path / "staging").iterdir())
+
+
+def test_listing_pages_through_the_store(s3_store: S3Store, export_dir: Path,
+                                         tmp_path: Path) -> None:
+    identities = [f"{i:x}" * 64 for i in range(1, 6)]
+    folders = [copy_export(export_dir, tmp_path / f"v{i}", identity)
+               for i, identity in enumerate(identities)]
+    with fault_proxy(s3_store.server) as proxy:
+        store = open_store(s3_store.url, s3_store.server.options(proxy.url))
+        for folder in folders:
+            store.publish(folder)
+        store.transport.page_size = 2
+        before = proxy.count(r"^GET .*list-type=2")
+        listed = list(store.records())
+        assert proxy.count(r"^GET .*list-type=2") - before == 3  # 5 records, 2 per page
+    assert sorted(item.identity for item in listed) == identities
+    assert all(item.record is not None for item in listed)

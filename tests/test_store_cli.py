@@ -14,14 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import run_zoo
-from tests.s3server import (  # noqa: F401 - the fixtures
-    S3Store,
-    fault_proxy,
-    fixture_export_dir,
-    fixture_keys,
-    fixture_s3_server,
-    fixture_s3_store,
-)
+from tests.s3server import S3Store
 from tests.test_store import files_of, flip_byte, s3fs_for
 from zoo.cli.main import main
 
@@ -163,20 +156,22 @@ def test_store_commands_do_not_slow_down_the_cli(tmp_path: Path) -> None:
 
 
 def test_second_machine_fetches_the_signed_artifact_with_no_export_work(
-        s3_store: S3Store, keys: Any, tmp_path: Path) -> None:
-    """Machine A exports and publishes (signed) in one `zoo fetch`; machine B (another
-    ZOO_HOME) fetches with the trusted key: a store hit, byte-identical files."""
+        s3_store: S3Store, export_dir: Path, keys: Any, tmp_path: Path) -> None:
+    """Machine A (the home that made ``export_dir``: a local cache hit) fetches and publishes,
+    signed, in one `zoo fetch`; machine B (a fresh ZOO_HOME) fetches with the trusted key: a
+    store hit with no export work, byte-identical files."""
     base = ["fetch", "single_conv", "--weights", "none", "--format", "torchscript",
             "--store", s3_store.url, *s3_store.server.store_options()]
     a = run_zoo([*base, "-o", str(tmp_path / "a"), "--publish", "--sign", str(keys.team)],
-                env={"ZOO_HOME": str(tmp_path / "home_a")})
+                env={"ZOO_HOME": str(export_dir.parent / "home")})
     assert a.returncode == 0, a.stderr
     assert "published to" in a.stderr
     b = run_zoo([*base, "-o", str(tmp_path / "b"), "--trusted-key", str(keys.team_pub)],
                 env={"ZOO_HOME": str(tmp_path / "home_b")})
     assert b.returncode == 0, b.stderr
     assert "pulled from the team store" in b.stderr
-    assert files_of(tmp_path / "a") == files_of(tmp_path / "b")
+    assert "building" not in b.stderr and "writing" not in b.stderr  # no export work
+    assert files_of(tmp_path / "a") == files_of(tmp_path / "b") == files_of(export_dir)
 
 
 @pytest.mark.slow

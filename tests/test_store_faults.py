@@ -12,14 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.s3server import (  # noqa: F401 - the fixtures
-    S3Store,
-    fault_proxy,
-    fixture_export_dir,
-    fixture_keys,
-    fixture_s3_server,
-    fixture_s3_store,
-)
+from tests.s3server import S3Store, fault_proxy
 from tests.test_store import copy_export, edit_manifest, files_of, flip_byte, s3fs_for, sha
 from zoo.store import StoreConfig, StoreRefusedError, StoreUnavailableError, open_store
 from zoo.store.keys import load_public_key, load_signing_key
