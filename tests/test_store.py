@@ -426,3 +426,21 @@ def test_listing_pages_through_the_store(s3_store: S3Store, export_dir: Path,
         assert proxy.count(r"^GET .*list-type=2") - before == 3  # 5 records, 2 per page
     assert sorted(item.identity for item in listed) == identities
     assert all(item.record is not None for item in listed)
+
+
+def test_pull_never_overwrites_and_verify_reports_leftovers(export_dir: Path,
+                                                            tmp_path: Path) -> None:
+    from zoo.store import StoreError
+
+    store = open_store(tmp_path / "store")
+    identity = store.publish(export_dir).identity
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "single_conv.pt").write_bytes(b"mine")
+    with pytest.raises(StoreError, match="already there"):
+        store.pull(identity, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["single_conv.pt"]
+    assert (dest / "single_conv.pt").read_bytes() == b"mine"
+    (tmp_path / "store" / "tmp" / "single_conv.pt.abc.tmp").write_bytes(b"half")
+    report = store.verify()
+    assert report.ok and report.leftovers == ["tmp/single_conv.pt.abc.tmp"]

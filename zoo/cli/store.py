@@ -228,6 +228,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for key in report.stray:
         console.print(f"[red]FAIL[/] {escape(key)}: not part of the store layout",
                       highlight=False)
+    if report.leftovers:
+        console.print(f"{len(report.leftovers)} temporary files under tmp/ (left by "
+                      "interrupted publishes)", highlight=False)
     bad = sum(1 for e in report.records if e["problems"])
     console.print(
         f"{len(report.records)} records, {report.objects_checked} objects re-hashed "

@@ -216,7 +216,7 @@ def progress_printer(enabled: bool | None = None) -> Callable[[str, int, int], N
         import time
 
         now = time.monotonic()
-        if state["ended"] or (done < total and now - state["last"] < 0.1):
+        if total <= 0 or state["ended"] or (done < total and now - state["last"] < 0.1):
             return
         state["last"] = now
         state["ended"] = done >= total

@@ -134,6 +134,7 @@ class VerifyReport:
     bytes_hashed: int = 0
     unreferenced: list[str] = field(default_factory=list)
     stray: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # tmp/ files of killed publishes
 
     @property
     def ok(self) -> bool:
@@ -142,7 +143,8 @@ class VerifyReport:
     def as_dict(self) -> dict[str, Any]:
         return {"store": self.store, "ok": self.ok, "records": self.records,
                 "objects_checked": self.objects_checked, "bytes_hashed": self.bytes_hashed,
-                "unreferenced_objects": self.unreferenced, "stray": self.stray}
+                "unreferenced_objects": self.unreferenced, "stray": self.stray,
+                "leftovers": self.leftovers}
 
 
 class Store:
@@ -285,8 +287,9 @@ class Store:
 
     def records(self, pattern: str | None = None,
                 trusted: list[PublicKey] | None = None) -> Iterator[Listed]:
-        """Every record in the store (newest first within each page of the listing),
-        with those whose model name does not match the glob ``pattern`` left out."""
+        """Every record in the store, in key order, read a page (256 records) at a time;
+        those whose model name does not match the glob ``pattern`` are left out. A record
+        that cannot be read or parsed is yielded with ``error`` set."""
         import fnmatch
 
         keys = [k for k, _size in self.transport.list(RECORDS)]
@@ -410,14 +413,15 @@ class Store:
                 (work / f"{st.artifact}.record.json").write_bytes(record.to_bytes())
             if not include_sums:
                 (work / SUMS_NAME).unlink(missing_ok=True)
+            entries = sorted(work.iterdir())
+            clash = [e.name for e in entries if (dest / e.name).exists()]
+            if clash:
+                raise StoreError(f"cannot install into {dest}: {', '.join(clash[:3])} "
+                                 "already there (pull into a fresh folder)")
             installed = []
-            for entry in sorted(work.iterdir()):
-                final = dest / entry.name
-                if final.exists():
-                    raise StoreError(f"cannot install {entry.name} into {dest}: it exists "
-                                     "(pull into a fresh folder)")
-                os.replace(entry, final)
-                installed.append(final)
+            for entry in entries:
+                os.replace(entry, dest / entry.name)
+                installed.append(dest / entry.name)
             return installed, total
         except OSError as exc:
             raise StoreError(f"cannot write into {dest}: {exc.strerror or exc}") from exc
@@ -486,6 +490,8 @@ class Store:
                     entry["problems"].append("manifest or SHA256SUMS unreadable")
                 else:
                     entry["problems"] += self._consistency(st, manifest, sums)
+        if self.transport.local is not None:
+            report.leftovers = [k for k, _ in self.transport.list("tmp/")]
         report.unreferenced = sorted(OBJECTS + sha for key in objects
                                      if (m := OBJECT_KEY.fullmatch(key))
                                      and (sha := m.group(1)) not in referenced)
