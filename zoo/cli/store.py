@@ -42,7 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         epilog=PUBLISH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", metavar="DIR_OR_ARTIFACT", type=_path,
                    help="export folder, artifact or <artifact>.manifest.json")
-    add_store_options(p, publish=False, no_store=False)
+    add_store_options(p, publish=False, no_store=False, trusted=False)
     _output_options(p)
     p.set_defaults(handler=cmd_publish)
 

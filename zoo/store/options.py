@@ -29,9 +29,9 @@ _LOCAL_SCHEMES = ("file://", "local://")
 
 
 def add_store_options(parser: argparse.ArgumentParser, *, publish: bool = True,
-                      sign: bool = True, no_store: bool = True) -> None:
-    """Add the team-store options to ``parser`` (``publish``/``sign``/``no_store`` False
-    leave those out, for commands where they mean nothing)."""
+                      sign: bool = True, no_store: bool = True, trusted: bool = True) -> None:
+    """Add the team-store options to ``parser`` (``publish``/``sign``/``no_store``/``trusted``
+    False leave those out, for commands where they mean nothing)."""
     g = parser.add_argument_group("team store")
     g.add_argument("--store", metavar="URL", default=None,
                    help="team store: s3://bucket/prefix, file:///shared/zoo or any fsspec URL "
@@ -48,6 +48,8 @@ def add_store_options(parser: argparse.ArgumentParser, *, publish: bool = True,
     if sign:
         g.add_argument("--sign", type=Path, metavar="KEY",
                        help="sign what is published with this Ed25519 private key (PEM)")
+    if not trusted:
+        return
     g.add_argument("--trusted-key", action="append", type=Path, default=[], metavar="PUB",
                    help="accept only artifacts signed by this Ed25519 public key (PEM; "
                    "repeatable; env ZOO_TRUSTED_KEYS, separated by "
@@ -194,7 +196,9 @@ def store_from_args(args: argparse.Namespace, *, required: bool = False) -> Stor
         return None
     from zoo.store.keys import load_signing_key, load_trusted_keys, trusted_key_paths_from_env
 
-    paths = list(getattr(args, "trusted_key", None) or []) or trusted_key_paths_from_env()
+    paths: list[Path] = []
+    if hasattr(args, "trusted_key"):  # commands without --trusted-key check no signatures
+        paths = list(args.trusted_key or []) or trusted_key_paths_from_env()
     return StoreConfig(
         url=url, options=parse_store_options(list(getattr(args, "store_option", None) or [])),
         trusted_keys=load_trusted_keys(paths),
