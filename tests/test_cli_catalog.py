@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import os
@@ -324,3 +325,95 @@ def test_usage_errors() -> None:
     assert "invalid choice: 'frobnicate'" in nothing.stderr and "Traceback" not in nothing.stderr
     version = run_zoo(["--version"])
     assert (version.returncode, version.stdout.split()[0]) == (0, "zoo")
+
+
+# -- card text is shown as text ----------------------------------------------------------------
+
+HOSTILE_TEXT = {
+    "description": "[red]x[/] then \x1b[2J and \x1b]0;pwned\x07 and \u202eevil",
+    "family": "[bold]fam[/]\x1b[31m",
+    "license": "\x1b]8;;https://evil.invalid\x1b\\MIT",
+}
+
+
+def hostile_registry(path: Path) -> Path:
+    raw = next(
+        c for c in load_yaml(builtin_registry_path())["models"] if c["name"] == "single_conv"
+    )
+    card = {**copy.deepcopy(raw), "name": "hostile", **HOSTILE_TEXT}
+    card["labels"] = ["[link=https://evil.invalid]bg[/link]", *card["labels"][1:]]
+    card["links"] = [{"title": "[blink]paper[/]", "url": "https://example.invalid/[red]x"}]
+    path.write_text(yaml.safe_dump({"models": [card]}, allow_unicode=True))
+    return path
+
+
+DANGEROUS = ("\x1b[2J", "\x1b]", "\x07", "\u202e", "\x1b[31m")
+
+
+@pytest.mark.parametrize("force_colour", [False, True], ids=["pipe", "terminal-colours"])
+def test_card_text_is_printed_literally_never_as_markup_or_escapes(
+    tmp_path: Path, force_colour: bool
+) -> None:
+    path = hostile_registry(tmp_path / "hostile.yaml")
+    env = {"FORCE_COLOR": "1", "COLUMNS": "200"} if force_colour else {}
+    info = run_zoo(["info", "hostile", "--registry", str(path)], env=env)
+    assert info.returncode == 0, info.stderr
+    out = info.stdout
+    for shown in ("[red]x[/] then \\x1b[2J and \\x1b]0;pwned\\x07 and \\u202eevil",
+                  "[bold]fam[/]\\x1b[31m", "[link=https://evil.invalid]bg[/link]",
+                  "[blink]paper[/]", "https://example.invalid/[red]x",
+                  "\\x1b]8;;https://evil.invalid\\x1b\\MIT"):
+        assert shown in out, shown
+    assert not [seq for seq in DANGEROUS if seq in out]
+    if not force_colour:
+        assert "\x1b" not in out
+
+    listed = run_zoo(["list", "hostile", "--registry", str(path)], env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "[bold]fam[/]\\x1b[31m" in listed.stdout
+    assert "\x1b" not in listed.stdout  # piped: no colour at all
+    as_json = json.loads(run_zoo(["list", "hostile", "--json", "--registry", str(path)]).stdout)
+    assert as_json[0]["family"] == HOSTILE_TEXT["family"]  # data stays exact in JSON
+
+
+def test_plugin_errors_are_shown_as_text_by_zoo_plugins(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from zoo.cli.catalog import cmd_plugins
+    from zoo.plugins import PluginHost, hookimpl
+    from zoo.registry import Registry
+
+    class Hostile:
+        @hookimpl
+        def zoo_models(self) -> Any:
+            raise RuntimeError("[red]boom[/] \x1b[2J")
+
+    host = PluginHost()
+    host.register(Hostile(), "hostile_plugin")
+    registry = Registry(host=host)
+    capsys.readouterr()
+    assert cmd_plugins(argparse.Namespace(json=False), registry) == 0
+    out = capsys.readouterr().out
+    assert "[red]boom[/] \\x1b[2J" in out and "\x1b" not in out
+
+
+def test_a_non_utf8_registry_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("models:\n- name: café\n".encode("latin-1"))
+    for args in (["list", "--registry", str(path)], ["info", "x", "--registry", str(path)]):
+        result = run_zoo(args)
+        assert result.returncode == 2
+        assert_one_error_line(
+            result.stderr,
+            f"zoo: error: {path}: not UTF-8 text (byte 0xe9 at offset 19); save the file as UTF-8",
+        )
+    env_result = run_zoo(["list"], env={"ZOO_REGISTRY": str(path)})
+    assert env_result.returncode == 2 and "not UTF-8 text" in env_result.stderr
+
+
+def test_list_is_the_same_cold_and_warm(tmp_path: Path) -> None:
+    path = extra_registry(tmp_path / "a.yaml", "warm_a", "warm_b")
+    cold = run_zoo(["list", "--registry", str(path)])
+    warm = run_zoo(["list", "--registry", str(path)])
+    assert cold.returncode == warm.returncode == 0
+    assert cold.stdout == warm.stdout and "warm_b" in warm.stdout

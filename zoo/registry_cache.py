@@ -168,6 +168,7 @@ def _read_entry(path: Path) -> _Entry | None:
                 return None
             size = int(parts[2])
             raw = fh.read(size + 1)
+            file_size = os.fstat(fh.fileno()).st_size
     except (OSError, ValueError):
         return None
     if len(raw) != size + 1 or raw[-1:] != b"\n":
@@ -181,9 +182,10 @@ def _read_entry(path: Path) -> _Entry | None:
         return None
     if not isinstance(header, dict) or header.get("stamp") != stamp():
         return None
-    if not _well_formed(header):
-        return None
-    return _Entry(path, header, len(first) + size + 1)
+    body_offset = len(first) + size + 1
+    if not _well_formed(header) or header.get("body") != file_size - body_offset:
+        return None  # truncated or padded
+    return _Entry(path, header, body_offset)
 
 
 def _well_formed(header: dict[str, Any]) -> bool:
@@ -238,12 +240,13 @@ def _in_memory(summaries: list[Summary], blobs: list[bytes]) -> Compiled:
 
 def _write_entry(path: Path, source: dict[str, Any], summaries: list[Summary],
                  blobs: list[bytes]) -> None:
-    """Write an entry atomically; any failure (read-only ZOO_HOME, full disk) is ignored."""
+    """Write an entry atomically; any failure (read-only ZOO_HOME, full disk) is ignored.
+    Temporary files are ``.tmp-*`` beside the entries."""
     rows, offset = [], 0
     for summary, blob in zip(summaries, blobs, strict=True):
         rows.append([*summary, offset, len(blob), _digest(blob)])
         offset += len(blob)
-    header = json.dumps({"stamp": stamp(), "source": source, "cards": rows},
+    header = json.dumps({"stamp": stamp(), "source": source, "body": offset, "cards": rows},
                         separators=(",", ":")).encode()
     first = b"%s %d %d %s\n" % (MAGIC, FORMAT, len(header),
                                 hashlib.sha256(header).hexdigest().encode())
@@ -252,7 +255,7 @@ def _write_entry(path: Path, source: dict[str, Any], summaries: list[Summary],
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".zrc")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as fh:
             fh.write(first)
             fh.write(header)
