@@ -169,8 +169,10 @@ def run_export(
     if args.verify:
         from zoo.cli.verify import cmd_verify
 
-        return cmd_verify(argparse.Namespace(artifact=outcome.artifact, json=False,
-                                             time_limit=300.0, require_run=False))
+        return cmd_verify(argparse.Namespace(
+            artifact=outcome.artifact, json=False, time_limit=300.0, require_run=False,
+            trusted_key=getattr(args, "trusted_key", []), store=getattr(args, "store", None),
+            store_option=getattr(args, "store_option", [])))
     return 0
 
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zoo.export.verify import Provenance
+    from zoo.manifest import Manifest
 
 EPILOG = """\
 verdicts:
@@ -47,14 +52,44 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    "(default 300)")
     p.add_argument("--require-run", action="store_true",
                    help="exit 1 unless the golden inputs actually ran (CHECKED, NOT RUN fails)")
+    from zoo.store.options import add_store_options
+
+    add_store_options(p, publish=False, sign=False, no_store=False)
     p.set_defaults(handler=cmd_verify)
+
+
+def _provenance(args: argparse.Namespace) -> Provenance | None:
+    """With trusted keys (--trusted-key or ZOO_TRUSTED_KEYS): a signature check that looks for
+    a trusted record beside the artifact or in the team store."""
+    from zoo.store.keys import load_trusted_keys, trusted_key_paths_from_env
+
+    paths = list(getattr(args, "trusted_key", None) or []) or trusted_key_paths_from_env()
+    if not paths:
+        return None
+    trusted = load_trusted_keys(paths)
+    from zoo.store.options import store_from_args
+
+    config = store_from_args(args)
+
+    def check(artifact: Path, sidecar: Path, manifest: Manifest) -> tuple[bool, str]:
+        from zoo.store.errors import StoreError
+        from zoo.store.provenance import check_provenance
+
+        try:
+            return check_provenance(artifact, sidecar, manifest.export.identity, trusted,
+                                    config.open() if config is not None else None)
+        except StoreError as exc:
+            return False, str(exc)
+
+    return check
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from zoo.cli.output import print_json, stdout_console
     from zoo.export.verify import verify
 
-    report = verify(args.artifact, time_limit=getattr(args, "time_limit", 300.0))
+    report = verify(args.artifact, time_limit=getattr(args, "time_limit", 300.0),
+                    provenance=_provenance(args))
     passed = report.verdict == "verified" or (
         report.verdict == "checked" and not getattr(args, "require_run", False))
     if args.json:

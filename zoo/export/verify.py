@@ -11,6 +11,7 @@ never ``verified``. docs/manifest.md states exactly what each verdict means.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,8 +273,15 @@ def _check_parity(report: Report, exporter: Any, artifact: Path, manifest: Manif
                else f"unexpected modules loaded: {answer.get('modules')}")
 
 
-def verify(path: Path, *, time_limit: float = 300.0) -> Report:
-    """Check an artifact end to end; never raises for a bad artifact, only reports."""
+Provenance = Callable[[Path, Path, Manifest], tuple[bool, str]]
+
+
+def verify(path: Path, *, time_limit: float = 300.0,
+           provenance: Provenance | None = None) -> Report:
+    """Check an artifact end to end; never raises for a bad artifact, only reports.
+
+    ``provenance(artifact, sidecar, manifest) -> (ok, detail)`` adds a signature check
+    (``zoo verify --trusted-key``) right after the hashes."""
     from zoo.export import get_exporter
 
     artifact, sidecar = locate(path)
@@ -292,6 +300,9 @@ def verify(path: Path, *, time_limit: float = 300.0) -> Report:
         return report
     if not _check_hashes(report, artifact, sidecar, manifest):
         return report  # never run bytes that are not the recorded ones
+    if provenance is not None and not report.add("signature", *provenance(artifact, sidecar,
+                                                                          manifest)):
+        return report
     if not _check_embedded(report, exporter, artifact, manifest, time_limit):
         return report
     if not _check_policy(report, manifest):
