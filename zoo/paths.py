@@ -8,8 +8,10 @@ Layout::
 
     ZOO_HOME/
       weights/      downloaded weights, content-addressed (see zoo.cache)
-      artifacts/    exported artifacts (zoo.export.pipeline)
-      locks/        cross-process lock files for artifacts
+      artifacts/    the export cache (zoo.artifact_cache): entries, records/, locks/
+      locks/        locks of output folders while exports are installed into them
+      store/records team-store records already read (content-addressed: a record file's
+                    name is its sha256, so a cached copy is proved by its name)
 """
 
 from __future__ import annotations
