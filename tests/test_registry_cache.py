@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,20 @@ def test_a_recently_touched_file_is_proved_by_its_hash(tmp_path: Path) -> None:
     # same size, same second: only the hash can tell
     path.write_text(path.read_text().replace("name: first", "name: secnd"))
     assert names(compile_file(path, parse)) == ["secnd"] and parse.calls == 2
+
+
+def test_a_hash_proof_refreshes_the_entry_so_the_stat_is_trusted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_cache, "RACY_NS", 300_000_000)
+    path = write_registry(tmp_path / "a.yaml", "a_one")
+    parse = Counting()
+    compile_file(path, parse)  # compiled within 0.3 s of the write: racy
+    time.sleep(0.4)
+    compile_file(path, parse)  # proved by the hash; the file has settled: entry refreshed
+    monkeypatch.setattr(registry_cache, "_read", lambda p: pytest.fail(f"{p} was read"))
+    warm = compile_file(path, parse)
+    assert parse.calls == 1 and warm.card_data(0)["name"] == "a_one"
 
 
 def test_changed_added_and_removed_sources_are_seen_on_the_next_run(

@@ -31,4 +31,6 @@ _UNPRINTABLE = re.compile(
 def printable(text: str) -> str:
     """``text`` with every terminal control character shown as an escape (``\\x1b``), so
     card data printed to a terminal is seen, never obeyed."""
+    if text.isprintable():  # no Cc/Cf/Zl/Zp at all: the common case, answered fast
+        return text
     return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)

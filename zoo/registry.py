@@ -272,10 +272,11 @@ class Registry:
         the cards: name, family, classes, output contract, parameters, default weights size,
         architecture and plugin."""
         rows = []
+        where, owner_of = self._where, self._owner
         for name in self.names(pattern):
-            origin, index = self._where[name]
+            origin, index = where[name]
             summary = origin.compiled.summaries[index]
-            owner = self._owner(origin, summary.plugin, summary.architecture)
+            owner = owner_of(origin, summary.plugin, summary.architecture)
             rows.append(summary if owner == summary.plugin else summary._replace(plugin=owner))
         return rows
 

@@ -240,33 +240,37 @@ def _in_memory(summaries: list[Summary], blobs: list[bytes]) -> Compiled:
 
 def _write_entry(path: Path, source: dict[str, Any], summaries: list[Summary],
                  blobs: list[bytes]) -> None:
-    """Write an entry atomically; any failure (read-only ZOO_HOME, full disk) is ignored.
-    Temporary files are ``.tmp-*`` beside the entries."""
+    """Write an entry for ``blobs`` (the cards' JSON, in order)."""
     rows, offset = [], 0
     for summary, blob in zip(summaries, blobs, strict=True):
         rows.append([*summary, offset, len(blob), _digest(blob)])
         offset += len(blob)
-    header = json.dumps({"stamp": stamp(), "source": source, "body": offset, "cards": rows},
-                        separators=(",", ":")).encode()
-    first = b"%s %d %d %s\n" % (MAGIC, FORMAT, len(header),
-                                hashlib.sha256(header).hexdigest().encode())
+    _write(path, {"stamp": stamp(), "source": source, "body": offset, "cards": rows},
+           lambda fh: fh.writelines(blobs))
+
+
+def _write(path: Path, header: dict[str, Any], body: Callable[[Any], object]) -> None:
+    """Write an entry atomically (temporary file ``.tmp-*`` beside the entries, then rename);
+    any failure (read-only or missing ZOO_HOME, full disk) is ignored: a cache that cannot be
+    written is only slower."""
     import tempfile
 
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    first = b"%s %d %d %s\n" % (MAGIC, FORMAT, len(raw), hashlib.sha256(raw).hexdigest().encode())
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         with os.fdopen(fd, "wb") as fh:
             fh.write(first)
-            fh.write(header)
+            fh.write(raw)
             fh.write(b"\n")
-            for blob in blobs:
-                fh.write(blob)
+            body(fh)
         os.replace(tmp, path)
         tmp = None
         _prune(path.parent)
     except OSError:
-        pass  # a cache that cannot be written is only slower
+        pass
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -346,22 +350,17 @@ def _read(path: Path) -> bytes:
 
 
 def _refresh(entry: _Entry, source: dict[str, Any]) -> None:
-    """Rewrite an entry whose file was proved unchanged by its hash, so that the next run can
-    trust the stat again (once the file has settled)."""
-    compiled = _compiled_from(entry)
-    if compiled is None:
-        return
-    try:
-        with open(entry.path, "rb") as fh:
-            fh.seek(entry.body_offset)
-            body = fh.read()
-    except OSError:
-        return
-    spans = [(int(r[8]), int(r[9])) for r in entry.header["cards"]]
-    blobs = [body[o:o + n] for o, n in spans]
-    if any(_digest(b) != r[10] for b, r in zip(blobs, entry.header["cards"], strict=True)):
-        return
-    _write_entry(entry.path, source, compiled.summaries, blobs)
+    """Rewrite an entry whose file was proved unchanged by its hash, with the new stat and
+    check time, so that later runs trust the stat again. The body is copied as it is (each
+    card is still checked against its digest when read)."""
+    import shutil
+
+    def copy_body(out: Any) -> None:
+        with open(entry.path, "rb") as old:
+            old.seek(entry.body_offset)
+            shutil.copyfileobj(old, out)
+
+    _write(entry.path, {**entry.header, "source": source}, copy_body)
 
 
 def compile_data(ident: str, items: list[Any],

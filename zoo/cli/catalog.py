@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zoo._names import printable
@@ -69,27 +69,33 @@ def _cell_width(text: str) -> int:
     return cell_len(text)
 
 
+def _padder(cells: Sequence[str], header: str, flush_right: bool) -> Callable[[str], str]:
+    """A function padding one column's cells to its width (in terminal cells)."""
+    if header.isascii() and "".join(cells).isascii():
+        width = max([len(header), *map(len, cells)])
+        return (lambda c: c.rjust(width)) if flush_right else (lambda c: c.ljust(width))
+    width = max([_cell_width(header), *map(_cell_width, cells)])
+
+    def pad(cell: str) -> str:
+        space = " " * (width - _cell_width(cell))
+        return space + cell if flush_right else cell + space
+
+    return pad
+
+
 def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
                 right: Sequence[bool]) -> str:
     """A borderless table as plain text (what rich's ``box=None`` draws, at any size): cells
     escaped with :func:`printable`, columns two spaces apart, a bold header on a terminal."""
-    cells = [[printable(c) for c in row] for row in rows]
-    widths = [_cell_width(h) for h in headers]
-    for row in cells:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], _cell_width(cell))
-
-    def line(row: Sequence[str]) -> str:
-        parts = []
-        for cell, width, flush_right in zip(row, widths, right, strict=True):
-            pad = " " * (width - _cell_width(cell))
-            parts.append(pad + cell if flush_right else cell + pad)
-        return "  ".join(parts).rstrip()
-
-    head = line(headers)
+    columns = [[printable(c) for c in column] for column in zip(*rows, strict=True)] \
+        if rows else [[] for _ in headers]
+    pads = [_padder(col, h, r) for col, h, r in zip(columns, headers, right, strict=True)]
+    head = "  ".join(pad(h) for pad, h in zip(pads, headers, strict=True)).rstrip()
     if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
         head = f"\x1b[1m{head}\x1b[0m"
-    return "\n".join([head, *(line(row) for row in cells)]) + "\n"
+    padded = [list(map(pad, col)) for pad, col in zip(pads, columns, strict=True)]
+    lines = ["  ".join(cells).rstrip() for cells in zip(*padded, strict=True)]
+    return "\n".join([head, *lines]) + "\n"
 
 
 def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
