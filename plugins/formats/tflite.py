@@ -112,8 +112,8 @@ class TFLiteExporter(Exporter):
         return read_associated_file(path, EMBEDDED_NAME)
 
     def inspect(self, path: Path, manifest: Manifest) -> list[Finding]:
-        """Flatbuffer identifier, one subgraph's input and output shapes and types, the
-        manifest's channels, and the associated manifest file, parsed without running."""
+        """Flatbuffer identifier, subgraph 0's input and output shapes and types and the
+        manifest's channels, parsed without running."""
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -129,13 +129,18 @@ class TFLiteExporter(Exporter):
         findings = [Finding("flatbuffer", True, "TFLite model (TFL3)")]
         _, _, h, w = manifest.export.input_shape
         channels = manifest.output.channels
-        in_type = "INT8" if manifest.export.precision == "int8" else "FLOAT32"
-        want_in, want_out = [(in_type, [1, 3, h, w])], [("FLOAT32", [1, channels, h, w])]
-        ok_in, ok_out = inputs == want_in, outputs == want_out
-        findings.append(Finding("input", ok_in, f"{inputs}" + ("" if ok_in else
-                                                              f"; expected {want_in}")))
-        findings.append(Finding("output", ok_out, f"{outputs}" + (
-            "" if ok_out else f"; the manifest says {want_out} ({channels} channels)")))
+        # int8 models may keep quantized input and output tensors (the scale and zero point
+        # are in the tensor); the runtime module converts.
+        types = {"FLOAT32", "INT8"} if manifest.export.precision == "int8" else {"FLOAT32"}
+        for role, found, shape in (("input", inputs, [1, 3, h, w]),
+                                   ("output", outputs, [1, channels, h, w])):
+            ok = len(found) == 1 and found[0][0] in types and found[0][1] == shape
+            detail = ", ".join(f"{t} {s}" for t, s in found) or "none"
+            if not ok:
+                detail += f"; the manifest says one {' or '.join(sorted(types))} {shape}"
+                if role == "output":
+                    detail += f" ({channels} channels)"
+            findings.append(Finding(role, ok, detail))
         return findings
 
 
