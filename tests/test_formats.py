@@ -1,80 +1,155 @@
-"""ExecuTorch `.pte`, ONNX and int8: every format x precision fetched, verified, parity-checked.
+"""Every format x precision fetched, verified, parity-checked; the shared clean-runtime helper.
 
-lraspp_mobilenet_v3_large and single_conv run in the default suite; the ResNet models in a
-slow-marked test. Weights are generated state dicts served from a real local HTTP server.
+lraspp_mobilenet_v3_large and single_conv run in the default suite for TorchScript, lite,
+ExecuTorch and ONNX fp32 (tests/test_onnx_int8.py, test_coreml.py and test_tflite.py cover
+the newer paths for the small models); every built-in model in every format and precision the
+exporters declare runs in a slow-marked test. Weights are generated state dicts served from a
+real local HTTP server.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import run_zoo
+from tests.conftest import BUILTIN_MODELS, ROOT, run_zoo
 from tests.export_helpers import fetch, make_weights, sha256_file
 from tests.httpserver import HTTPTestServer, http_server  # noqa: F401
 
-FORMATS = {"torchscript": ".pt", "lite": ".ptl", "pte": ".pte", "onnx": ".onnx"}
-INT8 = ("torchscript", "lite", "pte")
+FORMATS = {"torchscript": ".pt", "lite": ".ptl", "pte": ".pte", "onnx": ".onnx",
+           "coreml": ".mlpackage", "tflite": ".tflite"}
+#: Precisions per format, as the exporters declare them (checked below).
+PRECISIONS = {"torchscript": ("fp32", "int8"), "lite": ("fp32", "int8"),
+              "pte": ("fp32", "int8"), "onnx": ("fp32", "int8"),
+              "coreml": ("fp16", "fp32", "int8"), "tflite": ("fp32", "int8")}
+DEFAULT_SUITE = {"torchscript": ("fp32", "int8"), "lite": ("fp32", "int8"),
+                 "pte": ("fp32", "int8"), "onnx": ("fp32",)}
+QUANT_METHOD = {"torchscript": "fx", "lite": "fx", "pte": "pt2e", "onnx": "onnx",
+                "coreml": "coreml", "tflite": "tflite"}
 SIZE = "96x128"
 
+# Runs in `python -I` from an empty folder: zoo's golden.py and a format's runtime module are
+# executed from their source files (neither zoo nor torchvision is importable), the artifact is
+# loaded by its real runtime, and the prediction on one golden input is saved for the parent.
+CLEAN_RUNTIME = r"""
+import json, sys, types
+request = json.loads(sys.stdin.read())
 
-def _fetch_all(name: str, tmp_path: Path, server: HTTPTestServer, formats: list[str]) -> None:
+def source_module(name, path):
+    mod = types.ModuleType(name)
+    with open(path, encoding="utf-8") as fh:
+        exec(compile(fh.read(), path, "exec"), mod.__dict__)
+    return mod
+
+golden = source_module("golden", request["golden"])
+runtime = source_module("runtime", request["runtime"])
+import torch
+fn = runtime.load(request["artifact"], request["options"])
+with torch.no_grad():
+    out = golden.select_output(fn(golden.golden_input(request["spec"])), None)
+torch.save(out.detach().float().contiguous(), request["out"])
+with open(request["answer"], "w") as fh:
+    json.dump({"type": type(out).__name__, "shape": list(out.shape),
+               "modules": sorted(m for m in ("zoo", "zoo_plugins", "torchvision")
+                                 if m in sys.modules)}, fh)
+"""
+
+
+def run_runtime_clean(runtime: str, artifact: Path, spec: dict[str, Any], work: Path,
+                      options: dict[str, Any] | None = None) -> Any:
+    """Run the golden input ``spec`` through ``artifact`` with runtime module ``runtime``
+    (e.g. "tflite") in a clean interpreter; return the prediction tensor."""
+    import torch
+
+    work.mkdir(parents=True, exist_ok=True)
+    request = {
+        "golden": str(ROOT / "zoo" / "export" / "golden.py"),
+        "runtime": str(ROOT / "plugins" / "formats" / "runtimes" / f"{runtime}.py"),
+        "artifact": str(artifact.resolve()), "spec": spec,
+        "options": {"threads": 1, **(options or {})},
+        "out": str(work / "out.pt"), "answer": str(work / "answer.json"),
+    }
+    proc = subprocess.run([sys.executable, "-I", "-c", CLEAN_RUNTIME], input=json.dumps(request),
+                          capture_output=True, text=True, cwd=work, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answer = json.loads((work / "answer.json").read_text())
+    assert answer["modules"] == [], f"the clean runtime imported {answer['modules']}"
+    return torch.load(work / "out.pt", weights_only=True)
+
+
+def test_declared_precisions_match_the_matrix() -> None:
+    from zoo.export import available_formats, get_exporter
+
+    assert set(FORMATS) <= set(available_formats())
+    for fmt, precisions in PRECISIONS.items():
+        exporter = get_exporter(fmt)
+        assert exporter.suffix == FORMATS[fmt]
+        assert exporter.precisions == precisions, fmt
+
+
+def _fetch_all(name: str, tmp_path: Path, server: HTTPTestServer,
+               matrix: dict[str, tuple[str, ...]]) -> None:
     weights = make_weights(name, tmp_path)
     url = server.serve(f"/{weights.name}", weights) + f"#sha256={sha256_file(weights)}"
     home = tmp_path / "home"
-    for fmt in formats:
-        for precision in ("fp32", "int8"):
-            if precision == "int8" and fmt not in INT8:
-                continue
-            extra = ["--quantize", "int8"] if precision == "int8" else []
+    for fmt, precisions in matrix.items():
+        for precision in precisions:
             out = tmp_path / "out"
             proc = fetch([name, "--format", fmt, "--weights", url, "--input-size", SIZE,
-                          "-o", str(out), "--quiet", *extra], home)
+                          "-o", str(out), "--quiet", "--precision", precision], home)
             assert proc.returncode == 0, f"{fmt} {precision}: {proc.stderr[-1500:]}"
             artifact = Path(proc.stdout.strip().splitlines()[-1])
-            tag = ".int8" if precision == "int8" else ""
+            tag = "" if precision == "fp32" else f".{precision}"
             assert artifact == out / f"{name}{tag}{FORMATS[fmt]}"
             manifest = json.loads(Path(f"{artifact}.manifest.json").read_text())
             assert manifest["export"]["format"] == fmt
+            assert manifest["export"]["precision"] == precision
             if fmt in ("torchscript", "lite"):  # int8 too: scripted, not a shape-fixed trace
                 assert manifest["export"]["method"] == "script"
-            if fmt in ("pte", "onnx"):  # tensor-only runtimes: the contract says so
+            else:  # tensor-only runtimes: the contract says so
                 assert manifest["output"]["kind"] == "tensor"
+            q = manifest["quantization"]
             if precision == "int8":
-                q = manifest["quantization"]
                 assert q["scheme"] == "int8"
-                assert q["method"] == ("pt2e" if fmt == "pte" else "fx")
+                assert q["method"] == QUANT_METHOD[fmt]
                 assert q["calibration"]["source"] == "synthetic"
                 assert "warning" in q["calibration"]
-                assert q["sqnr_db"] > 15 and 0.5 <= q["argmax_agreement"] <= 1
-                if fmt != "pte":
+                if fmt != "coreml":  # Core ML cannot run here: fidelity not measured
+                    assert q["sqnr_db"] > 15 and 0.5 <= q["argmax_agreement"] <= 1
+                if fmt in ("torchscript", "lite"):
                     assert q["details"]["engine"] == "qnnpack"
-            else:
-                assert manifest["quantization"] is None
+            elif precision == "fp32":
+                assert q is None
             verified = run_zoo(["verify", str(artifact), "--json"])
             report = json.loads(verified.stdout)
             assert verified.returncode == 0, f"{fmt} {precision}: {report}"
-            assert report["parity"]["modules"] == {"zoo": False, "torchvision": False}
-            assert report["parity"]["max_abs_diff"] <= report["parity"]["limit"]
+            if fmt == "coreml":
+                assert report["verdict"] == "checked" and not report["ran"]
+                assert "macOS" in report["not_run_reason"]
+            else:
+                assert report["verdict"] == "verified" and report["ran"], report
+                for case in report["parity"]:
+                    assert case["verdict"]["ok"], case
 
 
 @pytest.mark.parametrize("name", ["single_conv", "lraspp_mobilenet_v3_large"])
 def test_every_format_and_precision_verifies(
     name: str, tmp_path: Path, http_server: HTTPTestServer  # noqa: F811
 ) -> None:
-    _fetch_all(name, tmp_path, http_server, list(FORMATS))
+    _fetch_all(name, tmp_path, http_server, DEFAULT_SUITE)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["deeplabv3_resnet50", "fcn_resnet50", "deeplabv3_resnet101",
-                                  "fcn_resnet101", "deeplabv3_mobilenet_v3_large"])
+@pytest.mark.parametrize("name", BUILTIN_MODELS)
 def test_every_format_and_precision_verifies_slow(
     name: str, tmp_path: Path, http_server: HTTPTestServer  # noqa: F811
 ) -> None:
-    _fetch_all(name, tmp_path, http_server, list(FORMATS))
+    _fetch_all(name, tmp_path, http_server, PRECISIONS)
 
 
 def test_int8_is_smaller_and_records_fidelity(tmp_path: Path) -> None:
@@ -118,8 +193,6 @@ def test_pte_dynamic_size_runs_other_sizes(tmp_path: Path) -> None:
         "m = Runtime.get().load_program(sys.argv[1]).load_method('forward')\n"
         "print(list(m.execute([torch.rand(1, 3, 80, 200)])[0].shape))"
     )
-    import subprocess
-
     ran = subprocess.run([sys.executable, "-c", script, str(artifact)], capture_output=True,
                          text=True, check=True)
     assert ran.stdout.strip().splitlines()[-1] == "[1, 23, 80, 200]"
@@ -142,10 +215,14 @@ def test_onnx_metadata_holds_the_manifest(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--format", "onnx", "--quantize", "int8"], "not available for --format onnx"),
-        (["--format", "lite", "--dynamic-size", "64:128"], "applies to --format pte only"),
-        (["--format", "pte", "--quantize", "int8", "--engine", "x86"], "--engine applies"),
-        (["--format", "lite", "--calibrate", "nowhere"], "go with --quantize"),
+        (["--format", "tflite", "--precision", "fp16"], "not available for --format tflite"),
+        (["--format", "onnx", "--precision", "fp16"], "not available for --format onnx"),
+        (["--format", "lite", "--dynamic-size", "64:128"], "not supported by --format lite"),
+        (["--format", "tflite", "--dynamic-size", "64:128"], "not supported by --format tflite"),
+        (["--format", "onnx", "--input-type", "image"], "not supported by --format onnx"),
+        (["--format", "pte", "--quantize", "int8", "--engine", "x86"],
+         "--engine is not supported by --format pte"),
+        (["--format", "lite", "--calibrate", "nowhere"], "--calibrate goes with --precision int8"),
     ],
 )
 def test_bad_format_options_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
@@ -155,8 +232,11 @@ def test_bad_format_options_exit_2(tmp_path: Path, args: list[str], message: str
     assert message in proc.stderr
 
 
-@pytest.mark.parametrize(("module", "fmt", "extra"), [("onnx", "onnx", "onnx"),
-                                                     ("executorch", "pte", "executorch")])
+@pytest.mark.parametrize(("module", "fmt", "extra"), [
+    ("onnx", "onnx", "onnx"), ("onnxruntime", "onnx", "onnx"), ("executorch", "pte", "executorch"),
+    ("coremltools", "coreml", "coreml"), ("litert_torch", "tflite", "litert"),
+    ("ai_edge_litert", "tflite", "litert"),
+])
 def test_missing_extra_names_the_pip_line(tmp_path: Path, module: str, fmt: str,
                                           extra: str) -> None:
     # Run the real CLI in a process where the extra cannot be imported.
@@ -168,7 +248,6 @@ def test_missing_extra_names_the_pip_line(tmp_path: Path, module: str, fmt: str,
         "sys.exit(main(sys.argv[2:]))\n"
     )
     import os
-    import subprocess
 
     proc = subprocess.run(
         [sys.executable, "-c", code, module, "fetch", "single_conv", "--format", fmt,
@@ -186,16 +265,18 @@ def test_list_and_info_show_formats() -> None:
     assert listed.returncode == 0
     assert {"lraspp_mobilenet_v3_large", "single_conv"} <= {r["name"] for r in
                                                             json.loads(listed.stdout)}
-    bad = run_zoo(["list", "--format", "coreml"])
-    assert bad.returncode == 2 and "choose from lite, onnx, pte, torchscript" in bad.stderr
+    for fmt in ("coreml", "tflite"):
+        listed = run_zoo(["list", "--format", fmt, "--json"])
+        assert listed.returncode == 0
+        assert "single_conv" in {r["name"] for r in json.loads(listed.stdout)}
     info = run_zoo(["info", "single_conv"])
     assert "export formats" in info.stdout
     for fmt in FORMATS:
         assert f"single_conv{FORMATS[fmt]}" in info.stdout
 
 
-@pytest.mark.parametrize("fmt", ["pte", "onnx"])
-def test_zoo_run_drives_pte_and_onnx_artifacts(tmp_path: Path, fmt: str) -> None:
+@pytest.mark.parametrize("fmt", ["pte", "onnx", "tflite"])
+def test_zoo_run_drives_tensor_artifacts(tmp_path: Path, fmt: str) -> None:
     import numpy as np
     from PIL import Image
 
