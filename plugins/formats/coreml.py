@@ -86,6 +86,16 @@ def equal_std(card: ModelCard) -> bool:
     return max(std) - min(std) <= 1e-12 * max(std)
 
 
+def image_fold(card: ModelCard) -> tuple[float, list[float], bool]:
+    """``(scale, bias, in_graph)`` for an image input: Core ML computes ``scale * pixel +
+    bias[c]``; ``in_graph`` means the model must still apply ``(x - mean) / std`` itself."""
+    pre = card.preprocessing
+    if equal_std(card):
+        std = pre.std[0]
+        return 1.0 / (pre.scale_divisor * std), [-m / std for m in pre.mean], False
+    return 1.0 / pre.scale_divisor, [0.0, 0.0, 0.0], True
+
+
 class CoreMLExporter(Exporter):
     """Core ML ML Program package for iOS/macOS apps (Xcode, ``MLModel``)."""
 
@@ -137,18 +147,15 @@ class CoreMLExporter(Exporter):
                          "compute_precision": "fp32" if options.precision == "fp32" else "fp16"}
         if options.input_type == "image":
             layout = ct.colorlayout.BGR if pre.color_order == "BGR" else ct.colorlayout.RGB
-            if equal_std(card):
-                std = pre.std[0]
-                inputs = [ct.ImageType(name=INPUT_IMAGE, shape=shape, color_layout=layout,
-                                       scale=1.0 / (pre.scale_divisor * std),
-                                       bias=[-m / std for m in pre.mean])]
-                optimizations["image_input"] = "scale, mean and std in ImageType"
-            else:
-                inputs = [ct.ImageType(name=INPUT_IMAGE, shape=shape, color_layout=layout,
-                                       scale=1.0 / pre.scale_divisor, bias=[0.0, 0.0, 0.0])]
+            scale, bias, in_graph = image_fold(card)
+            inputs = [ct.ImageType(name=INPUT_IMAGE, shape=shape, color_layout=layout,
+                                   scale=scale, bias=bias)]
+            if in_graph:
                 wrapped = normalized(wrapped, list(pre.mean), list(pre.std))
                 optimizations["image_input"] = ("scale in ImageType; per-channel mean and std "
                                                 "as the model's first op")
+            else:
+                optimizations["image_input"] = "scale, mean and std in ImageType"
             example = torch.zeros(shape)
         else:
             inputs = [ct.TensorType(name=INPUT_TENSOR, shape=shape, dtype=np.float32)]
@@ -241,6 +248,32 @@ def coremltools() -> Any:
     return sys.modules["coremltools"]
 
 
+def proto(name: str) -> Any:
+    """coremltools' generated protobuf module ``name`` (e.g. "Model_pb2").
+
+    Importing ``coremltools`` itself takes seconds (it imports torch, torchvision and more);
+    reading a package needs only its protobuf classes, so when coremltools is not imported yet
+    they are loaded from its ``proto`` folder alone (relative imports only; the message
+    classes are the same objects the full package later gets)."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if "coremltools" in sys.modules:
+        return importlib.import_module(f"coremltools.proto.{name}")
+    package = "_zoo_coremltools_proto"
+    if package not in sys.modules:
+        import types
+
+        found = importlib.util.find_spec("coremltools")
+        if found is None or not found.submodule_search_locations:
+            raise ImportError("coremltools is not installed: pip install 'zoo[coreml]'")
+        stub = types.ModuleType(package)
+        stub.__path__ = [str(Path(next(iter(found.submodule_search_locations))) / "proto")]
+        sys.modules[package] = stub
+    return importlib.import_module(f"{package}.{name}")
+
+
 def quantize_weights(mlmodel: Any) -> Any:
     """int8 weights, symmetric, per output channel (fp16 compute stays)."""
     from coremltools.optimize.coreml import (
@@ -299,9 +332,6 @@ def read_spec(path: Path) -> Any:
 
     The root item is looked up in ``Manifest.json`` and must be a plain relative path inside
     ``Data/``; sizes are bounded. Raises :class:`ValueError` naming what is wrong."""
-    coremltools()
-    from coremltools.proto import Model_pb2
-
     if not path.is_dir():
         raise ValueError(f"{path.name} is not a .mlpackage folder")
     manifest_path = path / MANIFEST_FILE
@@ -327,7 +357,10 @@ def read_spec(path: Path) -> Any:
         data = spec_path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read the model file {rel!r}: {exc.strerror or exc}") from None
-    spec = Model_pb2.Model()
+    try:
+        spec = proto("Model_pb2").Model()
+    except ImportError as exc:
+        raise ValueError(f"cannot parse Core ML packages here: {exc}") from None
     try:
         spec.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError and friends
@@ -340,8 +373,7 @@ def _array_shape(feature: Any) -> list[int]:
 
 
 def _input_finding(spec: Any, manifest: Manifest) -> Finding:
-    coremltools()
-    from coremltools.proto import FeatureTypes_pb2
+    FeatureTypes_pb2 = proto("FeatureTypes_pb2")
 
     inputs = list(spec.description.input)
     _, _, h, w = manifest.export.input_shape
@@ -369,7 +401,7 @@ def _input_finding(spec: Any, manifest: Manifest) -> Finding:
 
 
 def _output_finding(spec: Any, manifest: Manifest) -> Finding:
-    from coremltools.proto import FeatureTypes_pb2
+    FeatureTypes_pb2 = proto("FeatureTypes_pb2")
 
     outputs = list(spec.description.output)
     if [o.name for o in outputs] != [OUTPUT_NAME]:
@@ -382,9 +414,7 @@ def _output_finding(spec: Any, manifest: Manifest) -> Finding:
     _, _, h, w = manifest.export.input_shape
     channels = manifest.output.channels
     want = [1, channels, h, w]
-    ok = dtype == "FLOAT32" and (shape == want or (len(shape) == 4 and shape[1] == channels))
-    if not shape:  # coremltools leaves the output shape unset when it cannot infer it
-        ok = False
+    ok = dtype == "FLOAT32" and shape == want
     return Finding("output", ok, f"{OUTPUT_NAME} {dtype} {shape}" + (
         "" if ok else f"; the manifest says FLOAT32 {want} ({channels} channels)"))
 
@@ -398,9 +428,7 @@ def _precision_finding(spec: Any, precision: str) -> Finding:
                 ops.add(op.type)
                 for output in op.outputs:
                     dtypes.add(output.type.tensorType.dataType)
-    from coremltools.proto import MIL_pb2
-
-    fp16 = MIL_pb2.DataType.Value("FLOAT16") in dtypes
+    fp16 = proto("MIL_pb2").DataType.Value("FLOAT16") in dtypes
     int8 = any(op.startswith("constexpr_affine_dequantize") or
                op.startswith("constexpr_blockwise_shift_scale") for op in ops)
     want = {"fp32": (False, False), "fp16": (True, False), "int8": (True, True)}.get(precision)
