@@ -136,3 +136,69 @@ def test_untrained_is_seeded_and_reproducible() -> None:
     b = build_model(card, UNTRAINED)
     assert not a.training
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def _registry_with(builder: object) -> tuple[object, object]:
+    """A registry where plugin 'contract_test' provides architecture 'contract_arch' with
+    ``builder``, and a copy of single_conv's card that uses it."""
+    import zoo
+    from zoo.plugins import PluginHost
+    from zoo.registry import Registry
+
+    class Builders:
+        @zoo.hookimpl
+        def zoo_builders(self) -> dict[str, object]:
+            return {"contract_arch": builder}
+
+    host = PluginHost()
+    host.register(Builders(), name="contract_test")
+    registry = Registry(host=host)
+    card = registry.get("single_conv").model_copy(
+        update={"name": "contract_model", "architecture": "contract_arch"})
+    return registry, card
+
+
+def test_builder_contract_breaches_are_the_plugins_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With and without weights (the weights path builds on the meta device first): a
+    builder returning None or a dict, raising, or calling sys.exit() is a PluginError naming
+    the plugin, the model and the architecture; what it prints goes to stderr."""
+    import sys
+
+    from zoo.errors import PluginError
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(state_dict_bytes("single_conv"))
+
+    def exits(card: object, aux: bool = False) -> None:
+        sys.exit(0)
+
+    def raises(card: object, aux: bool = False) -> None:
+        raise KeyError("backbone")
+
+    def chatty(card: object, aux: bool = False) -> object:
+        print("building!")
+        from plugins.single_conv.model import build
+
+        return build(card, aux=aux)
+
+    cases = [
+        (lambda card, aux=False: None, r"plugin 'contract_test': the builder of architecture "
+         r"'contract_arch' returned None for model 'contract_model', not a torch\.nn\.Module"),
+        (lambda card, aux=False: {"out": 1}, r"returned a dict for model 'contract_model'"),
+        (raises, r"plugin 'contract_test' failed in building model 'contract_model' "
+         r"\(architecture 'contract_arch'\): KeyError: 'backbone'"),
+        (exits, r"plugin 'contract_test' failed in building model 'contract_model' .*"
+         r"SystemExit\(0\)"),
+    ]
+    for builder, message in cases:
+        registry, card = _registry_with(builder)
+        for source in (UNTRAINED, local(weights)):
+            with pytest.raises(PluginError, match=message):
+                build_model(card, source, registry=registry)  # type: ignore[arg-type]
+    registry, card = _registry_with(chatty)
+    model = build_model(card, local(weights), registry=registry)  # type: ignore[arg-type]
+    assert isinstance(model, torch.nn.Module) and not model.training
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("building!") == 2  # the meta skeleton, then the model

@@ -239,3 +239,175 @@ print(json.dumps({"before": before, "after": heavy(), "dir": names,
     assert out["after"] == ["PIL", "numpy", "torch"]
     assert out["dir"] == ["colorize", "load", "postprocess", "preprocess"]
     assert out["same"] == "zoo.runner"
+
+
+# -- hostile images: bounded before decoding ---------------------------------------------------
+
+
+def png_with_header(height: int, width: int, data: bytes = b"", mode: int = 0) -> bytes:
+    """A PNG whose IHDR says ``height`` x ``width`` (8-bit, grey by default) and whose IDAT
+    holds ``data`` deflated: the header can lie about what follows."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, mode, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+            + chunk(b"IDAT", zlib.compress(data, 9)) + chunk(b"IEND", b""))
+
+
+def tall_png() -> bytes:
+    """The issue's file: a valid 100000x1 (HxW) grey PNG of a few hundred bytes."""
+    return png_with_header(100_000, 1, b"\x00\x80" * 100_000)
+
+
+def test_hostile_headers_are_refused_before_decoding(tmp_path: Path) -> None:
+    from zoo.preprocessing import ImageLimitError, image_size
+
+    deeplab = zoo.get("deeplabv3_resnet50")  # shorter side to 520: 1x100000 would be 52M wide
+    tall = tmp_path / "tall.png"
+    tall.write_bytes(tall_png())
+    assert len(tall.read_bytes()) < 400
+    forged = tmp_path / "forged.png"
+    forged.write_bytes(png_with_header(65535, 65535))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not escape
+        for source in (tall, str(tall), Image.open(tall)):
+            with pytest.raises(ImageLimitError, match=r"100000x1 pixels \(HxW\) has an aspect "
+                               r"ratio of 100,000:1, more than the limit of 20:1; .*"
+                               r"ZOO_MAX_IMAGE_ASPECT=N \(or max_aspect=N in Python\)"):
+                zoo.preprocess(source, deeplab)
+        with pytest.raises(ImageLimitError, match=r"forged\.png: .*4,294,836,225 pixels.*limit "
+                           r"of 89,478,485; .*ZOO_MAX_IMAGE_PIXELS=N \(or max_pixels=N"):
+            zoo.preprocess(forged, deeplab)
+        with pytest.raises(ImageLimitError, match=r"forged\.png"):
+            load_image(forged)
+        assert image_size(tall, max_aspect=100_000) == (100_000, 1)
+        # arrays are bounded before any copy (broadcast views cost no memory)
+        huge = np.broadcast_to(np.zeros(3, np.uint8), (20_000, 20_000, 3))
+        with pytest.raises(ImageLimitError, match=r"the image array: 20000x20000 pixels"):
+            zoo.preprocess(huge, deeplab, max_pixels=100_000_000 - 1)
+        with pytest.raises(ImageLimitError, match="aspect ratio of 100,000:1"):
+            zoo.preprocess(np.zeros((1, 100_000, 3), np.uint8), deeplab)
+        # the model input is bounded too: a 10x2000 strip at the shorter side 520
+        strip = np.zeros((10, 2000, 3), np.uint8)
+        with pytest.raises(ImageLimitError, match=r"model input .* 520x104000 pixels"):
+            zoo.preprocess(strip, deeplab, max_aspect=200, max_pixels=1_000_000)
+        assert zoo.preprocess(strip, zoo.get("single_conv"), max_aspect=200).shape == \
+            (1, 3, 400, 600)
+        # postprocess never allocates a label map of an absurd size
+        with pytest.raises(ImageLimitError, match="the requested size"):
+            zoo.postprocess({"out": torch.zeros(1, 21, 4, 4)}, deeplab, size=(100_000, 100_000))
+
+
+def test_limits_come_from_arguments_then_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zoo.preprocessing import ImageLimitError
+
+    card = zoo.get("single_conv")
+    pixels = make_image(height=20, width=30)  # 600 pixels, aspect 1.5
+    monkeypatch.setenv("ZOO_MAX_IMAGE_PIXELS", "599")
+    with pytest.raises(ImageLimitError, match="600 pixels, more than the limit of 599"):
+        zoo.preprocess(pixels, card)
+    assert zoo.preprocess(pixels, card, max_pixels=600).shape == (1, 3, 400, 600)
+    monkeypatch.setenv("ZOO_MAX_IMAGE_PIXELS", "1_000")
+    monkeypatch.setenv("ZOO_MAX_IMAGE_ASPECT", "1.4")
+    with pytest.raises(ImageLimitError, match=r"aspect ratio of 1\.5:1, more than the limit of "
+                       r"1\.4"):
+        zoo.preprocess(pixels, card)
+    for name, value in [("ZOO_MAX_IMAGE_ASPECT", "0.5"), ("ZOO_MAX_IMAGE_ASPECT", "nan"),
+                        ("ZOO_MAX_IMAGE_PIXELS", "lots"), ("ZOO_MAX_IMAGE_PIXELS", "-1")]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(zoo.UsageError, match=f"{name}='{value}' is not .*; fix or unset it"):
+            zoo.preprocess(pixels, card)
+        monkeypatch.delenv(name)
+    with pytest.raises(zoo.UsageError, match="max_pixels must be a positive whole number"):
+        zoo.preprocess(pixels, card, max_pixels=0)
+
+
+@pytest.mark.filterwarnings("error")
+def test_raising_the_limit_past_pillows_own_is_honoured(tmp_path: Path) -> None:
+    """Above Pillow's hard limit (2 x MAX_IMAGE_PIXELS) zoo's own limit decides: the forged
+    header is then accepted and the missing pixel data is what fails, as a usage error."""
+    from zoo.preprocessing import ImageLimitError, image_size
+
+    forged = tmp_path / "big.png"
+    forged.write_bytes(png_with_header(20_000, 20_000))  # 400M pixels: Pillow alone refuses
+    assert image_size(forged, max_pixels=400_000_000) == (20_000, 20_000)
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # put back
+    with pytest.raises(ImageLimitError, match="400,000,000 pixels, more than the limit"):
+        image_size(forged, max_pixels=399_999_999)
+
+
+_MEMORY_PROBE = """
+import json, os, resource, sys, warnings
+warnings.simplefilter("error")
+import zoo
+from zoo.preprocessing import preprocess
+card = zoo.get("deeplabv3_resnet50")
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+preprocess(sys.argv[1], card)  # a small real image: warm up every code path
+base = peak()
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+out = {}
+for path in sys.argv[2:]:
+    try:
+        preprocess(path, card)
+        out[os.path.basename(path)] = "accepted"
+    except zoo.UsageError as exc:
+        out[os.path.basename(path)] = str(exc)
+    except BaseException as exc:
+        out[os.path.basename(path)] = f"ESCAPED {type(exc).__name__}: {exc}"
+print(json.dumps({"grew": peak() - base, "results": out}))
+"""
+
+
+def test_memory_stays_bounded_for_hostile_files(tmp_path: Path) -> None:
+    """Each hostile file is refused with a clear error, and the process's peak memory hardly
+    moves: nothing was decoded. Limits are lowered to 1 megapixel (12 MB files) so the files
+    stay small; the same code guards the defaults."""
+    import os
+
+    good = tmp_path / "good.png"
+    Image.fromarray(make_image()).save(good)
+    files = {
+        "tall.png": tall_png(),
+        "forged.png": png_with_header(65535, 65535),
+        # a deflate bomb: 4000x4000 grey zeros (16 MB of pixels) in ~16 KB
+        "bomb.png": png_with_header(4000, 4000, bytes(4001 * 4000)),
+        # a header promising 900x900 RGB with a fraction of the data
+        "truncated.png": png_with_header(900, 900, os.urandom(50_000), mode=2),
+        # a JPEG that is nothing but comment segments, 13 MB of them (Pillow keeps them all)
+        "markers.jpg": b"\xff\xd8" + (b"\xff\xfe\xff\xff" + b"z" * 65533) * 200,
+        "notes.eps": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\n",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    env = {**os.environ, "ZOO_MAX_IMAGE_PIXELS": "1000000"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, str(good), *(str(tmp_path / n) for n in files),
+         str(fifo), "/dev/zero", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    results = report["results"]
+    assert "ESCAPED" not in json.dumps(results), results
+    assert "aspect ratio of 100,000:1" in results["tall.png"]
+    assert "4,294,836,225 pixels" in results["forged.png"]
+    assert "4000x4000 pixels (HxW) is 16,000,000 pixels, more than the limit of 1,000,000" \
+        in results["bomb.png"]
+    assert "truncated.png: cannot read the image" in results["truncated.png"]
+    assert "more than an image within the pixel limit needs (12,000,000 for" \
+        in results["markers.jpg"]
+    assert "not an image zoo reads" in results["notes.eps"]
+    assert "fifo.png: is not a regular file" in results["fifo.png"]
+    assert "/dev/zero: is not a regular file" in results["zero"]
+    assert "is a folder, not an image" in results[tmp_path.name]
+    assert report["grew"] < 40 << 20, f"peak memory grew by {report['grew'] >> 20} MiB"

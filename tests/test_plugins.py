@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import BUILTIN_MODELS, run_zoo
-from tests.plugins import SOURCES, build_wheels, install, pythonpath, uninstall
+from tests.plugins import (
+    install,
+    pythonpath,
+    session_site,
+    session_wheels,
+    session_workdir,
+    uninstall,
+)
 
 BUILTIN = set(BUILTIN_MODELS)
 EXAMPLE_MODEL = "example_tiny_segnet"
@@ -25,16 +32,13 @@ EXAMPLE_MODEL = "example_tiny_segnet"
 
 @pytest.fixture(scope="session")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return build_wheels(SOURCES, tmp_path_factory.mktemp("plugin_wheels"))
+    return session_wheels(session_workdir(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture(scope="session")
 def site(wheels: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """distribution name -> a ``--target`` folder holding that distribution alone."""
-    return {
-        name: install([wheel], tmp_path_factory.mktemp(name.replace("-", "_")))
-        for name, wheel in wheels.items()
-    }
+    return session_site(session_workdir(tmp_path_factory.getbasetemp()))
 
 
 def zoo_json(args: list[str], env: dict[str, str]) -> tuple[Any, str]:

@@ -234,7 +234,7 @@ def test_errors_are_one_line_with_the_right_exit_code(
 
     bad = tmp_path / "holiday.jpg"
     bad.write_text("this is not a JPEG")
-    fails(2, f"zoo: error: {bad}: not an image Pillow can read",
+    fails(2, f"zoo: error: {bad}: not an image zoo reads (PNG, JPEG,",
           "single_conv", str(image_file), str(bad), "--weights", str(weights))
     fails(2, f"{tmp_path / 'nope.png'}: no such file", "single_conv", str(tmp_path / "nope.png"))
     cut = tmp_path / "cut.png"
@@ -264,7 +264,7 @@ def test_errors_are_one_line_with_the_right_exit_code(
     manifest["export"]["format"] = "nosuchformat"
     shutil.copy(sidecar, lone.with_name(sidecar.name))
     lone.with_name(sidecar.name).write_text(json.dumps(manifest))
-    fails(2, "cannot run artifacts of format 'nosuchformat'", "single_conv", str(image_file),
+    fails(2, "unknown format 'nosuchformat'", "single_conv", str(image_file),
           "--artifact", str(lone))
     shutil.copy(sidecar, lone.with_name(sidecar.name))
     data = bytearray(lone.read_bytes())
@@ -276,3 +276,84 @@ def test_errors_are_one_line_with_the_right_exit_code(
         main(["run", "single_conv", str(image_file), "--overlay", "1.5"])
     assert exited.value.code == 2 and "'1.5' must be within 0..1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing was written by any failure
+
+
+# -- hostile images and outputs that cannot be written --------------------------------------------
+
+
+def test_hostile_images_fail_before_any_model_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, image_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over-limit images are exit 2 with one line naming the limit and the variable that
+    raises it; checked from the headers before the model (single_conv has no weights: a
+    later check would say so instead). Raising the limit is honoured."""
+    from tests.test_imaging import png_with_header, tall_png
+
+    tall, forged = tmp_path / "tall.png", tmp_path / "forged.png"
+    tall.write_bytes(tall_png())
+    forged.write_bytes(png_with_header(65535, 65535))
+    out = tmp_path / "out"
+    for path, message in [
+        (tall, f"zoo: error: {tall}: 100000x1 pixels (HxW) has an aspect ratio of 100,000:1, "
+               "more than the limit of 20:1; if you mean it, raise it with "
+               "ZOO_MAX_IMAGE_ASPECT=N"),
+        (forged, f"zoo: error: {forged}: 4,294,836,225 pixels, more than the limit of "
+                 "89,478,485; if you trust the image, raise it with ZOO_MAX_IMAGE_PIXELS=N"),
+    ]:
+        code, stdout, err = zoo_cli(capsys, "run", "single_conv", str(image_file), str(path),
+                                    "-o", str(out))
+        assert (code, stdout, err.count("\n")) == (2, "", 1), err
+        assert err.startswith(message), err
+    monkeypatch.setenv("ZOO_MAX_IMAGE_PIXELS", "a lot")
+    code, _, err = zoo_cli(capsys, "run", "single_conv", str(image_file), "-o", str(out))
+    assert code == 2 and "ZOO_MAX_IMAGE_PIXELS='a lot' is not a whole number" in err
+    assert not out.exists()
+
+    monkeypatch.delenv("ZOO_MAX_IMAGE_PIXELS")
+    monkeypatch.setenv("ZOO_MAX_IMAGE_ASPECT", "100000")
+    report = run_json(capsys, "single_conv", str(tall), "--weights", "none", "-o", str(out))
+    (result,) = report["images"]
+    assert (result["height"], result["width"]) == (100_000, 1)
+    assert result["input_shape"] == [1, 3, 400, 600]  # 'exact': the card's size, not 52M wide
+    assert Image.open(result["outputs"]["labels"]).size == (1, 100_000)
+
+
+def test_output_folder_problems_are_found_first(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, image_file: Path
+) -> None:
+    from tests.httpserver import readonly
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, message in [(a_file, "exists and is not a folder"),
+                         (a_file / "sub", f"{a_file} is not a folder")]:
+        code, _, err = zoo_cli(capsys, "run", "single_conv", str(image_file), "-o", str(out))
+        assert code == 2 and f"zoo: error: -o {out}: {message}; name a folder" in err, err
+    source = tmp_path / "src"
+    source.mkdir()
+    with readonly(source, tmp_path / "ro") as ro:
+        code, _, err = zoo_cli(capsys, "run", "single_conv", str(image_file),
+                               "-o", str(ro / "new"))
+        assert code == 2, err
+        assert f"-o {ro / 'new'}: cannot write into {ro} (read-only or no permission)" in err
+
+
+def test_a_full_disk_leaves_no_half_set_of_pictures(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, image_file: Path
+) -> None:
+    """A real 64 KiB tmpfs with 4 KiB free: the three PNGs (~50 KiB) cannot all fit. Exit 1
+    (a runtime failure), one line, and neither a PNG nor a temp file is left there."""
+    from tests.httpserver import tmpfs
+
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        (disk / "filler").write_bytes(b"\0" * 60_000)
+        out = disk / "out"
+        code, stdout, err = zoo_cli(capsys, "run", "single_conv", str(image_file),
+                                    "--weights", "none", "-o", str(out))
+        lines = [ln for ln in err.splitlines() if "UNTRAINED" not in ln]
+        assert (code, stdout) == (1, ""), err
+        assert len(lines) == 1, err
+        assert lines[0].startswith(f"zoo: error: cannot write {out}/street."), err
+        assert "No space left on device; nothing was written for this image" in lines[0]
+        assert sorted(p.name for p in out.iterdir()) == []

@@ -5,6 +5,11 @@ code is refused, never executed. The state dict must fit the model exactly; a mi
 the missing and unexpected keys and any shape differences. torchvision's segmentation weights
 carry the auxiliary head (``aux_classifier.*``): the model is then built with it, loaded
 strictly, and the head is dropped unless ``keep_aux`` (it only helps training).
+
+Builders are plugin code: each import and call runs inside :func:`zoo.plugins.plugin_code`
+(their prints go to stderr; anything they raise, ``SystemExit`` included, is a
+:class:`~zoo.errors.PluginError` naming the plugin, the model and the architecture), and
+whatever they return must be an ``nn.Module``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from zoo.errors import UsageError, ZooError
+from zoo.errors import PluginError, UsageError, ZooError
+from zoo.plugins import plugin_code
 
 if TYPE_CHECKING:
     from torch import nn
@@ -106,11 +112,42 @@ def check_fit(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -
         raise WeightsError(f"{where}: {'; '.join(problems)}; are these weights for this model?")
 
 
-def _skeleton(builder: Any, card: ModelCard, aux: bool) -> nn.Module:
+def builder_plugin(card: ModelCard, registry: Registry) -> str:
+    """The name of the plugin that provides ``card``'s builder (for messages)."""
+    try:
+        return registry.builder_ref(card)[0]
+    except ZooError:  # an architecture given as "module:callable" belongs to no plugin
+        return card.plugin or card.architecture.partition(":")[0]
+
+
+def _resolve_builder(card: ModelCard, registry: Registry, plugin: str) -> Any:
+    with plugin_code(plugin, f"importing the builder of architecture {card.architecture!r}"):
+        return registry.builder(card)
+
+
+def call_builder(builder: Any, card: ModelCard, aux: bool, plugin: str) -> nn.Module:
+    """``builder(card, aux=aux)``, contained; anything but an ``nn.Module`` is the plugin's
+    :class:`~zoo.errors.PluginError` naming the plugin, the model and the architecture."""
+    from torch import nn
+
+    what = f"building model {card.name!r} (architecture {card.architecture!r})"
+    with plugin_code(plugin, what):
+        model = builder(card, aux=aux)
+    if not isinstance(model, nn.Module):
+        raise PluginError(
+            f"plugin {plugin!r}: the builder of architecture {card.architecture!r} returned "
+            f"{'None' if model is None else 'a ' + type(model).__name__} for model "
+            f"{card.name!r}, not a torch.nn.Module; the builder must return the model "
+            "(see docs/plugins.md)"
+        )
+    return model
+
+
+def _skeleton(builder: Any, card: ModelCard, aux: bool, plugin: str) -> nn.Module:
     """The model's structure without initialising weights: built on the meta device (no
     memory, no random init), to be filled by ``load_state_dict(assign=True)``."""
     with torch.device("meta"):
-        return builder(card, aux=aux)
+        return call_builder(builder, card, aux, plugin)
 
 
 def build_model(
@@ -126,10 +163,11 @@ def build_model(
         from zoo.registry import default_registry
 
         registry = default_registry()
-    builder = registry.builder(card)
+    plugin = builder_plugin(card, registry)
+    builder = _resolve_builder(card, registry, plugin)
     if weights.untrained or weights.path is None:
         torch.manual_seed(UNTRAINED_SEED)  # untrained exports are reproducible
-        return builder(card, aux=keep_aux).eval()
+        return call_builder(builder, card, keep_aux, plugin).eval()
     state = load_state_dict(weights.path)
     has_aux = any(k.startswith(AUX_PREFIX) for k in state)
     if keep_aux and not has_aux:
@@ -138,11 +176,11 @@ def build_model(
             f"({AUX_PREFIX}* keys); drop --keep-aux or use weights that include it"
         )
     where = f"weights {weights.path} do not fit model {card.name!r}"
-    check_fit(_skeleton(builder, card, has_aux), state, where)
+    check_fit(_skeleton(builder, card, has_aux, plugin), state, where)
     if has_aux and not keep_aux:  # build without the head rather than set it to None later:
         # torchvision declares aux_classifier a TorchScript constant; None breaks scripting
         state = {k: v for k, v in state.items() if not k.startswith(AUX_PREFIX)}
-    model = _skeleton(builder, card, keep_aux and has_aux)
+    model = _skeleton(builder, card, keep_aux and has_aux, plugin)
     dtypes = {k: t.dtype for k, t in model.state_dict().items()}
     state = {k: v.to(dtypes[k]) if k in dtypes else v for k, v in state.items()}  # fp16 files
     try:
@@ -151,6 +189,6 @@ def build_model(
         raise WeightsError(f"{where}: {' '.join(str(exc).split())[:300]}") from exc
     if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
         # a tensor the state dict does not hold (non-persistent buffer): build for real
-        model = builder(card, aux=keep_aux and has_aux)
+        model = call_builder(builder, card, keep_aux and has_aux, plugin)
         model.load_state_dict(state, strict=True)
     return model.eval()

@@ -1,9 +1,15 @@
-"""Discover, load and isolate plugins registered under the ``zoo`` entry-point group.
+"""Discover, load and contain plugins registered under the ``zoo`` entry-point group.
 
 Built-in plugins are declared in zoo's own ``pyproject.toml`` under the same group, so there
 is one discovery path for everyone. Each entry point is loaded and registered on its own: a
 plugin that raises on import (or whose hooks later raise or return invalid data) is recorded
 as failed with its reason, a one-line warning goes to stderr, and the others keep working.
+
+Plugins are code and trusted as code, but their mistakes are theirs: while a plugin's code
+runs (its import, its hooks, its builders and exporters) its ``print()`` output goes to
+stderr, so zoo's stdout (``--json``, the path ``zoo fetch`` prints) stays clean, and anything
+it raises, ``SystemExit`` included, is reported naming the plugin. Only ``KeyboardInterrupt``
+passes through. See :func:`plugin_code`.
 """
 
 from __future__ import annotations
@@ -51,8 +57,20 @@ def _dist_label(ep: EntryPoint) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
+    """``"ValueError: the message"`` on one line; ``sys.exit(n)`` reads as what it is."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}): a plugin must not call sys.exit()"
     text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send ``print()`` and other writes to ``sys.stdout`` to stderr for the block."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 class PluginHost:
@@ -73,9 +91,12 @@ class PluginHost:
             info = PluginInfo(name=ep.name, module=ep.value, dist=_dist_label(ep))
             self.plugins[ep.name] = info
             try:
-                plugin = ep.load()
-                self.pm.register(plugin, name=ep.name)
-            except Exception as exc:  # any failure: isolation is the point
+                with _stdout_to_stderr():
+                    plugin = ep.load()
+                    self.pm.register(plugin, name=ep.name)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # anything, SystemExit too: isolation is the point
                 if self.pm.get_plugin(ep.name) is not None:
                     self.pm.unregister(name=ep.name)
                 self.fail(ep.name, f"failed to load: {_one_line(exc)}")
@@ -97,15 +118,19 @@ class PluginHost:
     def call_each(self, hook_name: str) -> Iterator[tuple[str, Any]]:
         """Call ``hook_name`` on each live plugin separately, yielding (plugin, result).
 
-        A plugin whose hook raises is marked failed and skipped, so one bad plugin cannot
-        hide the others' contributions.
+        A plugin whose hook raises (``SystemExit`` included) is marked failed and skipped, so
+        one bad plugin cannot hide the others' contributions; what a hook prints goes to
+        stderr.
         """
         hook = getattr(self.pm.hook, hook_name)
         for impl in hook.get_hookimpls():  # registration order (pluggy calls them LIFO)
             name = self.pm.get_name(impl.plugin) or impl.plugin_name
             try:
-                result = impl.function()
-            except Exception as exc:  # any failure disables this plugin only
+                with _stdout_to_stderr():
+                    result = impl.function()
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # any failure disables this plugin only
                 self.fail(name, f"{hook_name}() raised {_one_line(exc)}")
                 continue
             if result is not None:
@@ -114,14 +139,33 @@ class PluginHost:
 
 @contextlib.contextmanager
 def plugin_code(plugin: str, what: str) -> Iterator[None]:
-    """Run plugin code contained: its stdout goes to stderr (zoo's stdout stays clean for
-    ``--json`` and printed paths), and any exception or ``SystemExit`` it raises becomes a
-    :class:`~zoo.errors.PluginError` naming the plugin and ``what`` it was doing.
-    zoo's own errors (:class:`~zoo.errors.ZooError`) pass through unchanged."""
+    """Run a block of plugin code contained; use it around every call into a plugin.
+
+    ``plugin`` is the plugin's name (as ``zoo plugins`` shows it) and ``what`` says what the
+    code was doing, e.g. ``"building model 'm' (architecture 'a')"`` or ``"format 'x' save"``.
+    Inside the block:
+
+    - ``sys.stdout`` is ``sys.stderr``: whatever the plugin prints reaches the user but never
+      zoo's stdout (``--json`` documents, the path ``zoo fetch`` prints);
+    - any exception, and ``SystemExit`` (``sys.exit()`` in a plugin), becomes a
+      :class:`~zoo.errors.PluginError` reading ``plugin 'P' failed in WHAT: Type: message``,
+      chained to the original (``--debug`` shows its traceback);
+    - :class:`~zoo.errors.ZooError` (zoo's own errors, e.g. called back from the plugin) and
+      ``KeyboardInterrupt`` pass through unchanged.
+
+    Example::
+
+        with plugin_code(format_plugin, f"format {fmt!r} export"):
+            exporter.export(model, path, options)
+
+    The redirect is process-wide (``sys.stdout`` is a global): output that another thread
+    writes to ``sys.stdout`` during the block goes to stderr too. A plugin that writes to
+    file descriptor 1 directly or calls ``os._exit`` is out of reach.
+    """
     from zoo.errors import PluginError, ZooError
 
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with _stdout_to_stderr():
             yield
     except (ZooError, KeyboardInterrupt):
         raise

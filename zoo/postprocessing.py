@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 
 from zoo.errors import UsageError
-from zoo.preprocessing import rgb_array
+from zoo.preprocessing import check_image_size, image_limits, image_size, rgb_array
 from zoo.schema import OutputContract
 
 if TYPE_CHECKING:
@@ -72,14 +73,22 @@ def label_dtype(num_classes: int) -> np.dtype:
 
 
 def _size_of(size: tuple[int, int] | ImageLike) -> tuple[int, int]:
+    """``(height, width)`` of a size or an image, within the image limits (a label map that
+    size is allocated next); a path's size comes from its header, nothing is decoded."""
     if isinstance(size, tuple | list) and len(size) == 2:
-        return int(size[0]), int(size[1])
-    if isinstance(size, Image.Image):
+        if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in size):
+            raise UsageError(f"size must be (height, width) in whole pixels, got {size!r}")
+        height, width = int(size[0]), int(size[1])
+    elif isinstance(size, Image.Image):
         width, height = size.size  # Pillow's order is (width, height)
-        return height, width
-    if isinstance(size, np.ndarray):
-        return int(size.shape[0]), int(size.shape[1])
-    return _size_of(rgb_array(size))  # a path
+    elif isinstance(size, np.ndarray):
+        height, width = int(size.shape[0]), int(size.shape[1])
+    elif isinstance(size, str | Path):
+        return image_size(size)
+    else:
+        raise TypeError(f"size must be (height, width) or an image, got {type(size).__name__}")
+    check_image_size(height, width, "the requested size", image_limits())
+    return height, width
 
 
 def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

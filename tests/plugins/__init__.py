@@ -29,6 +29,8 @@ SOURCES: dict[str, Path] = {
     "zoo-test-invalid-card": HERE / "zoo-test-invalid-card",
     "zoo-test-hook-raises": HERE / "zoo-test-hook-raises",
     "zoo-test-clash": HERE / "zoo-test-clash",
+    "zoo-test-unruly": HERE / "zoo-test-unruly",
+    "zoo-test-broken-exporter": HERE / "zoo-test-broken-exporter",
 }
 
 _BUILD_LEFTOVERS = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__")
@@ -90,6 +92,35 @@ def uninstall(dist: str, target: Path) -> None:
         shutil.rmtree(folder / "__pycache__", ignore_errors=True)
         if folder != target and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+_WHEELS: dict[tuple[Path, str], Path] = {}
+_SITES: dict[tuple[Path, str], Path] = {}
+
+
+def session_wheels(workdir: Path) -> dict[str, Path]:
+    """A wheel for every distribution in :data:`SOURCES`, built under ``workdir`` once per
+    process, so test modules share one build. Returns name -> wheel."""
+    missing = [name for name in SOURCES if (workdir, name) not in _WHEELS]
+    if missing:
+        for name, wheel in build_wheels(missing, workdir / "build").items():
+            _WHEELS[workdir, name] = wheel
+    return {name: _WHEELS[workdir, name] for name in SOURCES}
+
+
+def session_site(workdir: Path) -> dict[str, Path]:
+    """Every distribution in :data:`SOURCES` installed alone in its own ``--target`` folder
+    under ``workdir``, once per process. Returns name -> folder."""
+    wheels = session_wheels(workdir)
+    for name, wheel in wheels.items():
+        if (workdir, name) not in _SITES:
+            _SITES[workdir, name] = install([wheel], workdir / "site" / name.replace("-", "_"))
+    return {name: _SITES[workdir, name] for name in SOURCES}
+
+
+def session_workdir(basetemp: Path) -> Path:
+    """The folder the session's plugin wheels and sites live in (pytest's base temp)."""
+    return basetemp / "plugin_packages"
 
 
 def pythonpath(*targets: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.cli.output import human_bytes
+from zoo.cli.output import check_output_folder, human_bytes
 from zoo.errors import UsageError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -131,8 +131,7 @@ def check_export_args(args: argparse.Namespace, card: ModelCard) -> None:
     reason = exporter.supports(card)
     if reason is not None:
         raise UsageError(f"model {card.name!r} does not export to {args.format}: {reason}")
-    if args.output.exists() and not args.output.is_dir():
-        raise UsageError(f"-o {args.output}: exists and is not a folder; name a folder")
+    check_output_folder(args.output)  # a file, a file's child, a read-only folder: exit 2
     if args.keep_aux and "aux" not in card.output.optional_keys:
         raise UsageError(f"model {card.name!r} has no auxiliary head; drop --keep-aux")
     exporter.check_options(export_options(args, card, exporter, fingerprint=False), card)

@@ -8,6 +8,7 @@ traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -177,7 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = getattr(args, "debug", False)
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a full disk or closed pipe behind stdout is reported here
+        return code
     except ZooError as exc:
         if debug:
             raise
@@ -186,16 +189,114 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         error_line("zoo: interrupted")
         return 130
+    except SystemExit as exc:  # zoo's handlers return their code: this is foreign code exiting
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        error_line(f"zoo: error: {_exit_origin(exc)} called sys.exit({exc.code!r}) during "
+                   f"`zoo {args.command}`; a plugin must not exit zoo (see `zoo plugins`; "
+                   "--debug shows where)")
+        return 1
     except BrokenPipeError:
+        _quiet_stdout()
         return 0
+    except OSError as exc:
+        if debug or exc.errno is None:  # no errno: not the OS's verdict, a bug somewhere
+            if debug:
+                raise
+            return _internal_error(exc)
+        error_line(f"zoo: error: {os_error_line(exc)}")
+        return 1
+    except MemoryError:
+        if debug:
+            raise
+        error_line("zoo: error: out of memory; close other programs or use a smaller input "
+                   "(--input-size, smaller images)")
+        return 1
+    except RecursionError as exc:
+        if debug:
+            raise
+        return _internal_error(exc)
     except Exception as exc:
         if debug:
             raise
-        error_line(
-            f"zoo: internal error: {type(exc).__name__}: {exc} "
-            "(this is a bug; rerun with --debug for the traceback)"
-        )
-        return 1
+        return _internal_error(exc)
+
+
+def _exit_origin(exc: BaseException) -> str:
+    """The module whose code raised ``exc`` (the innermost frame of its traceback)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    name = tb.tb_frame.f_globals.get("__name__") if tb is not None else None
+    return f"module {name!r}" if name else "something"
+
+
+def _internal_error(exc: BaseException) -> int:
+    error_line(
+        f"zoo: internal error: {type(exc).__name__}: {exc} "
+        "(this is a bug; rerun with --debug for the traceback)"
+    )
+    return 1
+
+
+#: errno -> what the user can do about it
+_OS_ADVICE = {
+    errno.ENOSPC: "free some space, or point ZOO_HOME / -o at a disk with room",
+    errno.EDQUOT: "free some space within your quota, or point ZOO_HOME / -o elsewhere",
+    errno.EROFS: "the file system is read-only; point ZOO_HOME / -o at a writable folder",
+    errno.EACCES: "check its permissions, or point ZOO_HOME / -o at a folder you can write",
+    errno.EPERM: "check its permissions, or point ZOO_HOME / -o at a folder you can write",
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """An ``OSError`` from the operating system as one line naming the path(s) and what to
+    do: ``cannot write /x/y: No space left on device (ENOSPC); free some space ...``."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    reason = exc.strerror or type(exc).__name__
+    reason += f" ({code})" if code else ""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p not in (None, "")]
+    advice = _OS_ADVICE.get(exc.errno or 0)
+    if not paths and _writing_stdout(exc):
+        _quiet_stdout()  # so the exit's final flush does not fail again
+        return (f"cannot write to standard output: {reason}; check where the output is "
+                "redirected (a full disk, /dev/full, a closed file)")
+    where = f"{' -> '.join(paths)}: " if paths else ""
+    return f"{where}{reason}" + (f"; {advice}" if advice else "")
+
+
+def _writing_stdout(exc: BaseException) -> bool:
+    """Whether ``exc`` came from writing zoo's output: its innermost frame is zoo's output
+    helpers, rich's console (zoo's tables go to stdout), a plain ``print()`` or the final
+    flush in :func:`main`."""
+    import linecache
+
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    where = Path(code.co_filename)
+    line = linecache.getline(code.co_filename, tb.tb_lineno).strip()
+    return (where.parts[-2:] in (("cli", "output.py"), ("rich", "console.py"))
+            or ((line.startswith("print(") or "sys.stdout" in line) and "stderr" not in line)
+            or (where.parts[-2:] == ("cli", "main.py") and code.co_name == "main"))
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe (``zoo list | head -1``): point stdout at /dev/null so the final
+    flush at exit does not print Python's 'Exception ignored' noise."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def run() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -47,3 +49,21 @@ def human_bytes(n: int | None) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"
+
+
+def check_output_folder(folder: Path, option: str = "-o") -> None:
+    """``-o DIR`` must be a folder, or a path that can become one, that this process may
+    write into; otherwise a :class:`~zoo.UsageError` (exit 2), raised before any download,
+    build or export rather than after the work."""
+    from zoo.errors import UsageError
+
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option} {folder}: exists and is not a folder; name a folder")
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option} {folder}: {existing} is not a folder; name a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):  # also False on a read-only mount
+        raise UsageError(f"{option} {folder}: cannot write into {existing} (read-only or no "
+                         "permission); name a folder you can write")

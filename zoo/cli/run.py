@@ -9,12 +9,14 @@ shares. Heavy imports (torch, Pillow) happen in the handler, not when the parser
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.cli.fetch import add_weights_options
-from zoo.errors import UsageError
+from zoo.errors import UsageError, ZooError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -74,19 +76,15 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
-    """Usage errors that need no model: missing images, clashing output names."""
-    from PIL import Image, UnidentifiedImageError
+    """Usage errors that need no model: missing, unreadable or over-limit images (read from
+    their headers, nothing decoded), clashing output names, an output that is not a folder."""
+    from zoo.cli.output import check_output_folder
+    from zoo.preprocessing import image_size
 
+    check_output_folder(args.output)
     seen: dict[str, Path] = {}
     for path in args.images:
-        if not path.is_file():
-            raise UsageError(f"{path}: no such file" if not path.exists()
-                             else f"{path}: is not a file")
-        try:
-            with Image.open(path):
-                pass
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            raise UsageError(f"{path}: not an image Pillow can read") from None
+        image_size(path)
         if path.stem in seen:
             raise UsageError(f"{seen[path.stem]} and {path} would both write "
                              f"{path.stem}.*.png into {args.output}; run them separately")
@@ -127,7 +125,6 @@ def _predictor(args: argparse.Namespace) -> Predictor:
 
 def _segment(predictor: Predictor, path: Path, args: argparse.Namespace,
              palette: list[tuple[int, int, int]]) -> dict[str, Any]:
-    from zoo.fsutil import atomic_write_bytes
     from zoo.postprocessing import (
         class_shares,
         colorize,
@@ -145,14 +142,10 @@ def _segment(predictor: Predictor, path: Path, args: argparse.Namespace,
     colors = colorize(labels, palette)
     pictures = {"labels": label_image(labels), "color": colors,
                 "overlay": overlay(image, colors, args.overlay)}
-    written = {}
-    for kind in OUTPUTS:
-        dest = args.output / f"{path.stem}.{kind}.png"
-        try:
-            atomic_write_bytes(dest, png_bytes(pictures[kind]))
-        except OSError as exc:
-            raise UsageError(f"cannot write {dest}: {exc.strerror or exc}") from None
-        written[kind] = str(dest)
+    files = {args.output / f"{path.stem}.{kind}.png": png_bytes(pictures[kind])
+             for kind in OUTPUTS}
+    _write_all(files)
+    written = {kind: str(dest) for kind, dest in zip(OUTPUTS, files, strict=True)}
     return {
         "image": str(path),
         "height": height,
@@ -161,6 +154,48 @@ def _segment(predictor: Predictor, path: Path, args: argparse.Namespace,
         "outputs": written,
         "classes": [s.as_dict() for s in class_shares(labels, predictor.labels)],
     }
+
+
+def _write_all(files: dict[Path, bytes]) -> None:
+    """Write every file, all or none: each goes to a temp file beside it first and only when
+    all are written (and synced) do they replace their destinations, so a full disk never
+    leaves a half set of PNGs (or half a PNG) for an app to find."""
+    import tempfile
+
+    from zoo.fsutil import FILE_MODE
+
+    temps: list[tuple[str, Path]] = []
+    dest = next(iter(files))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        for dest, data in files.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            temps.append((tmp, dest))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, FILE_MODE)
+        for tmp, dest in temps:
+            os.replace(tmp, dest)
+    except OSError as exc:
+        raise _write_error(dest, exc) from None
+    finally:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _write_error(dest: Path, exc: OSError) -> ZooError:
+    """A failed PNG write as one line: a bad ``-o`` is the user's (exit 2), a full or
+    failing disk a runtime failure (exit 1)."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ZooError(f"cannot write {dest}: {reason}; nothing was written for this image; "
+                        "free some space or use another -o folder")
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EROFS, errno.EACCES,
+                     errno.EPERM):
+        return UsageError(f"cannot write {dest}: {reason}; name a folder you can write with -o")
+    return ZooError(f"cannot write {dest}: {reason}")
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:
