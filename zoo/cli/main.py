@@ -40,7 +40,15 @@ environment:
   ZOO_HOME       cache root (default: the platform's user cache folder)
   ZOO_REGISTRY   extra registry YAML files, separated by '{os.pathsep}'
   ZOO_MIRROR     download from this base URL instead (keeps each URL's path)
-  ZOO_OFFLINE    1: use the cache only
+  ZOO_OFFLINE    1/true/yes/on: cache only; 0/false/no/off/empty: online (else exit 2)
+  ZOO_CACHE_MAX  size budget of the export cache, e.g. 20G; least recently used exports
+                 are evicted after each export (`zoo cache prune` applies it on demand)
+  ZOO_MAX_IMAGE_PIXELS, ZOO_MAX_IMAGE_ASPECT
+                 bounds on images `zoo run` decodes (checked from the header first)
+  ZOO_STORE      team store URL: s3://bucket/prefix, file:///shared/zoo, any fsspec URL
+  ZOO_TRUSTED_KEYS  Ed25519 public keys (PEM) whose signatures are trusted, separated by
+                 '{os.pathsep}'
+  ZOO_KEY_PASSPHRASE  passphrase of an encrypted --sign key
 """
 
 
