@@ -83,9 +83,14 @@ def test_plugin_code_redirects_stdout_and_names_the_plugin(
             raise raised
         assert str(info.value) == f"plugin 'p' failed in building model 'm': {reason}"
         assert info.value.__cause__ is raised
-    for passes in (UsageError("zoo's own"), KeyboardInterrupt()):
-        with pytest.raises(type(passes)), plugin_code("p", "x"):
+    for passes in (UsageError("zoo's own"), KeyboardInterrupt(), MemoryError(),
+                   OSError(errno.ENOSPC, "No space left on device")):
+        with pytest.raises(type(passes)) as info, plugin_code("p", "x"):
             raise passes
+        assert info.value is passes  # the machine's faults are not the plugin's
+    with (pytest.raises(PluginError, match=r"plugin 'p' failed in x: .*No such file"),
+          plugin_code("p", "x")):
+        open("/nonexistent/zoo/file")  # noqa: SIM115 - a plugin's own bad path
 
 
 def test_plugin_stdout_never_reaches_zoos_stdout(
@@ -249,6 +254,23 @@ def test_a_closed_pipe_is_quiet() -> None:
     proc.stdout.close()  # like `zoo schema | head -c 10`
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and err == ""
+
+
+def test_a_full_disk_under_an_export_is_the_disks_fault_not_the_plugins(tmp_path: Path) -> None:
+    """ZOO_HOME (where exports are staged) on a real, full 64 KiB tmpfs: exit 1 with one line
+    about the disk, not "plugin 'formats' failed" and not an internal error."""
+    from tests.httpserver import tmpfs
+
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        (disk / "filler").write_bytes(b"\0" * 60_000)
+        proc = run_zoo(["fetch", "single_conv", "--weights", "none", "--format", "torchscript",
+                        "-o", str(tmp_path / "out"), "--quiet"],
+                       env={"ZOO_HOME": str(disk / "home")})
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("zoo: error:")]
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+    assert "No space left on device" in errors[0] and "plugin" not in errors[0], errors[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "out" / "single_conv.pt").exists()
 
 
 def test_os_errors_name_the_path_and_the_way_out(tmp_path: Path) -> None:

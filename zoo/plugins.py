@@ -15,6 +15,7 @@ passes through. See :func:`plugin_code`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import sys
 from collections.abc import Callable, Iterator
@@ -27,6 +28,9 @@ import pluggy
 from zoo import hookspecs
 
 ENTRY_POINT_GROUP = "zoo"
+#: OSError numbers that are the machine's faults, not a plugin's: :func:`plugin_code` lets
+#: them through so they are reported as disk problems.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 hookimpl = pluggy.HookimplMarker("zoo")
 
 
@@ -150,8 +154,10 @@ def plugin_code(plugin: str, what: str) -> Iterator[None]:
     - any exception, and ``SystemExit`` (``sys.exit()`` in a plugin), becomes a
       :class:`~zoo.errors.PluginError` reading ``plugin 'P' failed in WHAT: Type: message``,
       chained to the original (``--debug`` shows its traceback);
-    - :class:`~zoo.errors.ZooError` (zoo's own errors, e.g. called back from the plugin) and
-      ``KeyboardInterrupt`` pass through unchanged.
+    - :class:`~zoo.errors.ZooError` (zoo's own errors, e.g. called back from the plugin),
+      ``KeyboardInterrupt``, ``MemoryError`` and the machine's disk faults (``OSError`` with
+      ENOSPC, EDQUOT, EFBIG, EROFS or EIO) pass through unchanged: they are not the plugin's
+      mistakes, and the caller (or the CLI) reports them as what they are.
 
     Example::
 
@@ -167,8 +173,12 @@ def plugin_code(plugin: str, what: str) -> Iterator[None]:
     try:
         with _stdout_to_stderr():
             yield
-    except (ZooError, KeyboardInterrupt):
+    except (ZooError, KeyboardInterrupt, MemoryError):
         raise
+    except OSError as exc:
+        if exc.errno in MACHINE_ERRNOS:
+            raise
+        raise PluginError(f"plugin {plugin!r} failed in {what}: {_one_line(exc)}") from exc
     except BaseException as exc:
         raise PluginError(f"plugin {plugin!r} failed in {what}: {_one_line(exc)}") from exc
 

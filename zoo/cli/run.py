@@ -30,6 +30,12 @@ outputs, for an image foo.jpg, in -o DIR:
   foo.color.png     every pixel in its class colour (--palette picks the card's palette)
   foo.overlay.png   the image blended with the colours (--overlay ALPHA)
 
+images are checked from their headers before anything is decoded or loaded: PNG, JPEG, BMP,
+GIF, TIFF, WebP, PPM, JPEG 2000, TGA (AVIF/HEIF where Pillow reads them); at most
+ZOO_MAX_IMAGE_PIXELS pixels (default 89478485, Pillow's own limit) and a side ratio of at
+most ZOO_MAX_IMAGE_ASPECT (default 20); raise them for images you trust. The three PNGs of an
+image are written all or none.
+
 examples:
   zoo run lraspp_mobilenet_v3_large street.jpg -o out
   zoo run deeplabv3_resnet50 photos/*.jpg --palette seed_app -o out
