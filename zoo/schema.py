@@ -34,9 +34,6 @@ from zoo._names import (
     SHA256_RE,
 )
 
-#: bump when a change here changes what a valid card is (the compiled registry keys on it)
-SCHEMA_VERSION = 2
-
 RGB = Annotated[
     tuple[
         Annotated[int, Field(ge=0, le=255)],
