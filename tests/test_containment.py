@@ -268,7 +268,8 @@ def test_a_full_disk_under_an_export_is_the_disks_fault_not_the_plugins(tmp_path
                        env={"ZOO_HOME": str(disk / "home")})
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("zoo: error:")]
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr
-    assert "No space left on device" in errors[0] and "plugin" not in errors[0], errors[0]
+    assert "no space left on the device" in errors[0].lower() and "plugin" not in errors[0]
+    assert "single_conv.pt" in errors[0] and "ZOO_HOME" in errors[0]  # where, and the way out
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert not (tmp_path / "out" / "single_conv.pt").exists()
 

@@ -57,8 +57,12 @@ def fit_input(x: torch.Tensor, accepted: tuple[int, ...] | None) -> torch.Tensor
 
 def artifact_exporter(fmt: str) -> Exporter:
     """The exporter of format ``fmt``, able to run its artifacts here; a clear error if not."""
-    from zoo.export import get_exporter
+    from zoo.export import available_formats, get_exporter
 
+    if fmt not in available_formats():
+        raise UsageError(f"the artifact's manifest names format {fmt!r}, which no installed "
+                         f"plugin provides (installed: {', '.join(available_formats())}); "
+                         "install the plugin that made it")
     exporter = get_exporter(fmt)
     reason = exporter.runtime_unavailable()
     if reason is not None:

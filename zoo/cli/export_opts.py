@@ -12,6 +12,7 @@ from zoo.cli.output import check_output_folder, human_bytes
 from zoo.errors import UsageError
 
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_SIDE = 8192  # the card schema's bound on input sizes
 
 if TYPE_CHECKING:
     from zoo.export.base import Exporter, ExportOptions
@@ -30,6 +31,8 @@ def parse_hw(text: str) -> tuple[int, int]:
     match = _HW.match(text.strip())
     if not match or 0 in (h := int(match.group(1)), w := int(match.group(2))):
         raise argparse.ArgumentTypeError(f"{text!r} is not HEIGHTxWIDTH, e.g. 520x520")
+    if max(h, w) > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"{text!r}: each side must be at most {MAX_SIDE}")
     return h, w
 
 
@@ -38,6 +41,8 @@ def parse_range(text: str) -> tuple[int, int]:
     low, sep, high = text.partition(":")
     if not (sep and low.isdigit() and high.isdigit() and 0 < int(low) <= int(high)):
         raise argparse.ArgumentTypeError(f"{text!r} is not MIN:MAX, e.g. 128:1024")
+    if int(high) > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"{text!r}: MAX must be at most {MAX_SIDE}")
     return int(low), int(high)
 
 

@@ -45,12 +45,11 @@ def get_exporter(fmt: str, host: PluginHost | None = None) -> Exporter:
     if fmt not in refs:
         raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(sorted(refs))}")
     plugin, ref = refs[fmt]
-    try:
+    from zoo.plugins import plugin_code
+
+    with plugin_code(plugin, f"loading format {fmt!r}"):
         obj = as_callable(ref) if isinstance(ref, str) else ref
         exporter = obj() if isinstance(obj, type) or not isinstance(obj, Exporter) else obj
-    except Exception as exc:
-        raise PluginError(f"format {fmt!r} from plugin {plugin!r} failed to load: "
-                          f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(exporter, Exporter):
         raise PluginError(f"format {fmt!r} from plugin {plugin!r} is not a zoo.export.Exporter")
     missing = [a for a in ("name", "suffix", "description", "runtime")

@@ -248,7 +248,8 @@ def _produce(
     model = build_model(card, weights, keep_aux=options.keep_aux, registry=registry)
     shape = golden_shape(options.input_size, exporter.fixed_input_size)
     specs = _golden_specs(card, shape)
-    eager = _run_cases(model, specs)
+    with plugin_code(builder.plugin, f"running model {card.name!r}"):
+        eager = _run_cases(model, specs)
     check_contract(model, card, options.keep_aux, builder.plugin, eager)
     reference: Any = model
     quantization = None
@@ -299,8 +300,14 @@ def _produce(
                          quantization, key, builder, format_code)
     artifact = staging / name
     say(f"writing {name}")
-    with plugin_code(format_code.plugin, f"format {exporter.name!r} save"):
-        exporter.save(prepared, artifact, {EMBEDDED_NAME: manifest.embedded().to_json()})
+    try:
+        with plugin_code(format_code.plugin, f"format {exporter.name!r} save"):
+            exporter.save(prepared, artifact, {EMBEDDED_NAME: manifest.embedded().to_json()})
+    except OSError as exc:  # a full or read-only disk, passed through by plugin_code
+        from zoo.fsutil import disk_error_message
+
+        hint = "set ZOO_HOME to another folder (the export cache stages there)"
+        raise ExportError(disk_error_message(exc, artifact, home_hint=hint)) from exc
     if not artifact.exists():
         raise PluginError(f"format {exporter.name!r} (plugin {format_code.plugin!r}) wrote no "
                           f"artifact at {name}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.errors import UsageError
+from zoo.fsutil import sha256_file
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -56,17 +57,14 @@ def image_batches(card: ModelCard, folder: Path, size: tuple[int, int]) -> list[
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UsageError(f"--calibrate {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    from PIL import Image
-
-    import zoo
+    from zoo.preprocessing import load_image, preprocess
 
     batches = []
     for file in files:
         try:
-            with Image.open(file) as image:
-                x = zoo.preprocess(image.convert("RGB"), card)
-        except OSError as exc:
-            raise UsageError(f"--calibrate: cannot read image {file}: {exc}") from exc
+            x = preprocess(load_image(file), card)  # bounded before decoding
+        except UsageError as exc:
+            raise UsageError(f"--calibrate: {exc}") from None
         batches.append(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
     return batches
 
@@ -75,7 +73,7 @@ def folder_fingerprint(folder: Path) -> dict[str, str]:
     """Name and content hash of a calibration folder: it shapes the artifact's cache key."""
     digest = hashlib.sha256()
     for file in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+        digest.update(file.name.encode() + b"\0" + sha256_file(file).encode() + b"\0")
     return {"folder": folder.name, "sha256": digest.hexdigest()}
 
 
