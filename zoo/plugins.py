@@ -49,8 +49,11 @@ class PluginInfo:
 
 
 def warn(message: str) -> None:
-    """Print a one-line warning to stderr (the CLI and the Python API share it)."""
-    print(f"zoo: warning: {message}", file=sys.stderr)
+    """Print a one-line warning to stderr (the CLI and the Python API share it); control
+    characters in it (a plugin's error text may hold escape codes) are shown escaped."""
+    from zoo._names import printable
+
+    print(f"zoo: warning: {printable(message)}", file=sys.stderr)
 
 
 def _dist_label(ep: EntryPoint) -> str:

@@ -22,8 +22,10 @@ def print_json(data: Any) -> None:
 
 
 def error_line(message: str) -> None:
-    """One line on stderr, red on a terminal; never wrapped."""
-    text = " ".join(message.split())
+    """One line on stderr, red on a terminal; never wrapped; control characters escaped."""
+    from zoo._names import printable
+
+    text = printable(" ".join(message.split()))
     if sys.stderr.isatty():
         text = f"\x1b[31m{text}\x1b[0m"
     sys.stderr.write(text + "\n")
