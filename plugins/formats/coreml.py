@@ -181,10 +181,11 @@ class CoreMLExporter(Exporter):
             raise ExportError(f"Core ML conversion failed: {type(exc).__name__}: "
                               f"{' '.join(str(exc).split())[:300]}") from exc
         mlmodel.short_description = f"{card.name}: {card.description}"[:500]
+        tensor_text = (f"float32 {list(shape)}: pixels / {pre.scale_divisor:g}, minus mean "
+                       f"{list(pre.mean)}, divided by std {list(pre.std)}, {pre.color_order}")
+        image_text = f"{pre.color_order} image, {shape[3]}x{shape[2]}"
         mlmodel.input_description[inputs[0].name] = (
-            f"RGB image, {shape[3]}x{shape[2]}" if options.input_type == "image" else
-            f"float32 {list(shape)}: pixels / {pre.scale_divisor:g}, minus mean {list(pre.mean)}"
-            f", divided by std {list(pre.std)}, {pre.color_order}")
+            image_text if options.input_type == "image" else tensor_text)
         mlmodel.output_description[OUTPUT_NAME] = (
             f"float32 [1, {card.output.channels}, H, W] logits; argmax over dim 1 gives the "
             "class")
