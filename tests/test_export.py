@@ -38,7 +38,9 @@ def _serve(server: HTTPTestServer, path: Path) -> str:
     return server.serve(f"/models/{path.name}", path) + f"#sha256={sha256_file(path)}"
 
 
-@pytest.mark.parametrize("name", BUILTIN)
+# The ResNet-101 variants share their code with the ResNet-50 ones: slow run only.
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n.endswith("resnet101") else n for n in BUILTIN])
 def test_every_builtin_model_exports_to_both_formats_and_verifies(
     name: str, tmp_path: Path, weights_dir: Path, http_server: HTTPTestServer  # noqa: F811
 ) -> None:

@@ -264,7 +264,8 @@ def test_errors_are_one_line_with_the_right_exit_code(
     manifest["export"]["format"] = "nosuchformat"
     shutil.copy(sidecar, lone.with_name(sidecar.name))
     lone.with_name(sidecar.name).write_text(json.dumps(manifest))
-    fails(2, "unknown format 'nosuchformat'", "single_conv", str(image_file),
+    fails(2, "names format 'nosuchformat', which no installed plugin", "single_conv",
+          str(image_file),
           "--artifact", str(lone))
     shutil.copy(sidecar, lone.with_name(sidecar.name))
     data = bytearray(lone.read_bytes())
