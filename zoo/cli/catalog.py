@@ -101,8 +101,14 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
 def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
     summaries = registry.summaries(args.pattern)
     if getattr(args, "format", None):
+        from zoo.errors import UsageError
+        from zoo.export import available_formats
         from zoo.export.support import exports_to
 
+        formats = available_formats(registry.host)
+        if args.format not in formats:
+            raise UsageError(f"unknown format {args.format!r}; choose from "
+                             f"{', '.join(formats)}")
         summaries = [s for s in summaries if exports_to(registry.get(s.name), args.format)]
     if args.json:
         print_json([summary_row(s) for s in summaries])

@@ -7,6 +7,8 @@ characters escaped. Markup appears only in zoo's own fixed strings.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
@@ -15,6 +17,9 @@ from rich.text import Text
 from zoo.cli.catalog import safe_text
 from zoo.cli.output import human_bytes, human_count
 from zoo.schema import ModelCard
+
+if TYPE_CHECKING:
+    from zoo.export.support import FormatSupport
 
 
 def _facts(card: ModelCard, source: str) -> Table:
@@ -116,9 +121,15 @@ def _formats(card: ModelCard) -> Table:
         precisions = ", ".join(p + (" (default)" if p == row.default_precision and
                                     len(row.precisions) > 1 else "")
                                for p in row.precisions) or "-"
-        t.add_row(safe_text(row.format), safe_text(f"{card.name}{row.suffix}"),
+        t.add_row(safe_text(row.format), safe_text(_file_name(card.name, row)),
                   safe_text(precisions), status)
     return t
+
+
+def _file_name(name: str, row: FormatSupport) -> str:
+    """What ``zoo fetch --format F`` writes with the format's default precision."""
+    precision = row.default_precision or "fp32"
+    return f"{name}{'' if precision == 'fp32' else '.' + precision}{row.suffix}"
 
 
 def render_card(card: ModelCard, source: str) -> Panel:
