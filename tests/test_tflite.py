@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import BUILTIN_MODELS, run_zoo
 from tests.export_helpers import eager_output, fetch, golden_case, make_weights
-from tests.test_formats import run_runtime_clean
+from tests.test_formats import NO_INT8_FIDELITY_ON_RANDOM_WEIGHTS, run_runtime_clean
 
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
@@ -135,12 +135,6 @@ def test_inspect_rejects_damaged_and_mislabelled_models(
     truncated = tmp_path / "truncated.tflite"
     truncated.write_bytes(artifact.read_bytes()[:4096])
     assert not all(f.ok for f in exporter.inspect(truncated, parsed))
-
-
-#: Random-init ResNet-101 FCN is chaotic: int8 noise grows through 101 layers and the
-#: histogram-calibrated PT2E quantizers (LiteRT's and ExecuTorch's alike) lose it (about 0 dB
-#: measured in eager PT2E, before any conversion). Trained weights are not chaotic.
-NO_INT8_FIDELITY_ON_RANDOM_WEIGHTS = {"fcn_resnet101"}
 
 
 @pytest.mark.slow
