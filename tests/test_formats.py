@@ -2,9 +2,9 @@
 
 lraspp_mobilenet_v3_large and single_conv run in the default suite for TorchScript, lite,
 ExecuTorch and ONNX fp32 (tests/test_onnx_int8.py, test_coreml.py and test_tflite.py cover
-the newer paths for the small models); every built-in model in every format and precision the
-exporters declare runs in a slow-marked test. Weights are generated state dicts served from a
-real local HTTP server.
+the newer paths for the small models); every built-in model in every precision of those four
+formats runs in a slow-marked test here, Core ML and LiteRT in their own files. Weights are
+generated state dicts served from a real local HTTP server.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ PRECISIONS = {"torchscript": ("fp32", "int8"), "lite": ("fp32", "int8"),
               "coreml": ("fp16", "fp32", "int8"), "tflite": ("fp32", "int8")}
 DEFAULT_SUITE = {"torchscript": ("fp32", "int8"), "lite": ("fp32", "int8"),
                  "pte": ("fp32", "int8"), "onnx": ("fp32",)}
+#: Core ML and LiteRT run every model x precision in tests/test_coreml.py and test_tflite.py.
+SLOW_SUITE = {fmt: PRECISIONS[fmt] for fmt in ("torchscript", "lite", "pte", "onnx")}
 QUANT_METHOD = {"torchscript": "fx", "lite": "fx", "pte": "pt2e", "onnx": "onnx",
                 "coreml": "coreml", "tflite": "tflite"}
 SIZE = "96x128"
@@ -158,7 +160,7 @@ def test_every_format_and_precision_verifies(
 def test_every_format_and_precision_verifies_slow(
     name: str, tmp_path: Path, http_server: HTTPTestServer  # noqa: F811
 ) -> None:
-    _fetch_all(name, tmp_path, http_server, PRECISIONS)
+    _fetch_all(name, tmp_path, http_server, SLOW_SUITE)
 
 
 def test_int8_is_smaller_and_records_fidelity(tmp_path: Path) -> None:

@@ -21,10 +21,12 @@ Needs ``zoo[litert]``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,20 +152,19 @@ def _litert() -> Any:
     return litert_torch
 
 
-class _no_progress:
+@contextlib.contextmanager
+def _no_progress() -> Iterator[None]:
     """Turn litert-torch's progress display off for the block (it reads an env var)."""
-
-    KEY = "LITERT_TORCH_SHOW_PROGRESS"
-
-    def __enter__(self) -> None:
-        self.saved = os.environ.get(self.KEY)
-        os.environ[self.KEY] = "n"
-
-    def __exit__(self, *exc: object) -> None:
-        if self.saved is None:
-            os.environ.pop(self.KEY, None)
+    key = "LITERT_TORCH_SHOW_PROGRESS"
+    saved = os.environ.get(key)
+    os.environ[key] = "n"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
         else:
-            os.environ[self.KEY] = self.saved
+            os.environ[key] = saved
 
 
 def _convert_int8(model: nn.Module, batches: list[Tensor]) -> Any:
