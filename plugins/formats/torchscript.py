@@ -134,7 +134,9 @@ class TorchScriptExporter(_ScriptedExporter):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "torch.jit.save is deprecated": we know
             torch.jit.save(prepared.module, buffer, _extra_files=extra_files)
-        path.write_bytes(buffer.getvalue())
+        canonical = io.BytesIO()  # process-independent names, no debug records (canonical.py)
+        canonicalize(buffer.getvalue(), canonical)
+        path.write_bytes(canonical.getvalue())
 
 
 class LiteExporter(_ScriptedExporter):
@@ -160,28 +162,34 @@ class LiteExporter(_ScriptedExporter):
     def save(self, prepared: Prepared, path: Path, extra_files: dict[str, str]) -> None:
         from torch.jit.mobile import _backport_for_mobile, _get_model_bytecode_version
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "lite interpreter is deprecated": we know
-            prepared.module._save_for_lite_interpreter(str(path), _extra_files=extra_files)
-        target = prepared.bytecode_version
-        if target is None or _get_model_bytecode_version(str(path)) == target:
-            return
+        raw = path.with_name(path.name + ".raw")  # canonicalize writes the final file
         staged = path.with_name(path.name + ".backport")
+        target = prepared.bytecode_version
         try:
-            ok = _backport_for_mobile(str(path), str(staged), target)
-            if not ok or _get_model_bytecode_version(str(staged)) != target:
-                raise ExportError(
-                    f"cannot backport to bytecode version {target}: this torch "
-                    f"({_torch_version()}) cannot write it; try a version >= 5"
-                )
-            canonicalize(staged, path)  # backport names constants by address
-            if _get_model_bytecode_version(str(path)) != target:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "lite interpreter is deprecated": we know
+                prepared.module._save_for_lite_interpreter(str(raw), _extra_files=extra_files)
+            if target is not None and _get_model_bytecode_version(str(raw)) != target:
+                ok = _backport_for_mobile(str(raw), str(staged), target)
+                if not ok or _get_model_bytecode_version(str(staged)) != target:
+                    raise ExportError(
+                        f"cannot backport to bytecode version {target}: this torch "
+                        f"({_torch_version()}) cannot write it; try a version >= 5"
+                    )
+                raw.unlink()
+                raw = staged
+            # process-independent names, no debug records, backport constants by index
+            canonicalize(raw, path)
+            if target is not None and _get_model_bytecode_version(str(path)) != target:
                 raise ExportError(f"rewriting the bytecode {target} archive failed")
         except ExportError:
             raise
         except Exception as exc:
-            raise ExportError(f"backport to bytecode version {target} failed: {exc}") from exc
+            what = "saving the lite archive" if target is None else \
+                f"backport to bytecode version {target}"
+            raise ExportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
         finally:
+            raw.unlink(missing_ok=True)
             staged.unlink(missing_ok=True)
 
 
