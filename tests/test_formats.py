@@ -191,6 +191,7 @@ def test_calibration_folder_is_used_and_recorded(tmp_path: Path) -> None:
     assert manifest["export"]["options"]["calibrate"]["folder"] == "calib"
 
 
+@pytest.mark.slow  # 40 s of ExecuTorch lowering: keeps the default run under 15 min
 def test_pte_dynamic_size_runs_other_sizes(tmp_path: Path) -> None:
     proc = fetch(["single_conv", "--format", "pte", "--dynamic-size", "64:256", "--weights",
                   "none", "-o", str(tmp_path / "o"), "--quiet"], tmp_path / "home")
