@@ -52,7 +52,7 @@ from typing import Any, Literal
 from filelock import FileLock, Timeout
 
 from zoo.errors import ExportError, UsageError
-from zoo.fsutil import atomic_write_text, sha256_file
+from zoo.fsutil import atomic_write_text, process_alive, read_json_record, sha256_file
 
 BUDGET_ENV = "ZOO_CACHE_MAX"
 RECORD_VERSION = 1
@@ -315,16 +315,6 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
-
-
 def _disk_error(exc: OSError, where: Path, what: str) -> ExportError:
     reason = exc.strerror or type(exc).__name__
     hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else \
@@ -430,14 +420,14 @@ class ArtifactCache:
 
     def lock_holder(self, key: str) -> str:
         """Who holds the lock for ``key``, as its owner record tells (for messages)."""
-        data, _why = self._read_json(self.locks / f"{key}.owner.json", 4096)
+        data, _why = read_json_record(self.locks / f"{key}.owner.json", 4096)
         if data is None or not _is_int(data.get("pid")) or not isinstance(data.get("host"), str) \
                 or not _is_num(data.get("started")):
             return "another process (it left no owner record)"
         pid, host, started = data["pid"], data["host"][:100], float(data["started"])
         since = time.strftime("%H:%M:%S", time.localtime(started))
         text = f"pid {pid} on {host!r} (since {since}, {max(0.0, time.time() - started):.0f} s ago)"
-        if host == socket.gethostname() and not _alive(pid):
+        if host == socket.gethostname() and not process_alive(pid):
             text += " (no longer running)"
         return text
 
@@ -499,30 +489,10 @@ class ArtifactCache:
 
     # -- records -------------------------------------------------------------------------
 
-    @staticmethod
-    def _read_json(path: Path, limit: int = RECORD_MAX) -> tuple[dict[str, Any] | None,
-                                                                   str | None]:
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read(limit + 1)
-        except FileNotFoundError:
-            return None, None
-        except OSError as exc:
-            return None, f"unreadable: {exc.strerror or exc}"
-        if len(raw) > limit:
-            return None, f"larger than {limit} bytes"
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            return None, "not valid JSON"
-        if not isinstance(data, dict):
-            return None, "not a JSON object"
-        return data, None
-
     def _read_record(self, key: str) -> tuple[_Record | None, str | None]:
         """(record, None); (None, None) when there is none; (None, why) when it is damaged."""
         path = self.record_path(key)
-        data, why = self._read_json(path)
+        data, why = read_json_record(path)
         if data is None:
             return None, why
         files = data.get("files")

@@ -46,6 +46,7 @@ from zoo.errors import DownloadError
 from zoo.fsutil import (
     atomic_write_text,
     is_stale_temp,
+    process_alive,
     read_json_record,
     remove_path,
     sha256_file,
@@ -248,7 +249,7 @@ class WeightsCache:
         pid, host, started = data["pid"], data["host"][:100], float(data["started"])
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
         text = f"pid {pid} on {host} (since {since}, {max(0.0, time.time() - started):.0f} s ago)"
-        if host == socket.gethostname() and not _alive(pid):
+        if host == socket.gethostname() and not process_alive(pid):
             text += " (no longer running)"
         return text
 
@@ -558,19 +559,6 @@ def _leftover(path: Path, kind: str) -> Leftover:
     except OSError:
         size = 0
     return Leftover(path, kind, size)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (True when that cannot be told)."""
-    if os.name == "nt":  # os.kill(pid, 0) would terminate it there
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
 
 
 def _now() -> str:

@@ -67,19 +67,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def read_json_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+def read_json_record(path: Path, limit: int = RECORD_MAX
+                     ) -> tuple[dict[str, Any] | None, str | None]:
     """Read a small JSON object: ``(data, None)``; ``(None, None)`` when there is no file;
-    ``(None, why)`` when it is there but damaged (unreadable, too big, not UTF-8 JSON, not an
-    object). Never raises for what the file holds."""
+    ``(None, why)`` when it is there but damaged (unreadable, over ``limit`` bytes, not UTF-8
+    JSON, not an object). Never raises for what the file holds."""
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(RECORD_MAX + 1)
+            raw = fh.read(limit + 1)
     except (FileNotFoundError, NotADirectoryError):
         return None, None
     except OSError as exc:
         return None, f"unreadable: {exc.strerror or exc}"
-    if len(raw) > RECORD_MAX:
-        return None, f"larger than {RECORD_MAX} bytes"
+    if len(raw) > limit:
+        return None, f"larger than {limit} bytes"
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -167,3 +168,16 @@ def disk_error_message(exc: OSError, path: Path, *, needed: int | None = None,
     elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         line += "; downloads need a writable folder (cache hits do not)"
     return line + (f", or {home_hint}" if home_hint else "")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (True when that cannot be told)."""
+    if os.name == "nt":  # os.kill(pid, 0) would terminate it there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
