@@ -213,6 +213,28 @@ def test_damaged_card_bytes_are_caught_when_the_card_is_read(
     assert reg.get("a_one").num_classes == 23  # the digest failed: compiled again from the file
 
 
+def test_damaged_summaries_are_caught_when_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summaries section is read only by listing; damage there (header intact) is caught by
+    its digest and the source compiled again, and looking a card up never reads it."""
+    settle(monkeypatch)
+    path = write_registry(tmp_path / "a.yaml", "a_one", "a_two")
+    Registry(extra_files=[path])
+    entry = entry_of(path)
+    raw = entry.read_bytes()
+    body = raw.index(b"\n", raw.index(b"\n") + 1) + 1  # after the header line
+    assert raw[body:body + 2] == b"[["  # the summaries come first
+    at = raw.index(b'"single_conv"', body)
+    damaged = raw[:at] + b'"single_cxnv"' + raw[at + 13:]
+    entry.write_bytes(damaged)
+    assert Registry(extra_files=[path]).get("a_two").family == "single_conv"
+    assert entry.read_bytes() == damaged  # a lookup does not read the summaries
+    rows = {s.name: s for s in Registry(extra_files=[path]).summaries("a_*")}
+    assert [r.family for r in rows.values()] == ["single_conv", "single_conv"]
+    assert entry.read_bytes() != damaged  # compiled again and stored
+
+
 def _stamped(entry: Path, **changes: Any) -> None:
     """Rewrite ``entry``'s header with ``changes`` to its stamp, digest recomputed."""
     import hashlib
@@ -223,7 +245,8 @@ def _stamped(entry: Path, **changes: Any) -> None:
     header = json.loads(rest[:size])
     header["stamp"] = {**header["stamp"], **changes}
     new = json.dumps(header, separators=(",", ":")).encode()
-    line = b"ZOOREG 1 %d %s\n" % (len(new), hashlib.sha256(new).hexdigest().encode())
+    line = b"ZOOREG %d %d %s\n" % (registry_cache.FORMAT, len(new),
+                                  hashlib.sha256(new).hexdigest().encode())
     entry.write_bytes(line + new + rest[size:])
 
 

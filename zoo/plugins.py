@@ -19,8 +19,6 @@ import errno
 import importlib
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import pluggy
@@ -34,14 +32,29 @@ MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS
 hookimpl = pluggy.HookimplMarker("zoo")
 
 
-@dataclass
 class PluginInfo:
-    """One discovered plugin and how loading it went."""
+    """One discovered plugin and how loading it went (a plain class: ``dataclasses`` would
+    cost every ``zoo list`` its import)."""
 
-    name: str
-    module: str
-    dist: str
-    error: str | None = None
+    __slots__ = ("dist", "error", "module", "name")
+
+    def __init__(self, name: str, module: str, dist: str, error: str | None = None) -> None:
+        self.name = name
+        self.module = module
+        self.dist = dist
+        self.error = error
+
+    def __repr__(self) -> str:
+        return (f"PluginInfo(name={self.name!r}, module={self.module!r}, dist={self.dist!r}, "
+                f"error={self.error!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PluginInfo):
+            return NotImplemented
+        return (self.name, self.module, self.dist, self.error) == (
+            other.name, other.module, other.dist, other.error)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
 
     @property
     def ok(self) -> bool:
@@ -54,13 +67,6 @@ def warn(message: str) -> None:
     from zoo._names import printable
 
     print(f"zoo: warning: {printable(message)}", file=sys.stderr)
-
-
-def _dist_label(ep: EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return "?"
-    return f"{dist.metadata['Name']} {dist.version}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -90,16 +96,18 @@ class PluginHost:
 
     def load_entry_points(self) -> None:
         """Load every entry point of the group, sorted by name, each in isolation."""
+        from zoo import distributions
+
         seen: set[str] = set()
-        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        for ep in distributions.entry_points(ENTRY_POINT_GROUP):
             if ep.name in seen:  # the same dist visible twice on sys.path
                 continue
             seen.add(ep.name)
-            info = PluginInfo(name=ep.name, module=ep.value, dist=_dist_label(ep))
+            info = PluginInfo(name=ep.name, module=ep.value, dist=ep.dist)
             self.plugins[ep.name] = info
             try:
                 with _stdout_to_stderr():
-                    plugin = ep.load()
+                    plugin = distributions.load(ep.value)
                     self.pm.register(plugin, name=ep.name)
             except KeyboardInterrupt:
                 raise

@@ -154,6 +154,7 @@ class Registry:
         self._conflicts: dict[str, list[str]] = {}
         self._builders: dict[str, _Builder] = {}
         self._cards: dict[str, ModelCard] = {}
+        self._sorted: list[str] | None = None  # names(), sorted when first asked
         self._load(extra_files)
 
     # -- loading -------------------------------------------------------------------------
@@ -166,7 +167,6 @@ class Registry:
             if not Path(path).is_file():
                 raise CardError(f"registry file {path} does not exist")
             self._add_file(Path(path), str(path))
-        self._where = dict(sorted(self._where.items()))
 
     def _add_file(self, path: Path, label: str, plugin: str | None = None) -> None:
         def recompile() -> Compiled:
@@ -239,8 +239,13 @@ class Registry:
         from zoo.plugins import warn
 
         source = origin.label
-        for index, summary in enumerate(origin.compiled.summaries):
-            name = summary.name
+        names = origin.compiled.names
+        self._sorted = None
+        if not (self._where.keys() & names or self._conflicts.keys() & names) and len(
+                set(names)) == len(names):  # the common case: nothing clashes
+            self._where.update({name: (origin, index) for index, name in enumerate(names)})
+            return
+        for index, name in enumerate(names):
             if name in self._conflicts:
                 self._conflicts[name].append(source)
             elif name in self._where:
@@ -264,8 +269,10 @@ class Registry:
 
     def names(self, pattern: str | None = None) -> list[str]:
         """Sorted model names, optionally filtered by a glob such as ``'deeplab*'``."""
-        names = list(self._where)
-        return [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else names
+        if self._sorted is None:
+            self._sorted = sorted(self._where)
+        names = self._sorted
+        return [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else list(names)
 
     def summaries(self, pattern: str | None = None) -> list[Summary]:
         """What ``zoo list`` shows of each matching card (sorted by name), without building
@@ -275,10 +282,30 @@ class Registry:
         where, owner_of = self._where, self._owner
         for name in self.names(pattern):
             origin, index = where[name]
-            summary = origin.compiled.summaries[index]
+            summary = self._summary(origin, index, name)
             owner = owner_of(origin, summary.plugin, summary.architecture)
             rows.append(summary if owner == summary.plugin else summary._replace(plugin=owner))
         return rows
+
+    def _summary(self, origin: _Origin, index: int, name: str) -> Summary:
+        """The summary of card ``name`` (compiling its source again, once, if the stored
+        summaries are damaged)."""
+        try:
+            return origin.compiled.summaries[index]
+        except StaleEntry:
+            if origin.recompile is None:
+                raise
+            self._recompile(origin)
+        return origin.compiled.summaries[index]
+
+    def _recompile(self, origin: _Origin) -> None:
+        """Compile ``origin`` again; a source whose names changed meanwhile is an error."""
+        assert origin.recompile is not None
+        before = origin.compiled.names
+        origin.compiled = origin.recompile()
+        if origin.compiled.names != before:
+            raise CardError(f"{origin.label}: changed while zoo was reading it; "
+                            "run the command again")
 
     def cards(self, pattern: str | None = None) -> list[ModelCard]:
         """Cards whose names match ``pattern`` (all when None), sorted by name."""
@@ -311,13 +338,7 @@ class Registry:
         except (StaleEntry, CardError):
             if origin.recompile is None:
                 raise
-            origin.compiled = origin.recompile()
-            index = next((i for i, s in enumerate(origin.compiled.summaries) if s.name == name),
-                         -1)
-            if index < 0:
-                raise CardError(f"{origin.label}: model {name!r} disappeared while zoo was "
-                                "reading it; run the command again") from None
-            self._where[name] = (origin, index)
+            self._recompile(origin)
             card = self._validated(origin, index, name)
         owner = self._owner(origin, card.plugin, card.architecture)
         return card if owner == card.plugin else card.model_copy(update={"plugin": owner})

@@ -6,14 +6,16 @@ Compiling a source validates every card and writes one entry, ``ZOO_HOME/registr
 
     ZOOREG <format> <header length> <sha256 of the header>\\n
     <header: JSON>\\n
-    <card JSON><card JSON>...
+    <summaries: JSON><card JSON><card JSON>...
 
 The header holds the *stamp* (entry format, zoo version, a digest of the code that parses and
 validates cards, pydantic and PyYAML versions), the source's identity (a file's path, size,
-mtime, ctime, inode, device and sha256; a plugin's data: the sha256 of its canonical JSON) and
-one row per card: its name, the columns ``zoo list`` shows, and the offset, length and
-blake2b digest of its JSON. ``zoo list`` reads the header only; ``zoo.get(NAME)`` reads one
-card's bytes and validates them again before returning a :class:`~zoo.schema.ModelCard`.
+mtime, ctime, inode, device and sha256; a plugin's data: the sha256 of its canonical JSON),
+every card's name, the length and blake2b digest of each card's JSON, and the length and sha256
+of the *summaries*: one row per card of the columns ``zoo list`` shows. Looking a card up
+reads the header (names, for clash detection across sources) and that card's bytes, which are
+validated again before a :class:`~zoo.schema.ModelCard` is returned; ``zoo list`` reads the
+header and the summaries, never a card.
 
 Trust. An entry is used only if its header hashes to the recorded digest, its stamp is this
 process's, and its source is unchanged: a file whose ``stat`` matches and had not been touched
@@ -34,6 +36,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -42,7 +45,7 @@ from zoo.errors import CardError
 if TYPE_CHECKING:
     from zoo.schema import ModelCard
 
-FORMAT = 1
+FORMAT = 2
 MAGIC = b"ZOOREG"
 RACY_NS = 2_000_000_000  # a file touched this recently is hashed, not trusted by its stat
 MAX_ENTRIES = 256  # entries kept; the least recently written go first
@@ -75,20 +78,44 @@ def summarize(card: ModelCard) -> Summary:
                    default.size if default else None, card.architecture, card.plugin)
 
 
+class _Digests(Sequence[str]):
+    """The card digests of an entry, sliced from one string as they are asked for."""
+
+    def __init__(self, joined: str) -> None:
+        self._joined = joined
+
+    def __len__(self) -> int:
+        return len(self._joined) // _DIGEST_HEX
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._joined[index * _DIGEST_HEX:(index + 1) * _DIGEST_HEX]
+
+
 class StaleEntry(Exception):
     """A compiled card whose bytes no longer prove themselves: compile the source again."""
 
 
 class Compiled:
-    """One compiled source: a summary per card, and each card's validated JSON."""
+    """One compiled source: each card's name, summary and validated JSON."""
 
-    def __init__(self, summaries: list[Summary], read: Callable[[int], bytes],
-                 digests: Sequence[str] | None = None,
+    def __init__(self, names: list[str], summaries: list[Summary] | Callable[[], list[Summary]],
+                 read: Callable[[int], bytes], digests: Sequence[str] | None = None,
                  cards: Sequence[ModelCard | None] | None = None) -> None:
-        self.summaries = summaries
+        self.names = names
+        self._summaries = summaries
         self._read = read
         self._digests = digests
         self._cards = cards
+
+    @property
+    def summaries(self) -> list[Summary]:
+        """One :class:`Summary` per card, in card order (read on first use); :class:`StaleEntry`
+        if the stored summaries are damaged."""
+        if callable(self._summaries):
+            self._summaries = self._summaries()
+        return self._summaries
 
     def card_data(self, index: int) -> Any:
         """The JSON data of card ``index``; :class:`StaleEntry` if its bytes are not as recorded."""
@@ -108,8 +135,11 @@ class Compiled:
         return self._cards[index] if self._cards is not None else None
 
 
+_DIGEST_HEX = 32  # hex characters of a card digest
+
+
 def _digest(blob: bytes) -> str:
-    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+    return hashlib.blake2b(blob, digest_size=_DIGEST_HEX // 2).hexdigest()
 
 
 # -- the stamp -------------------------------------------------------------------------------
@@ -119,21 +149,15 @@ def _digest(blob: bytes) -> str:
 def stamp() -> dict[str, Any]:
     """What, besides its source, decides an entry: format, zoo's version and card code,
     and the versions of the libraries that parse and validate."""
-    from importlib.metadata import PackageNotFoundError, version
-
     from zoo import __version__
+    from zoo.distributions import versions
 
     code = hashlib.sha256()
     here = Path(__file__).parent
     for name in _CODE:
         with contextlib.suppress(OSError):
             code.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
-    libs = {}
-    for dist in ("pydantic", "pydantic-core", "PyYAML"):
-        try:
-            libs[dist] = version(dist)
-        except PackageNotFoundError:
-            libs[dist] = None
+    libs = versions("pydantic", "pydantic-core", "PyYAML")
     return {"format": FORMAT, "zoo": __version__, "code": code.hexdigest(), "libs": libs}
 
 
@@ -189,38 +213,63 @@ def _read_entry(path: Path) -> _Entry | None:
 
 
 def _well_formed(header: dict[str, Any]) -> bool:
-    cards, source = header.get("cards"), header.get("source")
-    if not isinstance(cards, list) or not isinstance(source, dict):
+    names, lengths, digests = header.get("names"), header.get("lengths"), header.get("digests")
+    summaries, body = header.get("summaries"), header.get("body")
+    if not (isinstance(names, list) and isinstance(lengths, list) and isinstance(digests, str)
+            and isinstance(header.get("source"), dict) and type(body) is int):
         return False
-    return all(isinstance(row, list) and len(row) == 11 for row in cards)
+    if not (isinstance(summaries, list) and len(summaries) == 2
+            and type(summaries[0]) is int and summaries[0] >= 0 and isinstance(summaries[1], str)):
+        return False
+    return (len(lengths) == len(names) and len(digests) == _DIGEST_HEX * len(names)
+            and all(isinstance(n, str) for n in names)
+            and all(type(n) is int and n >= 0 for n in lengths)
+            and summaries[0] + sum(lengths) == body)
 
 
-def _row_ok(row: list[Any]) -> bool:
-    name, family, classes, output, params, size, arch, plugin, offset, length, digest = row
+def _row_ok(row: Any) -> bool:
+    if not isinstance(row, list) or len(row) != len(Summary._fields):
+        return False
+    name, family, classes, output, params, size, arch, plugin = row
     return (isinstance(name, str) and isinstance(family, str) and type(classes) is int
             and isinstance(output, str) and type(params) is int
             and (size is None or type(size) is int) and isinstance(arch, str)
-            and (plugin is None or isinstance(plugin, str)) and type(offset) is int
-            and type(length) is int and offset >= 0 and length >= 0
-            and isinstance(digest, str))
+            and (plugin is None or isinstance(plugin, str)))
 
 
-def _compiled_from(entry: _Entry) -> Compiled | None:
-    rows = entry.header["cards"]
-    if not all(map(_row_ok, rows)):
-        return None
-    summaries = [Summary(*row[:8]) for row in rows]
-    spans = [(row[8], row[9]) for row in rows]
-    digests = [row[10] for row in rows]
-    start, path = entry.body_offset, entry.path
+def _compiled_from(entry: _Entry) -> Compiled:
+    header, path = entry.header, entry.path
+    names: list[str] = header["names"]
+    summaries_length, summaries_sha256 = header["summaries"]
+    digests = _Digests(header["digests"])
+    offsets = list(accumulate(header["lengths"], initial=entry.body_offset + summaries_length))
 
     def read(index: int) -> bytes:
-        offset, length = spans[index]
         with open(path, "rb") as fh:
-            fh.seek(start + offset)
-            return fh.read(length)
+            fh.seek(offsets[index])
+            return fh.read(offsets[index + 1] - offsets[index])
 
-    return Compiled(summaries, read, digests)
+    def summaries() -> list[Summary]:
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(entry.body_offset)
+                blob = fh.read(summaries_length)
+        except OSError as exc:
+            raise StaleEntry(str(exc)) from exc
+        if hashlib.sha256(blob).hexdigest() != summaries_sha256:
+            raise StaleEntry("summaries do not match their digest")
+        try:
+            rows = json.loads(blob)
+        except ValueError as exc:
+            raise StaleEntry(str(exc)) from exc
+        if not isinstance(rows, list) or len(rows) != len(names) or not all(map(_row_ok, rows)):
+            raise StaleEntry("summaries are not one row per card")
+        found = [Summary(*row) for row in rows]
+        if [s.name for s in found] != names:
+            raise StaleEntry("summaries name other cards")
+        return found
+
+    return Compiled(names, summaries, read, digests)
 
 
 # -- writing entries -------------------------------------------------------------------------
@@ -235,18 +284,19 @@ def _build(cards: Sequence[ModelCard]) -> tuple[list[Summary], list[bytes]]:
 
 
 def _in_memory(summaries: list[Summary], blobs: list[bytes]) -> Compiled:
-    return Compiled(summaries, blobs.__getitem__)
+    return Compiled([s.name for s in summaries], summaries, blobs.__getitem__)
 
 
 def _write_entry(path: Path, source: dict[str, Any], summaries: list[Summary],
                  blobs: list[bytes]) -> None:
-    """Write an entry for ``blobs`` (the cards' JSON, in order)."""
-    rows, offset = [], 0
-    for summary, blob in zip(summaries, blobs, strict=True):
-        rows.append([*summary, offset, len(blob), _digest(blob)])
-        offset += len(blob)
-    _write(path, {"stamp": stamp(), "source": source, "body": offset, "cards": rows},
-           lambda fh: fh.writelines(blobs))
+    """Write an entry for ``blobs`` (the cards' JSON, in order) and their summaries."""
+    table = json.dumps([list(s) for s in summaries], separators=(",", ":")).encode()
+    lengths = [len(blob) for blob in blobs]
+    header = {"stamp": stamp(), "source": source, "body": len(table) + sum(lengths),
+              "names": [s.name for s in summaries], "lengths": lengths,
+              "digests": "".join(map(_digest, blobs)),
+              "summaries": [len(table), hashlib.sha256(table).hexdigest()]}
+    _write(path, header, lambda fh: (fh.write(table), fh.writelines(blobs)))
 
 
 def _write(path: Path, header: dict[str, Any], body: Callable[[Any], object]) -> None:
@@ -322,16 +372,12 @@ def compile_file(path: Path, parse: Callable[[bytes, Path], list[ModelCard]],
         same_stat = all(source.get(k) == v for k, v in _stat_key(st).items())
         settled = max(st.st_mtime_ns, st.st_ctime_ns) + RACY_NS < source.get("checked_ns", 0)
         if same_stat and settled:
-            compiled = _compiled_from(entry)
-            if compiled is not None:
-                return compiled
+            return _compiled_from(entry)
         data = _read(path)
         if hashlib.sha256(data).hexdigest() == source.get("sha256"):
-            compiled = _compiled_from(entry)
-            if compiled is not None:
-                if max(st.st_mtime_ns, st.st_ctime_ns) + RACY_NS < checked_ns:
-                    _refresh(entry, {**source, **_stat_key(st), "checked_ns": checked_ns})
-                return compiled
+            if max(st.st_mtime_ns, st.st_ctime_ns) + RACY_NS < checked_ns:
+                _refresh(entry, {**source, **_stat_key(st), "checked_ns": checked_ns})
+            return _compiled_from(entry)
     if data is None:
         data = _read(path)
     cards = parse(data, path)
@@ -377,9 +423,7 @@ def compile_data(ident: str, items: list[Any],
     entry = None if fresh else _read_entry(entry_path)
     if entry is not None and entry.header["source"] == {"kind": "data", "ident": ident,
                                                         "sha256": digest}:
-        compiled = _compiled_from(entry)
-        if compiled is not None:
-            return compiled
+        return _compiled_from(entry)
     summaries, blobs = _build(parse(items))
     _write_entry(entry_path, {"kind": "data", "ident": ident, "sha256": digest}, summaries, blobs)
     return _in_memory(summaries, blobs)
@@ -388,4 +432,5 @@ def compile_data(ident: str, items: list[Any],
 def compile_cards(cards: list[ModelCard]) -> Compiled:
     """Card objects a plugin handed over: summarized, kept as they are."""
     summaries = [summarize(card) for card in cards]
-    return Compiled(summaries, lambda i: cards[i].model_dump_json().encode(), cards=cards)
+    return Compiled([s.name for s in summaries], summaries,
+                    lambda i: cards[i].model_dump_json().encode(), cards=cards)

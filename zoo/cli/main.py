@@ -76,8 +76,17 @@ def _common(dest: str = "registry") -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full ``zoo`` argument parser."""
+#: commands defined in this module; the others live in their own modules (_EXTRA_MODULES)
+_CORE_COMMANDS = frozenset({"list", "info", "plugins", "schema"})
+_EXTRA_MODULES = ("zoo.cli.fetch", "zoo.cli.cache", "zoo.cli.verify", "zoo.cli.run",
+                  "zoo.cli.store")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``zoo`` argument parser: every command, or, when ``argv`` (the arguments it will
+    parse) names one of this module's commands, only those (importing the other command
+    modules is most of a ``zoo list``'s start-up)."""
+    core_only = argv is not None and _command_in(argv) in _CORE_COMMANDS
     common = _common()
     parser = _Parser(
         prog="zoo",
@@ -116,16 +125,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", nargs="?", choices=("card", "manifest"), default="card")
     p.set_defaults(handler=_schema)
 
-    for register in _extra_commands():
+    for register in [] if core_only else _extra_commands():
         register(sub, common)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (the first token that is not a top-level option)."""
+    args = iter(argv)
+    for token in args:
+        if token == "--registry":
+            next(args, None)  # its value
+        elif not token.startswith("-"):
+            return token
+        elif token == "--":
+            return next(args, None)
+    return None
 
 
 def _extra_commands() -> list[Callable[..., None]]:
     """Command groups that live in their own modules (each adds its sub-parsers)."""
     registrars: list[Callable[..., None]] = []
-    for module in ("zoo.cli.fetch", "zoo.cli.cache", "zoo.cli.verify", "zoo.cli.run",
-                   "zoo.cli.store"):
+    for module in _EXTRA_MODULES:
         try:
             mod = __import__(module, fromlist=["add_parsers"])
         except ModuleNotFoundError as exc:
@@ -179,7 +200,8 @@ def _schema(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)

@@ -6,13 +6,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+if TYPE_CHECKING:  # rich costs ~30 ms to import: only commands that draw with it pay
+    from rich.console import Console
 
 
 def stdout_console() -> Console:
     """A console for results (tables, panels) on stdout; wide when piped so nothing is cut."""
+    from rich.console import Console
+
     return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
 
