@@ -14,6 +14,10 @@ bytes. ``ResolvedWeights.url`` is the card's own URL even when a mirror served t
 manifests do not depend on which mirror a machine used; it and ``source`` are redacted (no
 user info, no query values), since they flow into manifests.
 
+With a team store (``store``, :class:`WeightsMirror`), card weights missing from the cache are
+asked of the store first and of the card's URLs after: the store is a mirror, its bytes are
+checked against the card's pin exactly like a download's.
+
 Bounds: ``timeout`` is the stall window, ``deadline`` covers everything one resolution does
 (waiting for another process's download, every attempt and retry), ``max_size`` caps a
 download whose size nobody announced in advance. Nothing here imports torch.
@@ -26,6 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
@@ -57,6 +62,16 @@ class ResolvedWeights:
 
 
 UNTRAINED = ResolvedWeights(None, None, UNTRAINED_SOURCE, None, True)
+
+
+class WeightsMirror(Protocol):
+    """A place that may hold card weights by hash (the team store's ``weights/sha256/``)."""
+
+    url: str
+
+    def fetch_weights(self, expected: str, size: int | None, dest: Path) -> str | None:
+        """Write weights whose sha256 is (or starts with) ``expected`` to ``dest`` and return
+        their full sha256, or return None (a miss, an unreachable store: already reported)."""
 
 
 def env_offline() -> bool:
@@ -143,6 +158,7 @@ def resolve_weights(
     deadline: float | None = DEFAULT_DEADLINE,
     max_size: int | None = DEFAULT_MAX_SIZE,
     min_rate: float = DEFAULT_MIN_RATE,
+    store: WeightsMirror | None = None,
 ) -> ResolvedWeights:
     """Turn a ``--weights`` spec into a verified local file (downloading into the cache).
 
@@ -152,6 +168,8 @@ def resolve_weights(
     Raises UsageError (exit 2) for a spec that names nothing or a bad ``ZOO_OFFLINE`` /
     mirror, DownloadError for network, disk, offline and refusal failures (message names
     the URL and the ways out), HashMismatchError when bytes do not match their pin.
+    ``store``: asked for card weights before their URLs (offline too: only a store that works
+    offline should be passed then).
     """
     if progress not in PROGRESS_MODES:
         raise ValueError(f"progress must be one of {PROGRESS_MODES}, not {progress!r}")
@@ -163,7 +181,7 @@ def resolve_weights(
                          "such as https://host[:port]")
     ctx = _Context(card, mirror, env_offline() if offline is None else offline, allow_http,
                    progress, timeout, retries, max_size, min_rate,
-                   None if deadline is None else time.monotonic() + deadline, deadline)
+                   None if deadline is None else time.monotonic() + deadline, deadline, store)
     if spec is None:
         if card.default_weights is None:
             raise UsageError(
@@ -204,6 +222,7 @@ class _Context:
     min_rate: float
     ends: float | None  # time.monotonic() deadline
     deadline: float | None
+    store: WeightsMirror | None = None
 
     @property
     def cache(self) -> WeightsCache:
@@ -265,23 +284,51 @@ class _Context:
         cache = self.cache
         entry = self._hit(cache, expected, src)
         if entry is None:
-            if self.offline:
-                raise DownloadError(
-                    f"offline ({OFFLINE_ENV}=1 or --offline) and {self.card.name} weights "
-                    f"{src.name!r} ({_hash_label(expected)}) are not in the cache {cache.root}; "
-                    f"run `zoo fetch {self.card.name}` once online, or use --weights PATH "
-                    "or --weights none"
-                )
+            if self.offline and self.store is None:
+                raise self._offline_miss(src, expected, cache)
             urls = [apply_mirror(u, self.mirror) for u in src.urls]
             what = f"{self.card.name} weights {src.name}"
             with cache.lock(expected, on_wait=lambda who: self._wait(what, who),
                             timeout=self.remaining(), what=what):
-                entry = self._hit(cache, expected, src)
+                entry = self._hit(cache, expected, src) or \
+                    self._from_store(cache, expected, src, ref)
+                if entry is None and self.offline:
+                    raise self._offline_miss(src, expected, cache)
                 if entry is None:
                     entry = self._download(cache, urls, expected, src.size, src.size_exact,
                                            key=expected, ref=ref, label=src.name)
         cache.note_use(entry, url=src.urls[0], ref=ref)
         return ResolvedWeights(entry.path, entry.sha256, source, shown, False)
+
+    def _offline_miss(self, src: WeightsSource, expected: str, cache: WeightsCache
+                      ) -> DownloadError:
+        store = f" nor in the store {redact_url(self.store.url)}" if self.store else ""
+        return DownloadError(
+            f"offline ({OFFLINE_ENV}=1 or --offline) and {self.card.name} weights "
+            f"{src.name!r} ({_hash_label(expected)}) are not in the cache {cache.root}{store}; "
+            f"run `zoo fetch {self.card.name}` once online, or use --weights PATH "
+            "or --weights none"
+        )
+
+    def _from_store(self, cache: WeightsCache, expected: str, src: WeightsSource,
+                    ref: tuple[str, str | None]) -> CacheEntry | None:
+        """The weights from the team store, checked against the card's pin, or None."""
+        if self.store is None:
+            return None
+        part = cache.part_path(f"store-{expected}")
+        size = src.size if src.size_exact else None
+        try:
+            sha = self.store.fetch_weights(expected, size, part)
+            if sha is None or not hash_matches(sha, expected) or \
+                    (size is not None and part.stat().st_size != size):
+                part.unlink(missing_ok=True)
+                return None
+            self._note(f"{self.card.name} weights {src.name}: from the team store "
+                       f"{redact_url(self.store.url)} (sha256 checked)")
+            return cache.add(part, sha, url=f"{self.store.url.rstrip('/')}/weights/sha256/{sha}",
+                             ref=ref)
+        finally:
+            part.unlink(missing_ok=True)
 
     def _hit(self, cache: WeightsCache, expected: str, src: WeightsSource) -> CacheEntry | None:
         entry = cache.find(expected)

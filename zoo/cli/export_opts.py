@@ -170,6 +170,7 @@ def run_export(
         log(f"published to {store.url}: {len(result.uploaded)} objects uploaded "
             f"({human_bytes(result.bytes_uploaded)}), {len(result.present)} already there"
             f"{signed}")
+        publish_weights(store, weights, quiet)
     if args.verify:
         from zoo.cli.verify import cmd_verify
 
@@ -179,6 +180,20 @@ def run_export(
             store_option=getattr(args, "store_option", [])))
     return 0
 
+
+def publish_weights(store: StoreConfig, weights: ResolvedWeights, quiet: bool) -> None:
+    """Upload resolved weights to the store's ``weights/sha256/`` (nothing for untrained)."""
+    from zoo.store.options import progress_printer
+
+    if weights.path is None or weights.sha256 is None:
+        return
+    size = weights.path.stat().st_size
+    sent = store.open().publish_weights(weights.path, weights.sha256, size,
+                                        progress=None if quiet else progress_printer())
+    if not quiet:
+        what = "uploaded" if sent else "already there"
+        print(f"zoo: weights {weights.sha256[:16]}… ({human_bytes(size)}) {what}: "
+              f"{store.url}", file=sys.stderr)
 
 def _summary(outcome: ExportOutcome, quiet: bool) -> None:
     m = outcome.manifest

@@ -13,13 +13,18 @@ import re
 import sys
 from typing import TYPE_CHECKING
 
-from zoo.cli.export_opts import add_export_options, check_export_args, run_export
+from zoo.cli.export_opts import (
+    add_export_options,
+    check_export_args,
+    publish_weights,
+    run_export,
+)
 from zoo.cli.output import error_line
 from zoo.errors import UsageError
 
 if TYPE_CHECKING:
     from zoo.schema import ModelCard
-    from zoo.weights import ResolvedWeights
+    from zoo.weights import ResolvedWeights, WeightsMirror
 
 # zoo.download/zoo.weights import requests; `zoo --help` must stay light, so the defaults
 # are repeated here (tests/test_fetch_cli.py checks they agree).
@@ -54,10 +59,14 @@ environment:
   ZOO_MIRROR   like --mirror
   ZOO_OFFLINE  1/true/yes/on: use the cache only, never the network (like --offline);
                0/false/no/off or empty: online; anything else is an error
+  ZOO_STORE    team store (like --store): card weights missing from the cache come from its
+               weights/sha256/ first (checked against the card's pin), then from the URLs;
+               with --format, the artifact itself is looked up there before exporting
 
 examples:
   zoo fetch deeplabv3_resnet50
   zoo fetch deeplabv3_resnet50 --mirror https://mirror.example.com
+  zoo fetch deeplabv3_resnet50 --store s3://team-zoo/prod --publish   # seed the store
   zoo fetch single_conv --weights ./my_drone_weights.pth
   zoo fetch deeplabv3_resnet50 --format lite -o app/models
   zoo fetch deeplabv3_resnet50 --format lite --bytecode-version 7   # PyTorch Mobile 1.10 apps
@@ -164,8 +173,10 @@ def progress_mode(args: argparse.Namespace) -> str:
     return "always" if getattr(args, "progress", False) else "auto"
 
 
-def weights_from_args(args: argparse.Namespace, card: ModelCard) -> ResolvedWeights:
-    """Resolve the weights the options in ``args`` ask for; warns loudly when untrained."""
+def weights_from_args(args: argparse.Namespace, card: ModelCard,
+                      store: WeightsMirror | None = None) -> ResolvedWeights:
+    """Resolve the weights the options in ``args`` ask for (card weights from the team
+    ``store`` first, when one is given); warns loudly when untrained."""
     from zoo.weights import env_offline, resolve_weights
 
     env_offline_value = env_offline()  # a bad ZOO_OFFLINE is an error even with --offline
@@ -176,7 +187,7 @@ def weights_from_args(args: argparse.Namespace, card: ModelCard) -> ResolvedWeig
         allow_http=args.allow_http, progress=progress_mode(args), timeout=args.timeout,
         retries=args.retries, deadline=deadline or None,
         max_size=getattr(args, "max_size", DEFAULT_MAX_SIZE),
-        min_rate=getattr(args, "min_rate", DEFAULT_MIN_RATE),
+        min_rate=getattr(args, "min_rate", DEFAULT_MIN_RATE), store=store,
     )
     if weights.untrained:
         untrained_warning(card.name)
@@ -218,15 +229,20 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     card = registry.get(args.name)
     if args.weights is not None and not args.weights.strip():
         raise UsageError("--weights needs a value: NAME, URL, PATH or none")
-    store = None
     if args.format is not None:
         check_export_args(args, card)  # before any download or build
-        from zoo.store.options import store_from_args
+    elif args.sign is not None:
+        raise UsageError("--sign signs published artifacts; add --format F (weights are "
+                         "checked against the card's pin, not signed)")
+    from zoo.store.options import store_from_args
 
-        store = store_from_args(args)
-    weights = weights_from_args(args, card)
+    store = store_from_args(args)
+    weights = weights_from_args(args, card, store)
     if args.format is not None:
         return run_export(args, card, weights, registry, store)
+    if store is not None and store.publish_after:
+        publish_weights(store, weights, getattr(args, "quiet", False))
     if weights.path is not None:
         sys.stdout.write(f"{weights.path}\n")
     return 0
+

@@ -16,9 +16,12 @@ examples:
   zoo publish models --store s3://team-zoo/prod --store-option endpoint_url=https://minio.lan
 
 The store keeps content-addressed objects (objects/sha256/HEX) and one immutable record per
-publish (records/IDENTITY/HEX.json), written last. Objects the store already has are not sent
-again; large files go up as resumable multipart uploads. Credentials come the way boto and
-fsspec take them (AWS_PROFILE, AWS_ACCESS_KEY_ID, ~/.aws, --store-option key=...).
+publish (records/IDENTITY/HEX.json), written last. The weights the artifact was exported from
+go up too (weights/sha256/HEX) when this machine's weights cache holds them (--no-weights:
+not), so other machines fetch them from the store instead of the cards' URLs. Objects the
+store already has are not sent again; large files go up as resumable multipart uploads.
+Credentials come the way boto and fsspec take them (AWS_PROFILE, AWS_ACCESS_KEY_ID, ~/.aws,
+--store-option key=...).
 environment: {STORE_ENV} (the store URL), ZOO_KEY_PASSPHRASE (an encrypted --sign key).
 """
 
@@ -43,6 +46,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("path", metavar="DIR_OR_ARTIFACT", type=_path,
                    help="export folder, artifact or <artifact>.manifest.json")
     add_store_options(p, publish=False, no_store=False, trusted=False)
+    p.add_argument("--no-weights", action="store_true",
+                   help="do not upload the weights the artifact was exported from")
     _output_options(p)
     p.set_defaults(handler=cmd_publish)
 
@@ -67,7 +72,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         "verify", parents=[common], help="re-check every record and object",
         description="Re-check every record (its name, fields and signature; with "
         "--trusted-key, that a trusted key signed it) and every object it names (present, "
-        "size, sha256: each object is downloaded and hashed). Reports objects no record "
+        "size, sha256: each object is downloaded and hashed) and every weights file (its "
+        "bytes must hash to its name). Reports objects no record "
         "names (left by interrupted publishes). Never deletes anything. Exit 1 on any "
         "problem.")
     add_store_options(q, publish=False, sign=False, no_store=False)
@@ -124,9 +130,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from zoo.cli.output import human_bytes, print_json, stdout_console
 
     config = _config(args)
-    result = config.publish(args.path, progress=_progress(args))
+    progress = _progress(args)
+    result = config.publish(args.path, progress=progress)
+    weights = None if args.no_weights else config.publish_weights_of(result, progress=progress)
     if args.json:
-        print_json(result.as_dict())
+        print_json({**result.as_dict(), "weights": weights})
         return 0
     st = result.record.statement
     console = stdout_console()
@@ -143,6 +151,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
                   "there", highlight=False)
     signer = result.signer or "[yellow]unsigned[/] (use --sign KEY)"
     console.print(f"  signed by  {signer}", highlight=False)
+    if weights is not None:
+        state = weights.get("skipped") or ("uploaded" if weights["uploaded"] else
+                                           "already there")
+        console.print(f"  weights    {weights['sha256'][:16]}… {escape(state)}", highlight=False)
     if st.untrained:
         console.print("  [bold yellow]UNTRAINED[/]: exported with --weights none",
                       highlight=False)
@@ -225,15 +237,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
         console.print(f"{mark} {escape(what)}  {escape(entry['record'])}", highlight=False)
         for problem in entry["problems"]:
             console.print(f"       {escape(problem)}", highlight=False)
+    for item in report.weights:
+        if item["problem"]:
+            console.print(f"[red]FAIL[/] {escape(item['key'])}: {escape(item['problem'])}",
+                          highlight=False)
     for key in report.stray:
         console.print(f"[red]FAIL[/] {escape(key)}: not part of the store layout",
                       highlight=False)
     if report.leftovers:
         console.print(f"{len(report.leftovers)} temporary files under tmp/ (left by "
                       "interrupted publishes)", highlight=False)
-    bad = sum(1 for e in report.records if e["problems"])
+    bad = sum(1 for e in report.records if e["problems"]) + \
+        sum(1 for w in report.weights if w["problem"])
     console.print(
-        f"{len(report.records)} records, {report.objects_checked} objects re-hashed "
+        f"{len(report.records)} records, {len(report.weights)} weights files, "
+        f"{report.objects_checked} objects re-hashed "
         f"({human_bytes(report.bytes_hashed)}), {bad} with problems; "
         f"{len(report.unreferenced)} objects no record names (left by interrupted "
         "publishes; nothing was deleted)", highlight=False)

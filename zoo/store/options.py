@@ -44,7 +44,8 @@ def add_store_options(parser: argparse.ArgumentParser, *, publish: bool = True,
                        help=f"do not use the team store (ignore {STORE_ENV})")
     if publish:
         g.add_argument("--publish", action="store_true",
-                       help="after a local export, publish the artifact to the store")
+                       help="publish to the store: the artifact after a local export, and "
+                       "the weights it came from (without --format: the weights alone)")
     if sign:
         g.add_argument("--sign", type=Path, metavar="KEY",
                        help="sign what is published with this Ed25519 private key (PEM)")
@@ -164,6 +165,34 @@ class StoreConfig:
     def publish(self, path: Path, *, progress: Progress | None = None) -> PublishResult:
         """Publish the artifact at ``path``, signed with ``sign_key`` when there is one."""
         return self.open().publish(path, sign_key=self.sign_key, progress=progress)
+
+    def publish_weights_of(self, result: PublishResult, *,
+                           progress: Progress | None = None) -> dict[str, Any] | None:
+        """Upload the weights a published artifact was exported from, when this machine's
+        weights cache holds them; None for an untrained artifact. Returns what happened:
+        ``{"sha256", "size", "uploaded"}``, or ``{"sha256", "skipped": reason}``."""
+        sha = result.weights_sha256
+        if sha is None:
+            return None
+        from zoo.cache import WeightsCache
+
+        entry = WeightsCache().find(sha)
+        if entry is None:
+            return {"sha256": sha, "skipped": "not in this machine's weights cache"}
+        sent = self.open().publish_weights(entry.path, sha, entry.size, progress=progress)
+        return {"sha256": sha, "size": entry.size, "uploaded": sent}
+
+    def fetch_weights(self, expected: str, size: int | None, dest: Path) -> str | None:
+        """The weights pipeline's store callback (:class:`zoo.weights.WeightsMirror`): the
+        full sha256 of weights matching ``expected`` written to ``dest``, or None. An
+        unreachable store warns (one line) and counts as a miss: the card's URLs come next."""
+        from zoo.store.errors import StoreError
+
+        try:
+            return self.open().pull_weights(expected, dest, size=size)
+        except StoreError as exc:
+            self.warn(f"{exc}; fetching the weights from the card's URLs")
+            return None
 
 
 def store_from_args(args: argparse.Namespace, *, required: bool = False) -> StoreConfig | None:

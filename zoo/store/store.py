@@ -4,6 +4,8 @@ Layout under the store URL (nothing else is read; nothing is ever rewritten)::
 
     objects/sha256/<hex>                 every file, named by its sha256 (content-addressed)
     records/<identity>/<hex>.json        one record per publish, named by its own sha256
+    weights/sha256/<hex>                 model weights, named by their sha256: a mirror of
+                                         the cards' weights URLs, checked like any mirror
     tmp/                                 file:// stores only: half-written files before rename
 
 A publish uploads the objects the store lacks, then writes the record, last: a reader lists
@@ -54,6 +56,9 @@ OBJECTS = "objects/sha256/"
 RECORDS = "records/"
 RECORD_KEY = re.compile(r"records/([0-9a-f]{64})/([0-9a-f]{64})\.json")
 OBJECT_KEY = re.compile(r"objects/sha256/([0-9a-f]{64})")
+WEIGHTS = "weights/sha256/"
+WEIGHTS_KEY = re.compile(r"weights/sha256/([0-9a-f]{64})")
+MAX_WEIGHTS_CANDIDATES = 4  # objects tried for one sha256 prefix
 PAGE = 256
 
 
@@ -74,6 +79,7 @@ class PublishResult:
     present: list[str]  # object paths the store already had
     bytes_uploaded: int
     already: bool = False  # an identical record (same objects, same signer) existed
+    weights_sha256: str | None = None  # the weights the manifest says the artifact came from
 
     @property
     def signer(self) -> str | None:
@@ -135,16 +141,18 @@ class VerifyReport:
     unreferenced: list[str] = field(default_factory=list)
     stray: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)  # tmp/ files of killed publishes
+    weights: list[dict[str, Any]] = field(default_factory=list)  # {"key", "problem"}
 
     @property
     def ok(self) -> bool:
-        return all(not r["problems"] for r in self.records) and not self.stray
+        return (all(not r["problems"] for r in self.records) and not self.stray
+                and not any(w["problem"] for w in self.weights))
 
     def as_dict(self) -> dict[str, Any]:
         return {"store": self.store, "ok": self.ok, "records": self.records,
                 "objects_checked": self.objects_checked, "bytes_hashed": self.bytes_hashed,
                 "unreferenced_objects": self.unreferenced, "stray": self.stray,
-                "leftovers": self.leftovers}
+                "leftovers": self.leftovers, "weights": self.weights}
 
 
 class Store:
@@ -186,7 +194,8 @@ class Store:
                         self.transport.size(OBJECTS + sha) == size for _p, sha, size in refs):
                 say("record", 0, 0)
                 return PublishResult(self.url, identity, source, item.key, rec, [],
-                                     [f.path for f in local.files], 0, already=True)
+                                     [f.path for f in local.files], 0, already=True,
+                                     weights_sha256=_weights_sha256(local.facts.raw))
         unique: dict[str, Any] = {}
         for file in local.files:
             unique.setdefault(file.sha256, file)
@@ -229,7 +238,81 @@ class Store:
             record=record,
             uploaded=[f.path for f in local.files if f.sha256 in by_sha],
             present=[f.path for f in local.files if f.sha256 not in by_sha],
-            bytes_uploaded=total)
+            bytes_uploaded=total, weights_sha256=_weights_sha256(local.facts.raw))
+
+    # -- weights --------------------------------------------------------------------------
+
+    def publish_weights(self, path: Path, sha256: str, size: int, *,
+                        progress: Progress | None = None) -> bool:
+        """Upload the weights file at ``path`` as ``weights/sha256/<sha256>`` unless the store
+        has it (same size); True when it was sent. ``sha256`` must be the file's (the weights
+        cache's verified entries are); a reader checks it again on every pull."""
+        if not HEX64.fullmatch(sha256):
+            raise StoreConfigError(f"{sha256[:80]!r} is not a sha256 (64 hex)")
+        key = WEIGHTS + sha256
+        if self.transport.size(key) == size:
+            return False
+        say = progress or _no_progress
+        sent = 0
+
+        def step(n: int) -> None:
+            nonlocal sent
+            sent += n
+            say(f"weights {sha256[:12]}", sent, size)
+
+        self.transport.put(Path(path), key, size, step)
+        return True
+
+    def pull_weights(self, expected: str, dest: Path, *, size: int | None = None,
+                     progress: Progress | None = None) -> str | None:
+        """Download weights whose sha256 is ``expected`` (64 hex) or starts with it (a card's
+        ``sha256_prefix``) into ``dest``; returns their full sha256, or None when the store has
+        none that pass (``dest`` is then removed).
+
+        The store is a mirror here, trusted no more than the card's URLs: an object is
+        accepted only if its bytes hash to its own name and that name matches the card's pin
+        (and ``size``, when the card states an exact one). At most
+        :data:`MAX_WEIGHTS_CANDIDATES` objects are tried for one prefix. Raises
+        StoreRefusedError (naming each object and why) when the store has candidates but none
+        passes, StoreUnavailableError when the store cannot be reached.
+        """
+        if not re.fullmatch(r"[0-9a-f]{8,64}", expected):
+            raise StoreConfigError(f"{expected[:80]!r} is not a sha256 or a sha256 prefix")
+        if len(expected) == 64:
+            found = self.transport.size(WEIGHTS + expected)
+            candidates = [] if found is None else [(WEIGHTS + expected, found)]
+        else:  # an S3 listing takes the prefix as it is; folders list the whole weights/
+            listing = self.transport.list(WEIGHTS + expected if self.transport.s3 else WEIGHTS)
+            candidates = [(k, n) for k, n in listing if k.startswith(WEIGHTS + expected)
+                          and WEIGHTS_KEY.fullmatch(k)]
+        say = progress or _no_progress
+        reasons: list[str] = []
+        for key, found_size in candidates[:MAX_WEIGHTS_CANDIDATES]:
+            name = key[len(WEIGHTS):]
+            if size is not None and found_size != size:
+                reasons.append(f"{key} has {found_size} bytes, the card says {size}")
+                continue
+            done = 0
+
+            def step(n: int, what: str = f"weights {name[:12]}", total: int = found_size) -> None:
+                nonlocal done
+                done += n
+                say(what, done, total)
+
+            try:
+                sha = self.transport.get(key, Path(dest), found_size, step)
+            except (FileNotFoundError, SizeMismatch):
+                Path(dest).unlink(missing_ok=True)
+                reasons.append(f"{key} vanished or changed size while being read")
+                continue
+            if sha == name:
+                return sha
+            Path(dest).unlink(missing_ok=True)
+            reasons.append(f"{key}: its bytes hash to {sha[:16]}… (corrupted or tampered)")
+        if reasons:
+            raise StoreRefusedError(f"store {self.url}: no weights for sha256 {expected[:16]}… "
+                                    f"passed: {'; '.join(reasons)}", reasons)
+        return None
 
     # -- records --------------------------------------------------------------------------
 
@@ -444,8 +527,9 @@ class Store:
     def verify(self, trusted: list[PublicKey] | None = None,
                progress: Progress | None = None) -> VerifyReport:
         """Re-check every record (name, fields, signature, manifest) and every object it names
-        (present, size, sha256: each distinct object is downloaded and hashed once). Lists
-        objects no record names and keys that are not part of the layout. Changes nothing."""
+        (present, size, sha256: each distinct object is downloaded and hashed once) and every
+        weights file (its bytes must hash to its name). Lists objects no record names and keys
+        that are not part of the layout. Changes nothing."""
         say = progress or _no_progress
         report = VerifyReport(self.url)
         objects = dict(self.transport.list(OBJECTS))
@@ -455,7 +539,9 @@ class Store:
         record_keys = [k for k in record_keys if RECORD_KEY.fullmatch(k)]
         hashed: dict[str, str | None] = {}  # sha -> problem (None: fine)
         referenced: set[str] = set()
-        todo = sum(size for key, size in objects.items() if OBJECT_KEY.fullmatch(key))
+        weights = self.transport.list(WEIGHTS)
+        todo = sum(size for key, size in objects.items() if OBJECT_KEY.fullmatch(key)) + \
+            sum(size for key, size in weights if WEIGHTS_KEY.fullmatch(key))
         for key, record, error in self._read_records(record_keys):
             entry: dict[str, Any] = {"record": key, "problems": []}
             report.records.append(entry)
@@ -490,6 +576,13 @@ class Store:
                     entry["problems"].append("manifest or SHA256SUMS unreadable")
                 else:
                     entry["problems"] += self._consistency(st, manifest, sums)
+        for key, size in weights:
+            match = WEIGHTS_KEY.fullmatch(key)
+            if match is None:
+                report.stray.append(key)
+                continue
+            problem = self._check_blob(key, match.group(1), size, report, say, todo)
+            report.weights.append({"key": key, "size": size, "problem": problem})
         if self.transport.local is not None:
             report.leftovers = [k for k, _ in self.transport.list("tmp/")]
         report.unreferenced = sorted(OBJECTS + sha for key in objects
@@ -504,6 +597,11 @@ class Store:
             return "object missing"
         if present[key] != size:
             return f"object has {present[key]} bytes, the record says {size}"
+        return self._check_blob(key, sha, size, report, say, total)
+
+    def _check_blob(self, key: str, sha: str, size: int, report: VerifyReport, say: Progress,
+                    total: int) -> str | None:
+        """Download ``key`` (``size`` bytes) and check that it hashes to ``sha``."""
         start = report.bytes_hashed
 
         def step(n: int) -> None:
@@ -521,6 +619,13 @@ class Store:
         if actual != sha:
             return f"object bytes hash to {actual[:16]}…, not {sha[:16]}… (corrupted)"
         return None
+
+
+def _weights_sha256(manifest: dict[str, Any]) -> str | None:
+    """``weights.sha256`` of a manifest, when it is a full sha256 (untrained: none)."""
+    weights = manifest.get("weights")
+    sha = weights.get("sha256") if isinstance(weights, dict) else None
+    return sha if isinstance(sha, str) and HEX64.fullmatch(sha) else None
 
 
 class _Refused(Exception):

@@ -1,0 +1,187 @@
+"""The team store as a mirror of the cards' weights URLs (``weights/sha256/<hex>``).
+
+Real components throughout: cards whose weights a real HTTP server on 127.0.0.1 serves, a
+``file://`` store and moto's real S3 API, and ``zoo`` run as a separate process per machine
+(each machine its own ZOO_HOME). A second machine that cannot reach the cards' URLs (a mirror
+on a dead port) gets the weights from the store; bytes that do not match the card's pin are
+refused, named, and the URLs are used instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import run_zoo
+from tests.httpserver import HTTPTestServer, card_with_weights, state_dict_bytes, write_registry
+from tests.s3server import S3Store
+from tests.test_store import files_of, flip_byte
+
+TINY = state_dict_bytes("single_conv")
+TINY_SHA = hashlib.sha256(TINY).hexdigest()
+DEAD_MIRROR = {"ZOO_MIRROR": "http://127.0.0.1:9"}  # nothing listens on the discard port
+
+
+def machine(tmp_path: Path, name: str, registry: Path, **env: str) -> dict[str, str]:
+    return {"ZOO_HOME": str(tmp_path / f"home_{name}"), "ZOO_REGISTRY": str(registry), **env}
+
+
+def tiny_registry(server: HTTPTestServer, tmp_path: Path, **source: Any) -> Path:
+    url = server.serve("/tiny.pth", TINY)
+    return write_registry(tmp_path / "registry.yaml",
+                          card_with_weights("single_conv", "tiny", url, TINY, **source))
+
+
+def file_store(tmp_path: Path) -> str:
+    return (tmp_path / "store").as_uri()
+
+
+def test_a_second_machine_gets_the_weights_from_the_store(
+        http_server: HTTPTestServer, tmp_path: Path) -> None:
+    registry = tiny_registry(http_server, tmp_path)
+    store = file_store(tmp_path)
+    a = run_zoo(["fetch", "tiny", "--store", store, "--publish"],
+                env=machine(tmp_path, "a", registry))
+    assert a.returncode == 0, a.stderr
+    assert "uploaded" in a.stderr
+    stored = tmp_path / "store" / "weights" / "sha256" / TINY_SHA
+    assert stored.read_bytes() == TINY
+    again = run_zoo(["fetch", "tiny", "--store", store, "--publish"],
+                    env=machine(tmp_path, "a", registry))
+    assert again.returncode == 0 and "already there" in again.stderr
+    assert http_server.stats("/tiny.pth").requests == 1
+
+    b = run_zoo(["fetch", "tiny", "--store", store],
+                env=machine(tmp_path, "b", registry, **DEAD_MIRROR))
+    assert b.returncode == 0, b.stderr
+    assert "from the team store" in b.stderr
+    assert Path(b.stdout.strip()).read_bytes() == TINY
+    assert http_server.stats("/tiny.pth").requests == 1  # B never asked the card's URL
+    # the weights are in B's cache now: offline, with no store, they are still there
+    c = run_zoo(["fetch", "tiny", "--offline", "--no-store"], env=machine(tmp_path, "b", registry))
+    assert c.returncode == 0 and c.stdout == b.stdout
+
+
+def test_offline_with_a_file_store_still_gets_the_weights(
+        http_server: HTTPTestServer, tmp_path: Path) -> None:
+    registry = tiny_registry(http_server, tmp_path)
+    store = file_store(tmp_path)
+    assert run_zoo(["fetch", "tiny", "--store", store, "--publish"],
+                   env=machine(tmp_path, "a", registry)).returncode == 0
+    b = run_zoo(["fetch", "tiny", "--store", store, "--offline"],
+                env=machine(tmp_path, "b", registry))
+    assert b.returncode == 0, b.stderr
+    assert Path(b.stdout.strip()).read_bytes() == TINY
+    missing = run_zoo(["fetch", "tiny", "--store", (tmp_path / "empty").as_uri(), "--offline"],
+                      env=machine(tmp_path, "c", registry))
+    assert missing.returncode == 1
+    assert "not in the cache" in missing.stderr and "nor in the store" in missing.stderr
+
+
+def test_tampered_store_weights_are_refused_and_the_urls_used(
+        http_server: HTTPTestServer, tmp_path: Path) -> None:
+    registry = tiny_registry(http_server, tmp_path)
+    store = file_store(tmp_path)
+    assert run_zoo(["fetch", "tiny", "--store", store, "--publish"],
+                   env=machine(tmp_path, "a", registry)).returncode == 0
+    stored = tmp_path / "store" / "weights" / "sha256" / TINY_SHA
+    stored.write_bytes(flip_byte(TINY))
+    b = run_zoo(["fetch", "tiny", "--store", store], env=machine(tmp_path, "b", registry))
+    assert b.returncode == 0, b.stderr
+    assert "corrupted or tampered" in b.stderr and "from the card's URLs" in b.stderr
+    assert Path(b.stdout.strip()).read_bytes() == TINY  # the URL's bytes, checked
+    assert http_server.stats("/tiny.pth").requests == 2
+    # with the URL unreachable too, nothing is installed and the failure is one line, exit 1
+    c = run_zoo(["fetch", "tiny", "--store", store],
+                env=machine(tmp_path, "c", registry, **DEAD_MIRROR))
+    assert c.returncode == 1 and "Traceback" not in c.stderr
+    assert not any((tmp_path / "home_c" / "weights" / "sha256").glob("[0-9a-f]*"))
+
+    audit = run_zoo(["store", "verify", "--store", store, "--json"],
+                    env=machine(tmp_path, "a", registry))
+    report = json.loads(audit.stdout)
+    assert audit.returncode == 1 and not report["ok"] and not report["stray"]
+    assert [w["key"] for w in report["weights"] if w["problem"]] == [
+        f"weights/sha256/{TINY_SHA}"]
+
+
+def test_a_prefix_pinned_card_is_served_over_s3_and_a_planted_object_is_skipped(
+        http_server: HTTPTestServer, s3_store: S3Store, tmp_path: Path) -> None:
+    """torchvision-style cards pin only a sha256 prefix: the store is searched by it, and an
+    object named with the prefix whose bytes hash to something else is refused (an honest
+    one is still found)."""
+    from zoo.store import open_store
+
+    prefix = TINY_SHA[:8]
+    registry = tiny_registry(http_server, tmp_path, sha256_prefix=prefix)
+    store = open_store(s3_store.url, s3_store.options)
+    planted = prefix + "0" * 56
+    assert planted < TINY_SHA  # listed (and so tried) first
+    fake = tmp_path / "fake.pth"
+    fake.write_bytes(flip_byte(TINY))
+    store.publish_weights(fake, planted, len(TINY))
+    real = tmp_path / "real.pth"
+    real.write_bytes(TINY)
+    assert store.publish_weights(real, TINY_SHA, len(TINY)) is True
+    assert store.publish_weights(real, TINY_SHA, len(TINY)) is False  # already there
+
+    b = run_zoo(["fetch", "tiny", "--store", s3_store.url, *s3_store.server.store_options()],
+                env=machine(tmp_path, "b", registry, **DEAD_MIRROR))
+    assert b.returncode == 0, b.stderr
+    assert Path(b.stdout.strip()).read_bytes() == TINY
+    assert http_server.stats("/tiny.pth").requests == 0
+
+    store.transport.fs.rm(store.transport.path(f"weights/sha256/{TINY_SHA}"))
+    c = run_zoo(["fetch", "tiny", "--store", s3_store.url, *s3_store.server.store_options()],
+                env=machine(tmp_path, "c", registry, **DEAD_MIRROR))
+    assert c.returncode == 1
+    assert f"weights/sha256/{planted}: its bytes hash to" in c.stderr
+
+
+def test_publishing_an_export_uploads_its_weights_and_a_second_machine_needs_no_url(
+        http_server: HTTPTestServer, tmp_path: Path) -> None:
+    """`zoo fetch --format --publish` on machine A sends the artifact and its weights; machine B,
+    with the cards' URLs unreachable, gets both from the store: no download, no export."""
+    registry = tiny_registry(http_server, tmp_path)
+    store = file_store(tmp_path)
+    base = ["fetch", "tiny", "--format", "torchscript", "--store", store]
+    a = run_zoo([*base, "-o", str(tmp_path / "a"), "--publish"],
+                env=machine(tmp_path, "a", registry))
+    assert a.returncode == 0, a.stderr
+    assert (tmp_path / "store" / "weights" / "sha256" / TINY_SHA).read_bytes() == TINY
+    b = run_zoo([*base, "-o", str(tmp_path / "b")],
+                env=machine(tmp_path, "b", registry, **DEAD_MIRROR))
+    assert b.returncode == 0, b.stderr
+    assert "from the team store" in b.stderr and "pulled from the team store" in b.stderr
+    assert files_of(tmp_path / "a") == files_of(tmp_path / "b")
+    assert http_server.stats("/tiny.pth").requests == 1
+
+
+def test_zoo_publish_sends_cached_weights_unless_told_not_to(
+        http_server: HTTPTestServer, tmp_path: Path) -> None:
+    registry = tiny_registry(http_server, tmp_path)
+    env = machine(tmp_path, "a", registry)
+    out = tmp_path / "models"
+    made = run_zoo(["fetch", "tiny", "--format", "torchscript", "-o", str(out), "--no-store"],
+                   env=env)
+    assert made.returncode == 0, made.stderr
+    first = run_zoo(["publish", str(out), "--store", file_store(tmp_path), "--no-weights",
+                     "--json"], env=env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["weights"] is None
+    assert not (tmp_path / "store" / "weights").exists()
+    second = run_zoo(["publish", str(out), "--store", file_store(tmp_path), "--json"], env=env)
+    assert json.loads(second.stdout)["weights"] == {"sha256": TINY_SHA, "size": len(TINY),
+                                                     "uploaded": True}
+    other = run_zoo(["publish", str(out), "--store", (tmp_path / "s2").as_uri(), "--json"],
+                    env=machine(tmp_path, "fresh", registry))
+    assert json.loads(other.stdout)["weights"] == {
+        "sha256": TINY_SHA, "skipped": "not in this machine's weights cache"}
+
+
+def test_sign_without_an_artifact_is_a_usage_error(tmp_path: Path) -> None:
+    proc = run_zoo(["fetch", "single_conv", "--weights", "none", "--store",
+                    file_store(tmp_path), "--publish", "--sign", str(tmp_path / "k.pem")])
+    assert proc.returncode == 2 and "--sign signs published artifacts" in proc.stderr
