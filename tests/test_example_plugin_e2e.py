@@ -70,6 +70,9 @@ def test_example_plugin_end_to_end_from_a_clean_install(tmp_path: Path) -> None:
                      "-o", str(tmp_path / "app"), "--quiet"], env)
     artifact = tmp_path / "app" / f"{MODEL}.ptl"
     assert out.strip() == str(artifact)
+    sidecar = Path(f"{artifact}.manifest.json").read_text()
+    assert json.loads(sidecar)["weights"]["source"] == "local file tiny.pth"
+    assert str(tmp_path) not in sidecar  # the manifest ships in the app: no local folders
     report, _ = zoo_ok(["verify", str(artifact), "--json"], env)
     assert report["verdict"] == "verified", report
     assert {"name": "runtime isolation", "ok": True,

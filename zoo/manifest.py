@@ -50,7 +50,9 @@ class WeightsFacts(_Strict):
     """Which weights went into the artifact."""
 
     untrained: bool = Field(description="True for --weights none: random initialisation.")
-    source: str = Field(description="Card weights name, URL or file the weights came from.")
+    source: str = Field(description="Where the weights came from: 'NAME (URL)' for a card's "
+                        "weights, a URL, 'local file NAME' (a file, by its name only), or "
+                        "'none (untrained)'. URLs are redacted.")
     url: str | None = None
     sha256: str | None = Field(default=None, description="Full sha256 of the weights file.")
 

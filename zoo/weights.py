@@ -60,6 +60,14 @@ class ResolvedWeights:
     url: str | None  # redacted
     untrained: bool
 
+    @property
+    def shareable_source(self) -> str:
+        """``source`` as artifacts record it: a local file by its file name only, so a
+        manifest that ships inside an app does not carry this machine's folders."""
+        if self.path is not None and self.url is None and self.source == str(self.path):
+            return f"local file {self.path.name}"
+        return self.source
+
 
 UNTRAINED = ResolvedWeights(None, None, UNTRAINED_SOURCE, None, True)
 

@@ -53,8 +53,9 @@ _UNSAFE_OPS = {"FRAME", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 def canonicalize(source: Path | bytes, dest: Path | io.BytesIO) -> None:
     """Write the archive ``source`` (a file or its bytes) canonically to ``dest``.
 
-    ``dest`` is a path for lite archives (whose inner folder is the file's stem) or a buffer
-    for TorchScript ones (inner folder ``archive``)."""
+    ``dest`` is a path (the archive's inner folder is the file's stem) or, as zoo's exporters
+    use it, a buffer (inner folder ``archive``): torch's C++ file writer aborts the process
+    when the disk fills, so the exporters write the finished bytes from Python."""
     import torch
 
     reader = torch._C.PyTorchFileReader(io.BytesIO(source) if isinstance(source, bytes)

@@ -160,27 +160,30 @@ class LiteExporter(_ScriptedExporter):
         return prepared
 
     def save(self, prepared: Prepared, path: Path, extra_files: dict[str, str]) -> None:
-        from torch.jit.mobile import _backport_for_mobile, _get_model_bytecode_version
+        """Save, backport and canonicalize in memory; only the finished archive touches the
+        disk, and through Python: torch's C++ file writer aborts the process when the disk
+        fills mid-write, while ``write_bytes`` raises an OSError zoo reports."""
+        from torch.jit.mobile import _backport_for_mobile_to_buffer, _get_model_bytecode_version
 
-        raw = path.with_name(path.name + ".raw")  # canonicalize writes the final file
-        staged = path.with_name(path.name + ".backport")
         target = prepared.bytecode_version
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "lite interpreter is deprecated": we know
-                prepared.module._save_for_lite_interpreter(str(raw), _extra_files=extra_files)
-            if target is not None and _get_model_bytecode_version(str(raw)) != target:
-                ok = _backport_for_mobile(str(raw), str(staged), target)
-                if not ok or _get_model_bytecode_version(str(staged)) != target:
+                raw = bytes(prepared.module._save_to_buffer_for_lite_interpreter(
+                    _extra_files=extra_files))
+            if target is not None and _get_model_bytecode_version(io.BytesIO(raw)) != target:
+                raw = bytes(_backport_for_mobile_to_buffer(io.BytesIO(raw), target))
+                if not raw or _get_model_bytecode_version(io.BytesIO(raw)) != target:
                     raise ExportError(
                         f"cannot backport to bytecode version {target}: this torch "
                         f"({_torch_version()}) cannot write it; try a version >= 5"
                     )
-                raw.unlink()
-                raw = staged
             # process-independent names, no debug records, backport constants by index
-            canonicalize(raw, path)
-            if target is not None and _get_model_bytecode_version(str(path)) != target:
+            canonical = io.BytesIO()
+            canonicalize(raw, canonical)
+            del raw
+            if target is not None and _get_model_bytecode_version(
+                    io.BytesIO(canonical.getbuffer())) != target:
                 raise ExportError(f"rewriting the bytecode {target} archive failed")
         except ExportError:
             raise
@@ -188,10 +191,7 @@ class LiteExporter(_ScriptedExporter):
             what = "saving the lite archive" if target is None else \
                 f"backport to bytecode version {target}"
             raise ExportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            raw.unlink(missing_ok=True)
-            staged.unlink(missing_ok=True)
-
+        path.write_bytes(canonical.getbuffer())
 
 
 @functools.cache

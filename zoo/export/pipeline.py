@@ -382,7 +382,7 @@ def _manifest(
         model=model_facts(card),
         output=exported_output(card, exporter, options.keep_aux),
         weights=WeightsFacts(
-            untrained=weights.untrained, source=weights.source, url=weights.url,
+            untrained=weights.untrained, source=weights.shareable_source, url=weights.url,
             sha256=weights.sha256,
         ),
         export=ExportFacts(
