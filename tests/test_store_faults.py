@@ -224,3 +224,19 @@ def test_four_publishers_and_four_pullers_lose_nothing(
         assert files_of(pulled[identity])["single_conv.pt"] == \
             (folder / "single_conv.pt").read_bytes()
     assert store.verify(trusted).ok
+
+
+def test_the_weights_callback_warns_and_falls_back_to_the_urls(tmp_path: Path) -> None:
+    """An unreachable store asked for weights: one warning naming it, then a miss (the card's
+    URLs come next); nothing is left at the destination."""
+    warnings: list[str] = []
+    down = StoreConfig(url="s3://nobody/zoo", options={
+        "endpoint_url": f"http://127.0.0.1:{free_port()}", "key": "k", "secret": "s"},
+        warn=warnings.append)
+    down._store = open_store(down.url, down.options, attempts=1)
+    dest = tmp_path / "w.part"
+    assert down.fetch_weights("ab" * 32, 10, dest) is None
+    assert down.fetch_weights("abcdef12", None, dest) is None  # a prefix lists: same fault
+    assert len(warnings) == 2 and not dest.exists()
+    assert all("unreachable" in w and w.endswith("fetching the weights from the card's URLs")
+               for w in warnings)
