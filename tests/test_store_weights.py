@@ -10,9 +10,12 @@ refused, named, and the URLs are used instead.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import run_zoo
 from tests.httpserver import HTTPTestServer, card_with_weights, state_dict_bytes, write_registry
@@ -185,3 +188,37 @@ def test_sign_without_an_artifact_is_a_usage_error(tmp_path: Path) -> None:
     proc = run_zoo(["fetch", "single_conv", "--weights", "none", "--store",
                     file_store(tmp_path), "--publish", "--sign", str(tmp_path / "k.pem")])
     assert proc.returncode == 2 and "--sign signs published artifacts" in proc.stderr
+
+
+def test_the_python_api_and_zoo_run_take_weights_from_the_store(
+        http_server: HTTPTestServer, tmp_path: Path, monkeypatch: Any) -> None:
+    """`zoo.load(..., store=URL)` (or ZOO_STORE) gets card weights from the store when the
+    URLs are unreachable; `store=""` opts out; `zoo run` follows ZOO_STORE."""
+    import torch
+
+    import zoo
+    from zoo.errors import DownloadError
+    from zoo.registry import Registry
+
+    registry_file = tiny_registry(http_server, tmp_path)
+    store = file_store(tmp_path)
+    assert run_zoo(["fetch", "tiny", "--store", store, "--publish"],
+                   env=machine(tmp_path, "a", registry_file)).returncode == 0
+    registry = Registry(extra_files=[registry_file])
+    expected = torch.load(io.BytesIO(TINY), weights_only=True)
+    monkeypatch.setenv("ZOO_MIRROR", DEAD_MIRROR["ZOO_MIRROR"])
+    monkeypatch.setenv("ZOO_STORE", store)
+    with pytest.raises(DownloadError, match="not in the cache"):  # offline: fails at once
+        zoo.load("tiny", registry=registry, store="", offline=True, progress="never")
+    model = zoo.load("tiny", registry=registry, progress="never")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.items())
+    assert http_server.stats("/tiny.pth").requests == 1
+
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 24), (120, 30, 200)).save(image)
+    ran = run_zoo(["run", "tiny", str(image), "-o", str(tmp_path / "out"), "--json"],
+                  env=machine(tmp_path, "c", registry_file, **DEAD_MIRROR, ZOO_STORE=store))
+    assert ran.returncode == 0, ran.stderr
+    assert "from the team store" in ran.stderr

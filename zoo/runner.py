@@ -119,17 +119,23 @@ def load(
     mirror: str | None = None,
     offline: bool | None = None,
     progress: str = "auto",
+    store: str | None = None,
 ) -> nn.Module:
     """The eager ``nn.Module`` of model ``name``, in eval mode, with its weights loaded.
 
     ``weights`` is what ``zoo fetch --weights`` takes: ``None`` for the card's default, a
     weights name, a URL (``#sha256=HEX`` pins it), a local path, or ``"none"`` for random
     init, which warns :class:`UntrainedWarning`. Downloads go through zoo's verified cache.
+    ``store`` is a team store URL (default: ``ZOO_STORE``; ``""``: none) asked for card
+    weights before their URLs and checked against the card's pin like any mirror; offline,
+    only a ``file://`` store is asked.
     """
     from zoo.build import build_model
+    from zoo.store.options import weights_store
 
     card, reg = _card(name, registry)
-    resolved = resolve(card, weights, mirror=mirror, offline=offline, progress=progress)
+    resolved = resolve(card, weights, mirror=mirror, offline=offline, progress=progress,
+                       store=weights_store(store, offline))
     if resolved.untrained:
         warnings.warn(untrained_message(card.name), UntrainedWarning, stacklevel=2)
     return build_model(card, resolved, keep_aux=keep_aux, registry=reg)

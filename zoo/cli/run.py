@@ -36,6 +36,9 @@ ZOO_MAX_IMAGE_PIXELS pixels (default 89478485, Pillow's own limit) and a side ra
 most ZOO_MAX_IMAGE_ASPECT (default 20); raise them for images you trust. The three PNGs of an
 image are written all or none.
 
+the eager model's weights come from the cache, then the team store when ZOO_STORE is set
+(checked against the card's pin like any mirror; unset it to skip the store), then the URLs.
+
 examples:
   zoo run lraspp_mobilenet_v3_large street.jpg -o out
   zoo run deeplabv3_resnet50 photos/*.jpg --palette seed_app -o out
@@ -106,8 +109,10 @@ def _predictor(args: argparse.Namespace) -> Predictor:
         card = registry.get(args.name)
         card.palette_named(args.palette)  # an unknown palette fails before any download
         from zoo.runner import eager_predictor
+        from zoo.store.options import weights_store
 
-        return eager_predictor(card, weights_from_args(args, card), registry)
+        store = weights_store(None, True if args.offline else None)  # ZOO_STORE, if set
+        return eager_predictor(card, weights_from_args(args, card, store), registry)
     if args.weights is not None:
         raise UsageError("--weights applies to the eager model; an --artifact has its weights "
                          "built in (drop one of them)")

@@ -235,6 +235,20 @@ def store_from_args(args: argparse.Namespace, *, required: bool = False) -> Stor
         publish_after=publish)
 
 
+def weights_store(url: str | None, offline: bool | None) -> StoreConfig | None:
+    """The team store the Python API and ``zoo run`` ask for card weights (a
+    :class:`zoo.weights.WeightsMirror`): ``url``, else ``ZOO_STORE``; None for ``""``, or for a
+    remote store while offline (``offline`` None: ``ZOO_OFFLINE`` decides)."""
+    from zoo.weights import env_offline
+
+    url = (os.environ.get(STORE_ENV, "") if url is None else url).strip()
+    if not url:
+        return None
+    if (env_offline() if offline is None else offline) and not is_local_url(url):
+        return None
+    return StoreConfig(url=url)
+
+
 def progress_printer(enabled: bool | None = None) -> Callable[[str, int, int], None] | None:
     """A progress callback drawing one line on stderr (a TTY, or ``enabled``), else None."""
     if enabled is None:
