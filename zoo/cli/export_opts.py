@@ -186,6 +186,8 @@ def publish_weights(store: StoreConfig, weights: ResolvedWeights, quiet: bool) -
     from zoo.store.options import progress_printer
 
     if weights.path is None or weights.sha256 is None:
+        if not quiet:
+            print("zoo: no weights to publish (untrained)", file=sys.stderr)
         return
     size = weights.path.stat().st_size
     sent = store.open().publish_weights(weights.path, weights.sha256, size,
@@ -194,6 +196,7 @@ def publish_weights(store: StoreConfig, weights: ResolvedWeights, quiet: bool) -
         what = "uploaded" if sent else "already there"
         print(f"zoo: weights {weights.sha256[:16]}… ({human_bytes(size)}) {what}: "
               f"{store.url}", file=sys.stderr)
+
 
 def _summary(outcome: ExportOutcome, quiet: bool) -> None:
     m = outcome.manifest

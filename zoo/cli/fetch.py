@@ -245,4 +245,3 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if weights.path is not None:
         sys.stdout.write(f"{weights.path}\n")
     return 0
-
