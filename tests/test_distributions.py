@@ -78,3 +78,22 @@ def test_load_follows_entry_point_semantics() -> None:
         distributions.load("not a value!")
     with pytest.raises(ModuleNotFoundError):
         distributions.load("zoo_no_such_module:thing")
+
+
+def test_headers_are_case_insensitive_and_eggs_fall_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    info = tmp_path / "site" / "lower-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("metadata-version: 2.1\nname: lower\nversion: 1.0\n\n")
+    (info / "entry_points.txt").write_text("[zoo]\nlower = lower_mod\n")
+    egg = tmp_path / "eggy-2.0-py3.11.egg" / "EGG-INFO"
+    egg.mkdir(parents=True)
+    (egg / "PKG-INFO").write_text("Name: eggy\nVersion: 2.0\n\n")
+    (egg / "entry_points.txt").write_text("[zoo]\neggy = eggy_mod\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site"), *sys.path])
+    assert ("lower", "lower_mod", "lower 1.0") in distributions.entry_points("zoo")
+    assert distributions.versions("lower") == {"lower": "1.0"}
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path / "eggy-2.0-py3.11.egg")])
+    ours = [tuple(ep) for ep in distributions.entry_points("zoo")]
+    assert ("eggy", "eggy_mod", "eggy 2.0") in ours  # the directory egg is found
+    assert sorted(ours) == _from_metadata("zoo")

@@ -25,7 +25,7 @@ import yaml
 
 from tests.conftest import ROOT
 from zoo import registry_cache
-from zoo.errors import CardError
+from zoo.errors import CardError, UnknownModelError
 from zoo.plugins import PluginHost, hookimpl
 from zoo.registry import Registry, builtin_registry_path, parse_registry_bytes
 from zoo.registry_cache import compile_file, summarize
@@ -445,3 +445,26 @@ def test_listing_a_compiled_registry_needs_no_pydantic_and_no_yaml(zoo_home: Pat
     cold, warm = (json.loads(r.stdout) for r in runs)
     assert cold == {"n": 7, "pydantic": True, "yaml": True, "torch": False}  # compiled
     assert warm == {"n": 7, "pydantic": False, "yaml": False, "torch": False}  # read back
+
+
+def test_a_source_recompiled_by_another_process_keeps_every_name_reachable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process read a compiled source; then the file gained a card (first, so every
+    position moved) and another process recompiled it. Every name this registry knows is
+    still found, by name, with its own card; a removed card is a clear CardError."""
+    settle(monkeypatch)
+    path = write_registry(tmp_path / "a.yaml", "zz_a", "zz_b")
+    reg = Registry(extra_files=[path])  # reads names and positions, no card yet
+    write_registry(path, "zz_0", "zz_a", "zz_b")
+    Registry(extra_files=[path])  # "another process": rewrites the entry
+    assert reg.get("zz_b").name == "zz_b"
+    assert reg.get("zz_a").name == "zz_a"
+    assert [s.name for s in reg.summaries("zz_*")] == ["zz_a", "zz_b"]
+    first, second = Registry(extra_files=[path]), Registry(extra_files=[path])
+    write_registry(path, "zz_0", "zz_a")
+    Registry(extra_files=[path])
+    with pytest.raises(CardError, match="'zz_b' disappeared"):
+        first.get("zz_b")  # the lookup that finds the source changed
+    assert second.get("zz_a").name == "zz_a"
+    with pytest.raises(UnknownModelError):
+        second.get("zz_b")  # already known to be gone

@@ -110,37 +110,52 @@ def test_tampered_store_weights_are_refused_and_the_urls_used(
         f"weights/sha256/{TINY_SHA}"]
 
 
-def test_a_prefix_pinned_card_is_served_over_s3_and_a_planted_object_is_skipped(
+def test_s3_store_serves_full_pins_and_never_prefix_pins(
         http_server: HTTPTestServer, s3_store: S3Store, tmp_path: Path) -> None:
-    """torchvision-style cards pin only a sha256 prefix: the store is searched by it, and an
-    object named with the prefix whose bytes hash to something else is refused (an honest
-    one is still found)."""
+    """Over a real S3 API: a card pinning the full sha256 gets its weights from the store
+    (the URLs dead); a torchvision-style card pinning an 8-hex prefix is never served from
+    the store, even when the right bytes are there: 32 bits can be matched by anyone who may
+    write to the store, so those weights come from their URLs."""
     from zoo.store import open_store
 
-    prefix = TINY_SHA[:8]
-    registry = tiny_registry(http_server, tmp_path, sha256_prefix=prefix)
     store = open_store(s3_store.url, s3_store.options)
-    planted = prefix + "0" * 56
-    assert planted < TINY_SHA  # listed (and so tried) first
-    fake = tmp_path / "fake.pth"
-    fake.write_bytes(flip_byte(TINY))
-    store.publish_weights(fake, planted, len(TINY))
     real = tmp_path / "real.pth"
     real.write_bytes(TINY)
     assert store.publish_weights(real, TINY_SHA, len(TINY)) is True
     assert store.publish_weights(real, TINY_SHA, len(TINY)) is False  # already there
+    s3 = ["--store", s3_store.url, *s3_store.server.store_options()]
 
-    b = run_zoo(["fetch", "tiny", "--store", s3_store.url, *s3_store.server.store_options()],
-                env=machine(tmp_path, "b", registry, **DEAD_MIRROR))
+    full = tiny_registry(http_server, tmp_path)
+    b = run_zoo(["fetch", "tiny", *s3], env=machine(tmp_path, "b", full, **DEAD_MIRROR))
     assert b.returncode == 0, b.stderr
     assert Path(b.stdout.strip()).read_bytes() == TINY
     assert http_server.stats("/tiny.pth").requests == 0
 
-    store.transport.fs.rm(store.transport.path(f"weights/sha256/{TINY_SHA}"))
-    c = run_zoo(["fetch", "tiny", "--store", s3_store.url, *s3_store.server.store_options()],
-                env=machine(tmp_path, "c", registry, **DEAD_MIRROR))
-    assert c.returncode == 1
-    assert f"weights/sha256/{planted}: its bytes hash to" in c.stderr
+    prefix = write_registry(tmp_path / "prefix.yaml", card_with_weights(
+        "single_conv", "tiny", http_server.url("/tiny.pth"), TINY, sha256_prefix=TINY_SHA[:8]))
+    c = run_zoo(["fetch", "tiny", *s3], env=machine(tmp_path, "c", prefix))
+    assert c.returncode == 0, c.stderr
+    assert "pin only a sha256 prefix: not taken from the team store" in c.stderr
+    assert http_server.stats("/tiny.pth").requests == 1  # the URL, not the store
+    d = run_zoo(["fetch", "tiny", *s3], env=machine(tmp_path, "d", prefix, **DEAD_MIRROR))
+    assert d.returncode == 1 and "Traceback" not in d.stderr
+
+
+def test_a_store_object_larger_than_the_card_allows_is_not_downloaded(
+        http_server: HTTPTestServer, tmp_path: Path) -> None:
+    """A card with an approximate size: the store's object may be up to 5 % + 1 MiB larger
+    (as for a download); a bigger one is skipped without reading it, and the URL is used."""
+    big = TINY + b"\0" * (2 << 20)
+    sha = hashlib.sha256(big).hexdigest()
+    registry = write_registry(tmp_path / "approx.yaml", card_with_weights(
+        "single_conv", "tiny", http_server.serve("/tiny.pth", TINY), sha256=sha,
+        size=len(TINY), size_exact=False))
+    store_dir = tmp_path / "store" / "weights" / "sha256"
+    store_dir.mkdir(parents=True)
+    (store_dir / sha).write_bytes(big)
+    proc = run_zoo(["fetch", "tiny", "--store", file_store(tmp_path)],
+                   env=machine(tmp_path, "b", registry, **DEAD_MIRROR))
+    assert proc.returncode == 1 and "from the team store" not in proc.stderr
 
 
 def test_publishing_an_export_uploads_its_weights_and_a_second_machine_needs_no_url(

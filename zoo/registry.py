@@ -295,17 +295,28 @@ class Registry:
         except StaleEntry:
             if origin.recompile is None:
                 raise
-            self._recompile(origin)
+            origin, index = self._recompile(origin, name)
         return origin.compiled.summaries[index]
 
-    def _recompile(self, origin: _Origin) -> None:
-        """Compile ``origin`` again; a source whose names changed meanwhile is an error."""
+    def _recompile(self, origin: _Origin, name: str) -> tuple[_Origin, int]:
+        """Compile ``origin`` again (its source changed since this registry read it) and
+        re-point this registry's names at the new positions; names the source no longer has
+        are dropped, new ones wait for the next registry (one consistent view per process).
+        Returns where ``name`` is now; a CardError if it is gone."""
         assert origin.recompile is not None
-        before = origin.compiled.names
         origin.compiled = origin.recompile()
-        if origin.compiled.names != before:
-            raise CardError(f"{origin.label}: changed while zoo was reading it; "
-                            "run the command again")
+        position = {n: i for i, n in enumerate(origin.compiled.names)}
+        for known, (where, _) in list(self._where.items()):
+            if where is origin:
+                if known in position:
+                    self._where[known] = (origin, position[known])
+                else:
+                    del self._where[known]
+        self._sorted = None
+        if name not in self._where:
+            raise CardError(f"{origin.label}: model {name!r} disappeared while zoo was "
+                            "reading it; run the command again")
+        return self._where[name]
 
     def cards(self, pattern: str | None = None) -> list[ModelCard]:
         """Cards whose names match ``pattern`` (all when None), sorted by name."""
@@ -324,9 +335,10 @@ class Registry:
             raise PluginError(printable(
                 f"model {name!r} is defined by both {sources}; uninstall or rename one of them"
             ))
-        close = difflib.get_close_matches(name, [*self._where, *self._conflicts], n=3, cutoff=0.5)
+        known = sorted([*self._where, *self._conflicts])
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         if not close:
-            close = [n for n in self._where if name in n or n.startswith(name)][:3]
+            close = [n for n in known if name in n or n.startswith(name)][:3]
         raise UnknownModelError(name, close)
 
     def _materialize(self, name: str) -> ModelCard:
@@ -338,8 +350,12 @@ class Registry:
         except (StaleEntry, CardError):
             if origin.recompile is None:
                 raise
-            self._recompile(origin)
-            card = self._validated(origin, index, name)
+            origin, index = self._recompile(origin, name)
+            try:
+                card = self._validated(origin, index, name)
+            except StaleEntry as exc:
+                raise CardError(f"{origin.label}: changed again while zoo was reading it "
+                                f"({exc}); run the command again") from None
         owner = self._owner(origin, card.plugin, card.architecture)
         return card if owner == card.plugin else card.model_copy(update={"plugin": owner})
 

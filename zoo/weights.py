@@ -16,7 +16,8 @@ user info, no query values), since they flow into manifests.
 
 With a team store (``store``, :class:`WeightsMirror`), card weights missing from the cache are
 asked of the store first and of the card's URLs after: the store is a mirror, its bytes are
-checked against the card's pin exactly like a download's.
+checked against the card's pin exactly like a download's. Only cards with a full sha256 pin
+are asked: an 8-hex prefix is 32 bits, which anyone who may write to the store could match.
 
 Bounds: ``timeout`` is the stall window, ``deadline`` covers everything one resolution does
 (waiting for another process's download, every attempt and retry), ``max_size`` caps a
@@ -35,7 +36,13 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 from zoo.cache import CacheEntry, WeightsCache
-from zoo.download import DEFAULT_MAX_SIZE, DEFAULT_MIN_RATE, download, hash_matches
+from zoo.download import (
+    DEFAULT_MAX_SIZE,
+    DEFAULT_MIN_RATE,
+    download,
+    hash_matches,
+    size_limit,
+)
 from zoo.errors import DownloadError, HashMismatchError, UsageError
 from zoo.fsutil import DISK_ERRNOS, disk_error_message
 from zoo.schema import ModelCard, WeightsSource
@@ -77,9 +84,10 @@ class WeightsMirror(Protocol):
 
     url: str
 
-    def fetch_weights(self, expected: str, size: int | None, dest: Path) -> str | None:
-        """Write weights whose sha256 is (or starts with) ``expected`` to ``dest`` and return
-        their full sha256, or return None (a miss, an unreachable store: already reported)."""
+    def fetch_weights(self, sha256: str, dest: Path, max_size: int | None) -> str | None:
+        """Write the weights whose sha256 is ``sha256`` (64 hex) to ``dest`` and return the
+        sha256 of what was written, or return None (a miss, a file over ``max_size``, an
+        unusable store or bytes that failed their hash: already reported)."""
 
 
 def env_offline() -> bool:
@@ -323,12 +331,16 @@ class _Context:
         """The weights from the team store, checked against the card's pin, or None."""
         if self.store is None:
             return None
+        if len(expected) != 64:
+            self._note(f"{self.card.name} weights {src.name} pin only a sha256 prefix: not "
+                       "taken from the team store (pin the card's full sha256 to use the store)")
+            return None
         part = cache.part_path(f"store-{expected}")
-        size = src.size if src.size_exact else None
+        limit = size_limit(src.size, src.size_exact) or self.max_size
         try:
-            sha = self.store.fetch_weights(expected, size, part)
-            if sha is None or not hash_matches(sha, expected) or \
-                    (size is not None and part.stat().st_size != size):
+            sha = self.store.fetch_weights(expected, part, limit)
+            if sha != expected or (src.size is not None and src.size_exact
+                                   and part.stat().st_size != src.size):
                 part.unlink(missing_ok=True)
                 return None
             self._note(f"{self.card.name} weights {src.name}: from the team store "

@@ -60,8 +60,8 @@ environment:
   ZOO_OFFLINE  1/true/yes/on: use the cache only, never the network (like --offline);
                0/false/no/off or empty: online; anything else is an error
   ZOO_STORE    team store (like --store): card weights missing from the cache come from its
-               weights/sha256/ first (checked against the card's pin), then from the URLs;
-               with --format, the artifact itself is looked up there before exporting
+               weights/sha256/ first (cards pinning a full sha256; checked like a mirror),
+               then from the URLs; with --format, the artifact is looked up there first
 
 examples:
   zoo fetch deeplabv3_resnet50
@@ -232,11 +232,11 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if args.format is not None:
         check_export_args(args, card)  # before any download or build
     elif args.sign is not None:
-        raise UsageError("--sign signs published artifacts; add --format F (weights are "
-                         "checked against the card's pin, not signed)")
+        raise UsageError("--sign signs published artifacts: add --format F --publish "
+                         "(weights are checked against the card's pin, not signed)")
     from zoo.store.options import store_from_args
 
-    store = store_from_args(args)
+    store = store_from_args(args, signatures=args.format is not None)
     weights = weights_from_args(args, card, store)
     if args.format is not None:
         return run_export(args, card, weights, registry, store)

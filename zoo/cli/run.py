@@ -37,7 +37,7 @@ most ZOO_MAX_IMAGE_ASPECT (default 20); raise them for images you trust. The thr
 image are written all or none.
 
 the eager model's weights come from the cache, then the team store when ZOO_STORE is set
-(checked against the card's pin like any mirror; unset it to skip the store), then the URLs.
+(cards pinning a full sha256, checked like any mirror; unset it to skip), then the URLs.
 
 examples:
   zoo run lraspp_mobilenet_v3_large street.jpg -o out

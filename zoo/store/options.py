@@ -182,22 +182,28 @@ class StoreConfig:
         sent = self.open().publish_weights(entry.path, sha, entry.size, progress=progress)
         return {"sha256": sha, "size": entry.size, "uploaded": sent}
 
-    def fetch_weights(self, expected: str, size: int | None, dest: Path) -> str | None:
+    def fetch_weights(self, sha256: str, dest: Path, max_size: int | None) -> str | None:
         """The weights pipeline's store callback (:class:`zoo.weights.WeightsMirror`): the
-        full sha256 of weights matching ``expected`` written to ``dest``, or None. An
-        unreachable store warns (one line) and counts as a miss: the card's URLs come next."""
-        from zoo.store.errors import StoreError
+        sha256 of the weights written to ``dest``, or None. A store that cannot be used
+        (unreachable, a bad URL or option, a missing fsspec driver) or bytes that fail their
+        hash warn (one line) and count as a miss: the card's URLs come next."""
+        from zoo.store.errors import StoreConfigError, StoreError
 
         try:
-            return self.open().pull_weights(expected, dest, size=size)
-        except StoreError as exc:
+            return self.open().pull_weights(sha256, dest, max_size=max_size,
+                                            progress=progress_printer())
+        except (StoreError, StoreConfigError) as exc:
             self.warn(f"{exc}; fetching the weights from the card's URLs")
             return None
 
 
-def store_from_args(args: argparse.Namespace, *, required: bool = False) -> StoreConfig | None:
+def store_from_args(args: argparse.Namespace, *, required: bool = False,
+                    signatures: bool = True) -> StoreConfig | None:
     """The store the options and environment name, or None (no store, ``--no-store``, or a
     remote store while offline). ``required`` makes a missing store a usage error.
+
+    ``signatures`` False skips loading trusted keys (weights-only use: weights are checked
+    against their card's pin, not signatures).
 
     Raises StoreConfigError (exit 2) for contradictions (``--no-store`` with ``--publish``,
     ``--sign`` without ``--publish``), bad options and unreadable keys.
@@ -226,7 +232,7 @@ def store_from_args(args: argparse.Namespace, *, required: bool = False) -> Stor
     from zoo.store.keys import load_signing_key, load_trusted_keys, trusted_key_paths_from_env
 
     paths: list[Path] = []
-    if hasattr(args, "trusted_key"):  # commands without --trusted-key check no signatures
+    if signatures and hasattr(args, "trusted_key"):  # else: no signatures are checked
         paths = list(args.trusted_key or []) or trusted_key_paths_from_env()
     return StoreConfig(
         url=url, options=parse_store_options(list(getattr(args, "store_option", None) or [])),

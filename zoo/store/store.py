@@ -58,7 +58,6 @@ RECORD_KEY = re.compile(r"records/([0-9a-f]{64})/([0-9a-f]{64})\.json")
 OBJECT_KEY = re.compile(r"objects/sha256/([0-9a-f]{64})")
 WEIGHTS = "weights/sha256/"
 WEIGHTS_KEY = re.compile(r"weights/sha256/([0-9a-f]{64})")
-MAX_WEIGHTS_CANDIDATES = 4  # objects tried for one sha256 prefix
 PAGE = 256
 
 
@@ -263,56 +262,41 @@ class Store:
         self.transport.put(Path(path), key, size, step)
         return True
 
-    def pull_weights(self, expected: str, dest: Path, *, size: int | None = None,
+    def pull_weights(self, sha256: str, dest: Path, *, max_size: int | None = None,
                      progress: Progress | None = None) -> str | None:
-        """Download weights whose sha256 is ``expected`` (64 hex) or starts with it (a card's
-        ``sha256_prefix``) into ``dest``; returns their full sha256, or None when the store has
-        none that pass (``dest`` is then removed).
+        """Download ``weights/sha256/<sha256>`` into ``dest`` and return its sha256, or None
+        when the store does not have it (or only a file larger than ``max_size``).
 
-        The store is a mirror here, trusted no more than the card's URLs: an object is
-        accepted only if its bytes hash to its own name and that name matches the card's pin
-        (and ``size``, when the card states an exact one). At most
-        :data:`MAX_WEIGHTS_CANDIDATES` objects are tried for one prefix. Raises
-        StoreRefusedError (naming each object and why) when the store has candidates but none
-        passes, StoreUnavailableError when the store cannot be reached.
+        The store is a mirror here, trusted no more than the card's URLs: the bytes must hash
+        to their name, which must be the card's full pin (an 8-hex prefix is not asked for:
+        anyone who may write to the store could make bytes that match 32 bits). Raises
+        StoreRefusedError when the object's bytes are other than its name (``dest`` is then
+        removed), StoreUnavailableError when the store cannot be reached.
         """
-        if not re.fullmatch(r"[0-9a-f]{8,64}", expected):
-            raise StoreConfigError(f"{expected[:80]!r} is not a sha256 or a sha256 prefix")
-        if len(expected) == 64:
-            found = self.transport.size(WEIGHTS + expected)
-            candidates = [] if found is None else [(WEIGHTS + expected, found)]
-        else:  # an S3 listing takes the prefix as it is; folders list the whole weights/
-            listing = self.transport.list(WEIGHTS + expected if self.transport.s3 else WEIGHTS)
-            candidates = [(k, n) for k, n in listing if k.startswith(WEIGHTS + expected)
-                          and WEIGHTS_KEY.fullmatch(k)]
+        if not HEX64.fullmatch(sha256):
+            raise StoreConfigError(f"{sha256[:80]!r} is not a full sha256 (64 hex)")
+        key = WEIGHTS + sha256
+        size = self.transport.size(key)
+        if size is None or (max_size is not None and size > max_size):
+            return None
         say = progress or _no_progress
-        reasons: list[str] = []
-        for key, found_size in candidates[:MAX_WEIGHTS_CANDIDATES]:
-            name = key[len(WEIGHTS):]
-            if size is not None and found_size != size:
-                reasons.append(f"{key} has {found_size} bytes, the card says {size}")
-                continue
-            done = 0
+        done = 0
 
-            def step(n: int, what: str = f"weights {name[:12]}", total: int = found_size) -> None:
-                nonlocal done
-                done += n
-                say(what, done, total)
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            say(f"weights {sha256[:12]}", done, size)
 
-            try:
-                sha = self.transport.get(key, Path(dest), found_size, step)
-            except (FileNotFoundError, SizeMismatch):
-                Path(dest).unlink(missing_ok=True)
-                reasons.append(f"{key} vanished or changed size while being read")
-                continue
-            if sha == name:
-                return sha
+        try:
+            got = self.transport.get(key, Path(dest), size, step)
+        except (FileNotFoundError, SizeMismatch):
             Path(dest).unlink(missing_ok=True)
-            reasons.append(f"{key}: its bytes hash to {sha[:16]}… (corrupted or tampered)")
-        if reasons:
-            raise StoreRefusedError(f"store {self.url}: no weights for sha256 {expected[:16]}… "
-                                    f"passed: {'; '.join(reasons)}", reasons)
-        return None
+            return None
+        if got != sha256:
+            Path(dest).unlink(missing_ok=True)
+            raise StoreRefusedError(f"store {self.url}: {key}: its bytes hash to {got[:16]}… "
+                                    "(corrupted or tampered)", [key])
+        return got
 
     # -- records --------------------------------------------------------------------------
 
