@@ -468,3 +468,14 @@ def test_a_source_recompiled_by_another_process_keeps_every_name_reachable(
     assert second.get("zz_a").name == "zz_a"
     with pytest.raises(UnknownModelError):
         second.get("zz_b")  # already known to be gone
+
+
+def test_a_listing_skips_cards_whose_source_dropped_them_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settle(monkeypatch)
+    path = write_registry(tmp_path / "a.yaml", "zz_a", "zz_b", "zz_c")
+    Registry(extra_files=[path])  # compiles and stores the entry
+    reg = Registry(extra_files=[path])  # reads it: names now, summaries when listing
+    write_registry(path, "zz_a", "zz_c")
+    Registry(extra_files=[path])  # another process recompiles: the summaries are stale
+    assert [s.name for s in reg.summaries("zz_*")] == ["zz_a", "zz_c"]

@@ -281,28 +281,31 @@ class Registry:
         rows = []
         where, owner_of = self._where, self._owner
         for name in self.names(pattern):
-            origin, index = where[name]
-            summary = self._summary(origin, index, name)
-            owner = owner_of(origin, summary.plugin, summary.architecture)
+            if name not in where:
+                continue  # its source changed and dropped it while this list was made
+            summary = self._summary(*where[name], name)
+            if summary is None:
+                continue
+            owner = owner_of(where[name][0], summary.plugin, summary.architecture)
             rows.append(summary if owner == summary.plugin else summary._replace(plugin=owner))
         return rows
 
-    def _summary(self, origin: _Origin, index: int, name: str) -> Summary:
+    def _summary(self, origin: _Origin, index: int, name: str) -> Summary | None:
         """The summary of card ``name`` (compiling its source again, once, if the stored
-        summaries are damaged)."""
+        summaries are damaged or stale); None if the source no longer has the card."""
         try:
             return origin.compiled.summaries[index]
         except StaleEntry:
             if origin.recompile is None:
                 raise
-            origin, index = self._recompile(origin, name)
-        return origin.compiled.summaries[index]
+            found = self._recompile(origin, name)
+        return None if found is None else found[0].compiled.summaries[found[1]]
 
-    def _recompile(self, origin: _Origin, name: str) -> tuple[_Origin, int]:
+    def _recompile(self, origin: _Origin, name: str) -> tuple[_Origin, int] | None:
         """Compile ``origin`` again (its source changed since this registry read it) and
         re-point this registry's names at the new positions; names the source no longer has
         are dropped, new ones wait for the next registry (one consistent view per process).
-        Returns where ``name`` is now; a CardError if it is gone."""
+        Returns where ``name`` is now, or None if it is gone."""
         assert origin.recompile is not None
         origin.compiled = origin.recompile()
         position = {n: i for i, n in enumerate(origin.compiled.names)}
@@ -313,10 +316,7 @@ class Registry:
                 else:
                     del self._where[known]
         self._sorted = None
-        if name not in self._where:
-            raise CardError(f"{origin.label}: model {name!r} disappeared while zoo was "
-                            "reading it; run the command again")
-        return self._where[name]
+        return self._where.get(name)
 
     def cards(self, pattern: str | None = None) -> list[ModelCard]:
         """Cards whose names match ``pattern`` (all when None), sorted by name."""
@@ -350,7 +350,11 @@ class Registry:
         except (StaleEntry, CardError):
             if origin.recompile is None:
                 raise
-            origin, index = self._recompile(origin, name)
+            found = self._recompile(origin, name)
+            if found is None:
+                raise CardError(f"{origin.label}: model {name!r} disappeared while zoo was "
+                                "reading it; run the command again") from None
+            origin, index = found
             try:
                 card = self._validated(origin, index, name)
             except StaleEntry as exc:
