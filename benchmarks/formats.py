@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.export_helpers
+
 FORMATS = [("torchscript", "fp32"), ("torchscript", "int8"), ("lite", "fp32"),
            ("lite", "int8"), ("pte", "fp32"), ("pte", "int8"), ("onnx", "fp32"),
            ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"), ("coreml", "fp16"),
@@ -86,30 +88,6 @@ def interleaved(eager: Any, candidate: Any, x: Any, runs: int) -> tuple[float, f
     return statistics.median(times["eager"]), statistics.median(times["candidate"]), ratios
 
 
-def make_weights(name: str, folder: Path) -> Path:
-    """Seeded weights in torchvision's layout, logits scaled to a trained model's range."""
-    import torch
-
-    import zoo
-    from zoo.registry import default_registry
-
-    card = zoo.get(name)
-    torch.manual_seed(0)
-    model = default_registry().builder(card)(card, aux="aux" in card.output.optional_keys)
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.rand(1, 3, 64, 64))
-        scale = (out["out"] if isinstance(out, dict) else out).abs().max().item()
-        for module in model.modules():
-            if isinstance(module, torch.nn.Conv2d) and module.out_channels == card.num_classes:
-                module.weight.mul_(10.0 / scale)
-                if module.bias is not None:
-                    module.bias.mul_(10.0 / scale)
-    path = folder / f"{name}.pth"
-    torch.save(model.state_dict(), path)
-    return path
-
-
 def bench_model(name: str, formats: list[tuple[str, str]], tmp: Path, size: int,
                 runs: int, threads: int) -> list[dict[str, Any]]:
     import torch
@@ -122,6 +100,8 @@ def bench_model(name: str, formats: list[tuple[str, str]], tmp: Path, size: int,
     from zoo.weights import resolve_weights
 
     card = zoo.get(name)
+    from tests.export_helpers import make_weights  # the tests' seeded, trained-scale weights
+
     weights = make_weights(name, tmp)
     model = build_model(card, resolve_weights(card, str(weights)))
     pre = card.preprocessing

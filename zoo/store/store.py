@@ -251,14 +251,7 @@ class Store:
         key = WEIGHTS + sha256
         if self.transport.size(key) == size:
             return False
-        say = progress or _no_progress
-        sent = 0
-
-        def step(n: int) -> None:
-            nonlocal sent
-            sent += n
-            say(f"weights {sha256[:12]}", sent, size)
-
+        step = _counter(progress, f"weights {sha256[:12]}", size)
         self.transport.put(Path(path), key, size, step)
         return True
 
@@ -279,16 +272,9 @@ class Store:
         size = self.transport.size(key)
         if size is None or (max_size is not None and size > max_size):
             return None
-        say = progress or _no_progress
-        done = 0
-
-        def step(n: int) -> None:
-            nonlocal done
-            done += n
-            say(f"weights {sha256[:12]}", done, size)
-
         try:
-            got = self.transport.get(key, Path(dest), size, step)
+            got = self.transport.get(key, Path(dest), size,
+                                     _counter(progress, f"weights {sha256[:12]}", size))
         except (FileNotFoundError, SizeMismatch):
             Path(dest).unlink(missing_ok=True)
             return None
@@ -603,6 +589,19 @@ class Store:
         if actual != sha:
             return f"object bytes hash to {actual[:16]}…, not {sha[:16]}… (corrupted)"
         return None
+
+
+def _counter(progress: Progress | None, what: str, total: int) -> Callable[[int], None]:
+    """A transport callback (bytes just moved) that reports ``what``'s running total."""
+    say = progress or _no_progress
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        say(what, done, total)
+
+    return step
 
 
 def _weights_sha256(manifest: dict[str, Any]) -> str | None:
