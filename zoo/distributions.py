@@ -58,8 +58,35 @@ def _modelled() -> bool:
                    for entry in sys.path)  # zip files and eggs (EGG-INFO inside) are not read
 
 
+def _path_state() -> tuple[tuple[str, int], ...]:
+    """Each ``sys.path`` folder with its mtime: what a folder listing depends on (installing
+    or removing a distribution adds or removes a folder, which changes its parent's mtime)."""
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((os.path.abspath(entry or "."), os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            state.append((entry, -1))
+    return tuple(state)
+
+
+_LISTED: tuple[tuple[tuple[str, int], ...], list[_Dist]] | None = None
+
+
 def _distributions() -> list[_Dist]:
-    """Every distribution on ``sys.path``, first occurrence of each name only, in path order."""
+    """Every distribution on ``sys.path``, first occurrence of each name only, in path order
+    (listed once per process while no ``sys.path`` folder changes, as importlib.metadata
+    caches its own listings)."""
+    global _LISTED
+    state = _path_state()
+    if _LISTED is not None and _LISTED[0] == state:
+        return _LISTED[1]
+    found = _list_distributions()
+    _LISTED = (state, found)
+    return found
+
+
+def _list_distributions() -> list[_Dist]:
     seen: set[str] = set()
     found = []
     for entry in sys.path:
