@@ -64,26 +64,60 @@ def names(compiled: registry_cache.Compiled) -> list[str]:
 
 
 def settle(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make files count as settled at once (instead of after RACY_NS)."""
-    monkeypatch.setattr(registry_cache, "RACY_NS", -(10**12))
+    """Kept for the tests below: sources are now hashed on every use, nothing settles."""
 
 
 # -- hits, misses and changes ------------------------------------------------------------------
 
 
-def test_a_settled_unchanged_file_is_not_even_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unchanged_file_is_served_from_its_entry_without_parsing(tmp_path: Path) -> None:
     path = write_registry(tmp_path / "a.yaml", "a_one", "a_two")
     parse = Counting()
     assert names(compile_file(path, parse)) == ["a_one", "a_two"]
     assert parse.calls == 1 and entry_of(path).is_file()
-
-    settle(monkeypatch)
-    monkeypatch.setattr(registry_cache, "_read", lambda p: pytest.fail(f"{p} was read"))
     warm = compile_file(path, parse)
     assert names(warm) == ["a_one", "a_two"] and parse.calls == 1
     assert warm.card_data(1)["name"] == "a_two"
+
+
+def test_a_forged_entry_with_the_sources_stat_never_stands_in_for_it(tmp_path: Path) -> None:
+    """Whoever can write an entry can copy the source's stat; only its bytes' digest counts."""
+    path = write_registry(tmp_path / "a.yaml", "genuine")
+    parse = Counting()
+    compile_file(path, parse)
+    forged_src = write_registry(tmp_path / "forged.yaml", "forged")
+    compile_file(forged_src, parse)
+    forged = registry_cache._read_entry(entry_of(forged_src))
+    assert forged is not None
+    st = os.stat(path)
+    header = {**forged.header, "source": {**forged.header["source"], "path": str(path),
+                                          **registry_cache._stat_key(st),
+                                          "checked_ns": time.time_ns() + 10**12}}
+
+    def body(out: object) -> None:
+        with open(forged.path, "rb") as old:
+            old.seek(forged.body_offset)
+            out.write(old.read())  # type: ignore[attr-defined]
+
+    registry_cache._write(entry_of(path), header, body)
+    assert names(compile_file(path, parse)) == ["genuine"]
+
+
+def test_an_entry_under_a_zoo_home_others_can_write_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zoo import paths
+
+    home = tmp_path / "shared-home"
+    home.mkdir()
+    home.chmod(0o777)
+    monkeypatch.setenv("ZOO_HOME", str(home))
+    monkeypatch.setattr(paths, "_home_checked", {})
+    path = write_registry(tmp_path / "a.yaml", "a_one")
+    parse = Counting()
+    compile_file(path, parse)
+    compile_file(path, parse)
+    assert parse.calls == 2 and not entry_of(path).exists()
 
 
 def test_a_recently_touched_file_is_proved_by_its_hash(tmp_path: Path) -> None:
@@ -95,20 +129,6 @@ def test_a_recently_touched_file_is_proved_by_its_hash(tmp_path: Path) -> None:
     # same size, same second: only the hash can tell
     path.write_text(path.read_text().replace("name: first", "name: secnd"))
     assert names(compile_file(path, parse)) == ["secnd"] and parse.calls == 2
-
-
-def test_a_hash_proof_refreshes_the_entry_so_the_stat_is_trusted_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(registry_cache, "RACY_NS", 300_000_000)
-    path = write_registry(tmp_path / "a.yaml", "a_one")
-    parse = Counting()
-    compile_file(path, parse)  # compiled within 0.3 s of the write: racy
-    time.sleep(0.4)
-    compile_file(path, parse)  # proved by the hash; the file has settled: entry refreshed
-    monkeypatch.setattr(registry_cache, "_read", lambda p: pytest.fail(f"{p} was read"))
-    warm = compile_file(path, parse)
-    assert parse.calls == 1 and warm.card_data(0)["name"] == "a_one"
 
 
 def test_changed_added_and_removed_sources_are_seen_on_the_next_run(

@@ -18,13 +18,14 @@ validated again before a :class:`~zoo.schema.ModelCard` is returned; ``zoo list`
 header and the summaries, never a card.
 
 Trust. An entry is used only if its header hashes to the recorded digest, its stamp is this
-process's, and its source is unchanged: a file whose ``stat`` matches and had not been touched
-for :data:`RACY_NS` before it was last read (otherwise its bytes are hashed and compared, git's
-"racy" rule); a card's bytes must hash to their digest. Anything else is a miss, and the
-source is compiled again. Entries are written to a temporary file and renamed, so concurrent
-compilers leave one valid entry, and a read-only or missing ``ZOO_HOME`` costs speed, never
-correctness. A source with an invalid card gets no entry: its error comes from the parse,
-naming file, line and field, every time.
+process's, and its source is unchanged: the file's bytes are hashed on every use and must
+match the sha256 the entry records (a stat is never trusted: whoever can write an entry can
+copy a stat); a card's bytes must hash to their digest. Under a ``ZOO_HOME`` that other users
+can write to (:func:`zoo.paths.home_problem`) no entry is read or written. Anything else is
+a miss, and the source is compiled again. Entries are written to a temporary file and
+renamed, so concurrent compilers leave one valid entry, and a read-only or missing
+``ZOO_HOME`` costs speed, never correctness. A source with an invalid card gets no entry: its
+error comes from the parse, naming file, line and field, every time.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 
 FORMAT = 2
 MAGIC = b"ZOOREG"
-RACY_NS = 2_000_000_000  # a file touched this recently is hashed, not trusted by its stat
 MAX_ENTRIES = 256  # entries kept; the least recently written go first
 #: the modules whose code decides what a compiled card is
 _CODE = ("schema.py", "_names.py", "yamlio.py", "registry.py", "registry_cache.py")
@@ -183,7 +183,12 @@ class _Entry(NamedTuple):
 
 
 def _read_entry(path: Path) -> _Entry | None:
-    """The entry at ``path`` if it is whole and has this process's stamp; None otherwise."""
+    """The entry at ``path`` if it is whole and has this process's stamp; None otherwise
+    (always None under a ``ZOO_HOME`` other users can write to)."""
+    from zoo.paths import home_problem
+
+    if home_problem() is not None:
+        return None
     try:
         with open(path, "rb") as fh:
             first = fh.readline(200)
@@ -305,6 +310,10 @@ def _write(path: Path, header: dict[str, Any], body: Callable[[Any], object]) ->
     written is only slower."""
     import tempfile
 
+    from zoo.paths import home_problem
+
+    if home_problem() is not None:
+        return
     raw = json.dumps(header, separators=(",", ":")).encode()
     first = b"%s %d %d %s\n" % (MAGIC, FORMAT, len(raw), hashlib.sha256(raw).hexdigest().encode())
     tmp = None
@@ -366,24 +375,17 @@ def compile_file(path: Path, parse: Callable[[bytes, Path], list[ModelCard]],
     except OSError as exc:
         raise CardError(f"cannot read registry file {path}: {exc.strerror or exc}") from exc
     entry = None if fresh else _read_entry(entry_path)
-    data: bytes | None = None
-    if entry is not None and entry.header["source"].get("path") == where:
-        source = entry.header["source"]
-        same_stat = all(source.get(k) == v for k, v in _stat_key(st).items())
-        settled = max(st.st_mtime_ns, st.st_ctime_ns) + RACY_NS < source.get("checked_ns", 0)
-        if same_stat and settled:
-            return _compiled_from(entry)
-        data = _read(path)
-        if hashlib.sha256(data).hexdigest() == source.get("sha256"):
-            if max(st.st_mtime_ns, st.st_ctime_ns) + RACY_NS < checked_ns:
-                _refresh(entry, {**source, **_stat_key(st), "checked_ns": checked_ns})
-            return _compiled_from(entry)
-    if data is None:
-        data = _read(path)
+    data = _read(path)
+    digest = hashlib.sha256(data).hexdigest()
+    if entry is not None and entry.header["source"].get("path") == where and \
+            entry.header["source"].get("sha256") == digest:
+        # The source's bytes are hashed every time (a registry file is small): an entry never
+        # stands in for bytes whose digest it does not record, whatever their stat says.
+        return _compiled_from(entry)
     cards = parse(data, path)
     summaries, blobs = _build(cards)
     source = {"kind": "file", "path": where, **_stat_key(st), "checked_ns": checked_ns,
-              "sha256": hashlib.sha256(data).hexdigest()}
+              "sha256": digest}
     _write_entry(entry_path, source, summaries, blobs)
     return _in_memory(summaries, blobs)
 
@@ -393,20 +395,6 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise CardError(f"cannot read registry file {path}: {exc.strerror or exc}") from exc
-
-
-def _refresh(entry: _Entry, source: dict[str, Any]) -> None:
-    """Rewrite an entry whose file was proved unchanged by its hash, with the new stat and
-    check time, so that later runs trust the stat again. The body is copied as it is (each
-    card is still checked against its digest when read)."""
-    import shutil
-
-    def copy_body(out: Any) -> None:
-        with open(entry.path, "rb") as old:
-            old.seek(entry.body_offset)
-            shutil.copyfileobj(old, out)
-
-    _write(entry.path, {**entry.header, "source": source}, copy_body)
 
 
 def compile_data(ident: str, items: list[Any],
