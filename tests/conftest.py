@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 _ZOO_VARS = ("ZOO_HOME", "ZOO_REGISTRY", "ZOO_MIRROR", "ZOO_OFFLINE", "ZOO_CACHE_MAX", "ZOO_STORE",
              "ZOO_TRUSTED_KEYS", "ZOO_KEY_PASSPHRASE", "ZOO_MAX_IMAGE_PIXELS",
-             "ZOO_MAX_IMAGE_ASPECT")
+             "ZOO_MAX_IMAGE_ASPECT", "ZOO_REQUIRE_SIGNED")
 BUILTIN_MODELS = [  # registry.yaml's models, sorted
     "deeplabv3_mobilenet_v3_large",
     "deeplabv3_resnet101",

@@ -256,6 +256,15 @@ def fixture_export_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(name="built_here")
+def fixture_built_here(export_dir: Path, zoo_home: Path) -> Path:
+    """Make this test's ZOO_HOME the machine that built ``export_dir``: its export cache (with
+    provenance ``built``) is copied in, so ``--sign`` may sign those bytes here."""
+    shutil.copytree(export_dir.parent / "home" / "artifacts", zoo_home / "artifacts",
+                    dirs_exist_ok=True)
+    return zoo_home
+
+
 @dataclass(frozen=True)
 class Keys:
     """PEM files written by openssl: ``team``/``team_pub``, ``other``/``other_pub`` (Ed25519),

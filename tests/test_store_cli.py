@@ -28,7 +28,7 @@ def zoo(capsys: pytest.CaptureFixture[str], *args: Any) -> tuple[int, str, str]:
 
 
 def test_publish_list_verify_as_json(capsys: pytest.CaptureFixture[str], s3_store: S3Store,
-                                     export_dir: Path, keys: Any) -> None:
+                                     export_dir: Path, keys: Any, built_here: Path) -> None:
     opts = s3_store.server.store_options()
     code, out, err = zoo(capsys, "publish", export_dir, "--store", s3_store.url, *opts,
                          "--sign", keys.team, "--json")
@@ -56,7 +56,7 @@ def test_publish_list_verify_as_json(capsys: pytest.CaptureFixture[str], s3_stor
 
 
 def test_human_output_progress_and_paging(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                          export_dir: Path, keys: Any,
+                                          export_dir: Path, keys: Any, built_here: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZOO_STORE", str(tmp_path / "store"))
     code, out, err = zoo(capsys, "publish", export_dir, "--progress")

@@ -29,6 +29,7 @@ def _signature(report: dict) -> dict:
 
 def test_verify_with_a_trusted_key_needs_a_trusted_record(
         capsys: pytest.CaptureFixture[str], s3_store: S3Store, export_dir: Path, keys: Any,
+        built_here: Path,
         tmp_path: Path) -> None:
     opts = s3_store.server.store_options()
     store = ["--store", s3_store.url, *opts]

@@ -69,6 +69,30 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 Warn = Callable[[str], None]
+UNKNOWN_PROVENANCE: dict[str, Any] = {"kind": "unknown"}
+
+
+def read_provenance(value: Any) -> dict[str, Any]:
+    """A record's provenance, checked field by field; anything malformed (or a record written
+    before provenance existed) is ``{"kind": "unknown"}``, which no trust rule accepts.
+
+    ``built``: this machine exported the bytes (``weights_from``: how the weights arrived).
+    ``pulled``: installed from team store ``store``, record ``record`` (its sha256), signed by
+    ``signer`` (a key fingerprint) or unsigned (None).
+    """
+    if not isinstance(value, dict):
+        return dict(UNKNOWN_PROVENANCE)
+    kind = value.get("kind")
+    if kind == "built":
+        source = value.get("weights_from")
+        return {"kind": "built",
+                "weights_from": source if _label(source, 1000) else "unknown"}
+    if kind == "pulled":
+        store, record, signer = value.get("store"), value.get("record"), value.get("signer")
+        if _label(store, 1000) and isinstance(record, str) and _HEX64.match(record) and \
+                (signer is None or (isinstance(signer, str) and _HEX64.match(signer))):
+            return {"kind": "pulled", "store": store, "record": record, "signer": signer}
+    return dict(UNKNOWN_PROVENANCE)
 
 
 @dataclass(frozen=True)
@@ -86,6 +110,9 @@ class CachedExport:
     last_used: float
     created: float = 0.0
     artifact_file: str = ""
+    #: Where the bytes came from (see :func:`read_provenance`): ``{"kind": "built", ...}``,
+    #: ``{"kind": "pulled", "store", "record", "signer"}`` or ``{"kind": "unknown"}``.
+    provenance: dict[str, Any] = field(default_factory=lambda: dict(UNKNOWN_PROVENANCE))
 
     @property
     def names(self) -> list[str]:
@@ -181,9 +208,9 @@ def _bare(name: str) -> bool:
     return _safe_rel(name) and "/" not in name
 
 
-def _label(value: Any) -> bool:
+def _label(value: Any, limit: int = 200) -> bool:
     """A short printable text (model and format names in records)."""
-    return isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable()
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
 
 
 def _is_int(value: Any) -> bool:
@@ -382,6 +409,11 @@ class ArtifactCache:
     def writable(self) -> bool:
         """Whether this process can write under ``root`` (probed once by creating a file)."""
         if self._writable is None:
+            from zoo.paths import home_problem
+
+            if home_problem() is not None and self.root.parent == _home():
+                self._writable = False
+                return False
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=self.root)
@@ -391,6 +423,14 @@ class ArtifactCache:
             except OSError:
                 self._writable = False
         return self._writable
+
+    @property
+    def trusted(self) -> bool:
+        """False when the cache lies under a ``ZOO_HOME`` other users can write to: nothing
+        in it is served (:func:`zoo.paths.home_problem` warns once)."""
+        from zoo.paths import home_problem
+
+        return self.root.parent != _home() or home_problem() is None
 
     # -- locks ---------------------------------------------------------------------------
 
@@ -529,7 +569,7 @@ class ArtifactCache:
             key=key, folder=self.folder(key), model=model, format=fmt, files=sums,
             manifest_file=manifest, size=sum(sizes.values()),
             last_used=touched or float(data["last_used"]), created=float(data["created"]),
-            artifact_file=artifact)
+            artifact_file=artifact, provenance=read_provenance(data.get("provenance")))
         return _Record(entry, sizes, stats, data), None
 
     def _check(self, record: _Record, full: bool) -> tuple[str | None, bool]:
@@ -614,6 +654,8 @@ class ArtifactCache:
         evicted. A hit marks the entry used (best effort: a read-only root still serves it).
         """
         _check_key(key)
+        if not self.trusted:
+            return None
         record, why = self._read_record(key)
         if record is None:
             if why is not None:
@@ -672,12 +714,14 @@ class ArtifactCache:
                 lock.release()
 
     def commit(self, key: str, staging: Path, *, manifest_file: str, model: str, format: str,
-               artifact: str | None = None) -> CachedExport:
+               artifact: str | None = None,
+               provenance: dict[str, Any] | None = None) -> CachedExport:
         """Make ``staging`` the entry for ``key``: hash every file, move the folder in place
         (one rename), write the record last (atomically). An older entry for the key is
         replaced safely (its record goes first). Then the size budget is applied, sparing
         this entry. ``artifact`` names the artifact (default: ``manifest_file`` less
-        ``.manifest.json``)."""
+        ``.manifest.json``); ``provenance`` says where the bytes came from (see
+        :func:`read_provenance`; default unknown) and travels with the entry."""
         _check_key(key)
         if not _bare(manifest_file):
             raise ValueError(f"manifest_file must be a bare file name: {manifest_file!r}")
@@ -707,12 +751,13 @@ class ArtifactCache:
             "version": RECORD_VERSION, "key": key, "model": model, "format": format,
             "manifest_file": manifest_file, "artifact": artifact, "created": now,
             "last_used": now, "size": sum(st.st_size for st in found.values()),
+            "provenance": read_provenance(provenance),
         }
         if not self.writable:
             _remove(target)
             os.rename(staging, target)
             return CachedExport(key, target, model, format, sums, manifest_file, data["size"],
-                                now, now, artifact)
+                                now, now, artifact, data["provenance"])
         try:
             with self.lock(key):
                 self._remove_entry(key)
@@ -728,7 +773,7 @@ class ArtifactCache:
         except OSError as exc:
             raise _disk_error(exc, self.root, "store the export") from exc
         entry = CachedExport(key, target, model, format, sums, manifest_file, data["size"],
-                             now, now, artifact)
+                             now, now, artifact, data["provenance"])
         if self.budget is not None:
             with contextlib.suppress(OSError):
                 self.prune(self.budget, keep={key})
@@ -986,6 +1031,12 @@ class ArtifactCache:
         if path.parent == self.records:
             return not self.folder(path.name[:-5]).is_dir()
         return True
+
+
+def _home() -> Path:
+    from zoo.paths import zoo_home
+
+    return zoo_home()
 
 
 def _old(path: Path) -> bool:

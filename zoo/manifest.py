@@ -50,10 +50,15 @@ class WeightsFacts(_Strict):
     """Which weights went into the artifact."""
 
     untrained: bool = Field(description="True for --weights none: random initialisation.")
-    source: str = Field(description="Where the weights came from: 'NAME (URL)' for a card's "
-                        "weights, a URL, 'local file NAME' (a file, by its name only), or "
-                        "'none (untrained)'. URLs are redacted.")
-    url: str | None = None
+    source: str = Field(description="What the weights are, never how this machine obtained "
+                        "them (that would make one export identity two byte strings): 'NAME "
+                        "(the card's weights)' when their sha256 is a card entry's pin, 'NAME "
+                        "(the card's weights, matched by their sha256 prefix)', 'weights that "
+                        "are not the card's, identified by their sha256', or 'none "
+                        "(untrained)'.")
+    url: str | None = Field(default=None, description="The card's first URL for these "
+                            "weights (redacted); the bytes may have come from a mirror, the "
+                            "team store or a local file with the same sha256.")
     sha256: str | None = Field(default=None, description="Full sha256 of the weights file.")
 
 

@@ -15,7 +15,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 MAX_SIDE = 8192  # the card schema's bound on input sizes
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from zoo.export.base import Exporter, ExportOptions
+    from zoo.export.custody import Custody
     from zoo.export.pipeline import ExportOutcome
     from zoo.manifest import Manifest
     from zoo.registry import Registry
@@ -150,7 +153,9 @@ def run_export(
     optionally publish and verify."""
     from zoo.export import get_exporter
     from zoo.export.pipeline import export_artifact
+    from zoo.store.options import custody_from_args
 
+    custody = custody_from_args(args, store)
     options = export_options(args, card, get_exporter(args.format))
     quiet = getattr(args, "quiet", False)
 
@@ -160,17 +165,11 @@ def run_export(
 
     outcome = export_artifact(card, weights, args.format, args.output, options,
                               registry=registry, log=log, calibrate_dir=args.calibrate,
-                              pull=store.pull_into if store is not None else None)
+                              pull=store.pull_for_export if store is not None else None,
+                              custody=custody)
     _summary(outcome, quiet)
-    if store is not None and store.publish_after and outcome.source != "store":
-        from zoo.store.options import progress_printer
-
-        result = store.publish(outcome.artifact, progress=None if quiet else progress_printer())
-        signed = f", signed by {result.signer}" if result.signer else ", unsigned"
-        log(f"published to {store.url}: {len(result.uploaded)} objects uploaded "
-            f"({human_bytes(result.bytes_uploaded)}), {len(result.present)} already there"
-            f"{signed}")
-        publish_weights(store, weights, quiet)
+    if store is not None and store.publish_after:
+        _publish_outcome(store, outcome, custody, weights, quiet, log)
     if args.verify:
         from zoo.cli.verify import cmd_verify
 
@@ -179,6 +178,37 @@ def run_export(
             trusted_key=getattr(args, "trusted_key", []), store=getattr(args, "store", None),
             store_option=getattr(args, "store_option", [])))
     return 0
+
+
+def _publish_outcome(store: StoreConfig, outcome: ExportOutcome, custody: Custody,
+                     weights: ResolvedWeights, quiet: bool, log: Callable[[str], None]) -> None:
+    """``--publish``: send what this run installed to the store, unless it came from there.
+    Signing is refused for bytes this machine did not build and no trusted key signed (the
+    pipeline already avoids such bytes when ``--sign`` is given; this is the last guard)."""
+    from zoo.export.custody import describe
+    from zoo.store.errors import StoreRefusedError
+
+    if outcome.provenance.get("kind") != "built" and \
+            not custody.signed_by_trusted(outcome.provenance):
+        if store.sign_key is not None:
+            raise StoreRefusedError(
+                f"refusing to sign {outcome.artifact.name}: {describe(outcome.provenance)}; "
+                "only bytes exported on this machine or signed by a trusted key are signed "
+                "(nothing was published)")
+        log(f"not published: {describe(outcome.provenance)}")
+        return
+    if outcome.provenance.get("kind") == "pulled" and store.sign_key is None:
+        log("not published: pulled from the team store (signed by a trusted key)")
+        return
+    from zoo.store.options import progress_printer
+
+    result = store.publish(outcome.artifact, progress=None if quiet else progress_printer(),
+                           custody_checked=True)
+    signed = f", signed by {result.signer}" if result.signer else ", unsigned"
+    log(f"published to {store.url}: {len(result.uploaded)} objects uploaded "
+        f"({human_bytes(result.bytes_uploaded)}), {len(result.present)} already there"
+        f"{signed}")
+    publish_weights(store, weights, quiet)
 
 
 def publish_weights(store: StoreConfig, weights: ResolvedWeights, quiet: bool) -> None:

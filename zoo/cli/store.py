@@ -45,7 +45,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         epilog=PUBLISH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", metavar="DIR_OR_ARTIFACT", type=_path,
                    help="export folder, artifact or <artifact>.manifest.json")
-    add_store_options(p, publish=False, no_store=False, trusted=False)
+    add_store_options(p, publish=False, no_store=False, require=False)
     p.add_argument("--no-weights", action="store_true",
                    help="do not upload the weights the artifact was exported from")
     _output_options(p)
@@ -64,9 +64,26 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     q.add_argument("pattern", nargs="?", help="glob on model names, e.g. 'deeplab*'")
     q.add_argument("--limit", type=_count, default=None, metavar="N",
                    help="show at most N records")
-    add_store_options(q, publish=False, sign=False, no_store=False)
+    add_store_options(q, publish=False, sign=False, no_store=False, require=False)
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(handler=cmd_list)
+
+    q = store_sub.add_parser(
+        "revoke", parents=[common], help="withdraw a published record (signed tombstone)",
+        description="Withdraw one published record for good: write a tombstone signed with "
+        "--sign KEY under revocations/<identity>/. Readers refuse the record when they trust "
+        "that key, or when that key signed the record itself, even if someone restores a "
+        "deleted record file. Nothing is deleted.",
+        epilog="examples:\n  zoo store list --json | jq -r '.records[].record'\n"
+        "  zoo store revoke 1f2e3d4c5b6a --sign team.key --reason 'exported with bad weights'"
+        "\n", formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("record", metavar="RECORD",
+                   help="the record's sha256 (12+ hex digits) or its key "
+                   "records/IDENTITY/SHA256.json")
+    q.add_argument("--reason", default="", help="why (printable text, kept in the tombstone)")
+    add_store_options(q, publish=False, no_store=False, trusted=False, require=False)
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(handler=cmd_revoke)
 
     q = store_sub.add_parser(
         "verify", parents=[common], help="re-check every record and object",
@@ -76,7 +93,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         "bytes must hash to its name). Reports objects no record "
         "names (left by interrupted publishes). Never deletes anything. Exit 1 on any "
         "problem.")
-    add_store_options(q, publish=False, sign=False, no_store=False)
+    add_store_options(q, publish=False, sign=False, no_store=False, require=False)
     _output_options(q)
     q.set_defaults(handler=cmd_verify)
 
@@ -161,6 +178,26 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from zoo.cli.output import print_json
+    from zoo.store.errors import StoreConfigError
+
+    config = _config(args)
+    if config.sign_key is None:
+        raise StoreConfigError("zoo store revoke needs --sign KEY: a tombstone is only "
+                               "honoured when it is signed")
+    tomb = config.open().revoke(args.record, config.sign_key, args.reason)
+    if args.json:
+        print_json({"store": config.url, "revocation": tomb.key, "identity": tomb.identity,
+                    "record": tomb.record, "revoked_at": tomb.revoked_at,
+                    "reason": tomb.reason,
+                    "signed_by": config.sign_key.public.fingerprint})
+        return 0
+    print(f"revoked record {tomb.record[:16]}… ({tomb.identity[:16]}…) in {config.url}: "
+          f"{tomb.key}, signed by {config.sign_key.public.short}")
+    return 0
+
+
 def _signer(item: Any) -> str:
     sig = item.record.signature
     if sig is None:
@@ -178,7 +215,8 @@ def _row(item: Any) -> dict[str, Any]:
             "signed_by": sig.public_key.fingerprint if sig else None,
             "signature": item.signature, "published_at": st.published_at,
             "publisher": st.publisher, "identity": st.identity,
-            "identity_source": st.identity_source, "record": item.key}
+            "identity_source": st.identity_source, "record": item.key,
+            "revoked": item.revoked}
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -209,7 +247,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(column, no_wrap=column != "model")
     for item in good:
         st = item.record.statement
-        model = escape(st.model) + (" [yellow](untrained)[/]" if st.untrained else "")
+        model = escape(st.model) + (" [yellow](untrained)[/]" if st.untrained else "") + \
+            (" [bold red]REVOKED[/]" if item.revoked else "")
         table.add_row(model, escape(st.format), escape(st.precision), human_bytes(st.size),
                       escape(_signer(item)),
                       st.published_at[:19].replace("T", " ") + "Z", st.identity[:16])
@@ -235,6 +274,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         what = (f"{entry.get('model', '?')} {entry.get('format', '')} "
                 f"{entry.get('precision', '')}").strip()
         console.print(f"{mark} {escape(what)}  {escape(entry['record'])}", highlight=False)
+        if entry.get("revoked"):
+            console.print(f"       REVOKED: {escape(entry['revoked'])}", highlight=False)
         for problem in entry["problems"]:
             console.print(f"       {escape(problem)}", highlight=False)
     for item in report.weights:

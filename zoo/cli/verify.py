@@ -54,7 +54,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    help="exit 1 unless the golden inputs actually ran (CHECKED, NOT RUN fails)")
     from zoo.store.options import add_store_options
 
-    add_store_options(p, publish=False, sign=False, no_store=False)
+    add_store_options(p, publish=False, sign=False, no_store=False, require=False)
     p.set_defaults(handler=cmd_verify)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ from zoo.errors import ExportError, PluginError, UsageError
 from zoo.export import get_exporter
 from zoo.export.base import Exporter, ExportOptions, Prepared
 from zoo.export.checksums import update_sums
+from zoo.export.custody import Custody
 from zoo.manifest import (
     EMBEDDED_NAME,
     SIDECAR_SUFFIX,
@@ -42,6 +43,7 @@ from zoo.manifest import (
     tree_digest,
 )
 from zoo.schema import ModelCard, OutputContract
+from zoo.urls import redact_url
 
 if TYPE_CHECKING:
     from torch import nn
@@ -69,6 +71,8 @@ class ExportOutcome:
     manifest: Manifest
     cache_hit: bool
     source: str = "export"  # "cache" (a local hit), "store" (pulled), or "export"
+    #: where the bytes came from (built here, or pulled from which record, signed by whom)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def artifact_file_name(card: ModelCard, exporter: Exporter, options: ExportOptions) -> str:
@@ -130,18 +134,22 @@ def export_artifact(
     registry: Registry | None = None,
     log: Log | None = None,
     calibrate_dir: Path | None = None,
-    pull: Callable[[str, Path], bool] | None = None,
+    pull: Callable[[str, Path], dict[str, Any] | None] | None = None,
+    custody: Custody | None = None,
 ) -> ExportOutcome:
     """Produce (or reuse from the cache) the artifact for ``card`` and install it in ``out_dir``.
 
     ``calibrate_dir`` holds calibration images for int8; its content must already be
     fingerprinted in ``options.extra['calibrate']`` (it shapes the identity). ``pull(key,
     staging)`` may fill a staging folder from elsewhere (the team store) before exporting;
-    it returns True when it did.
+    it returns the provenance of what it installed, or None. ``custody`` decides which cached
+    or pulled bytes may be served (default: any verified bytes); with ``require_signed``, a
+    run that would have to export locally raises :class:`ExportError` instead.
     """
     from zoo.artifact_cache import ArtifactCache
     from zoo.registry import default_registry
 
+    custody = custody or Custody()
     say = log or (lambda _msg: None)
     registry = registry or default_registry()
     exporter = get_exporter(fmt, registry.host)
@@ -151,22 +159,48 @@ def export_artifact(
     cache = ArtifactCache()
     with cache.lock(key, on_wait=say):
         entry = cache.lookup(key)
+        if entry is not None and (why := custody.refusal(entry.provenance)) is not None:
+            say(f"not serving the cached export {entry.folder.name[:16]}…: {why}")
+            entry = None
         hit = entry is not None
         source = "cache"
         if entry is None:
             with cache.staging() as staging:
-                pulled = pull is not None and pull(key, staging)
-                source = "store" if pulled else "export"
-                if pulled:
+                provenance = pull(key, staging) if pull is not None and custody.may_pull \
+                    else None
+                if provenance is not None and custody.refusal(provenance) is not None:
+                    _empty(staging)  # never installs what the rules refuse
+                    provenance = None
+                source = "store" if provenance is not None else "export"
+                if provenance is not None:
                     say("pulled from the team store: verified, no export work done")
+                elif custody.require_signed:
+                    raise ExportError(
+                        f"no artifact signed by a trusted key for {card.name} ({exporter.name}, "
+                        f"identity {key[:16]}…) in the team store, and --require-signed "
+                        "(ZOO_REQUIRE_SIGNED) forbids exporting it here; publish it from CI "
+                        "with `zoo fetch ... --publish --sign KEY`, or drop --require-signed")
                 else:
                     _produce(card, weights, exporter, options, name, staging, registry, say,
                              calibrate_dir, key, builder, format_code)
+                    provenance = {"kind": "built", "weights_from": weights.source}
                 entry = cache.commit(key, staging, manifest_file=f"{name}{SIDECAR_SUFFIX}",
-                                     model=card.name, format=exporter.name)
+                                     model=card.name, format=exporter.name,
+                                     provenance=provenance)
         else:
             say(f"cache hit: {entry.folder}")
     return _install(cache, entry, name, out_dir, hit, source)
+
+
+def _empty(folder: Path) -> None:
+    """Remove everything inside ``folder`` (a staging folder), keeping the folder."""
+    import shutil
+
+    for item in folder.iterdir():
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
 
 
 def check_contract(model: nn.Module, card: ModelCard, keep_aux: bool, plugin: str,
@@ -381,10 +415,7 @@ def _manifest(
         warning=UNTRAINED_WARNING if weights.untrained else None,
         model=model_facts(card),
         output=exported_output(card, exporter, options.keep_aux),
-        weights=WeightsFacts(
-            untrained=weights.untrained, source=weights.shareable_source, url=weights.url,
-            sha256=weights.sha256,
-        ),
+        weights=weights_facts(card, weights),
         export=ExportFacts(
             format=exporter.name, file=name, precision=options.precision,
             options=options.as_dict(), identity=key, builder=builder, exporter=format_code,
@@ -399,6 +430,27 @@ def _manifest(
                       min_sqnr_db=min_sqnr),
         quantization=quantization,
     )
+
+
+def weights_facts(card: ModelCard, weights: ResolvedWeights) -> WeightsFacts:
+    """The weights as the manifest records them: by what they are (their sha256, and the
+    card's weights entry they match), never by how this machine obtained them, so the same
+    bytes through ``--weights PATH``, the card's URL, a mirror or the team store give one
+    manifest and one artifact (the export identity covers the weights by sha256 only)."""
+    if weights.untrained or weights.sha256 is None:
+        return WeightsFacts(untrained=True, source="none (untrained)", url=None, sha256=None)
+    sha = weights.sha256
+    for entry in card.weights:
+        if entry.sha256 == sha:
+            return WeightsFacts(untrained=False, source=f"{entry.name} (the card's weights)",
+                                url=redact_url(str(entry.urls[0])), sha256=sha)
+    for entry in card.weights:
+        if entry.sha256 is None and entry.sha256_prefix and sha.startswith(entry.sha256_prefix):
+            return WeightsFacts(
+                untrained=False, url=redact_url(str(entry.urls[0])), sha256=sha,
+                source=f"{entry.name} (the card's weights, matched by their sha256 prefix)")
+    return WeightsFacts(untrained=False, url=None, sha256=sha,
+                        source="weights that are not the card's, identified by their sha256")
 
 
 def _install(cache: Any, entry: Any, name: str, out_dir: Path, hit: bool,
@@ -441,5 +493,5 @@ def _install(cache: Any, entry: Any, name: str, out_dir: Path, hit: bool,
     return ExportOutcome(
         artifact=out_dir / name, manifest_path=out_dir / manifest_name,
         operators_path=ops, sums_path=sums_path, manifest=manifest, cache_hit=hit,
-        source=source,
+        source=source, provenance=dict(entry.provenance),
     )

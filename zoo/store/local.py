@@ -271,6 +271,15 @@ def collect(path: Path) -> LocalExport:
         check_object_path(name, name)
     except RecordError as exc:
         raise UsageError(f"{name}: {exc}") from None
+    ops_name = facts.operators_file
+    if ops_name is not None and (ops_name == SUMS_NAME or "/" in ops_name or
+                                 not ops_name.startswith(name + ".")):
+        from zoo.store.errors import StoreRefusedError
+
+        raise StoreRefusedError(f"refusing to publish {folder / name}: its manifest names the "
+                                f"operators file {ops_name[:80]!r}, which is not a sidecar "
+                                f"'{name}.*' beside it (every pull would refuse it); nothing "
+                                "was uploaded")
     artifact = folder / name
     files: list[LocalFile] = []
     if facts.artifact_files is None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from zoo.export.custody import Custody
     from zoo.store.keys import PublicKey, SigningKey
     from zoo.store.store import Progress, PublishResult, PullResult, Store
 
@@ -29,9 +30,10 @@ _LOCAL_SCHEMES = ("file://", "local://")
 
 
 def add_store_options(parser: argparse.ArgumentParser, *, publish: bool = True,
-                      sign: bool = True, no_store: bool = True, trusted: bool = True) -> None:
-    """Add the team-store options to ``parser`` (``publish``/``sign``/``no_store``/``trusted``
-    False leave those out, for commands where they mean nothing)."""
+                      sign: bool = True, no_store: bool = True, trusted: bool = True,
+                      require: bool = True) -> None:
+    """Add the team-store options to ``parser`` (``publish``/``sign``/``no_store``/``trusted``/
+    ``require`` False leave those out, for commands where they mean nothing)."""
     g = parser.add_argument_group("team store")
     g.add_argument("--store", metavar="URL", default=None,
                    help="team store: s3://bucket/prefix, file:///shared/zoo or any fsspec URL "
@@ -54,7 +56,13 @@ def add_store_options(parser: argparse.ArgumentParser, *, publish: bool = True,
     g.add_argument("--trusted-key", action="append", type=Path, default=[], metavar="PUB",
                    help="accept only artifacts signed by this Ed25519 public key (PEM; "
                    "repeatable; env ZOO_TRUSTED_KEYS, separated by "
-                   f"{os.pathsep!r})")
+                   f"{os.pathsep!r}); cached artifacts must be built here or signed by it too")
+    if not require:
+        return
+    g.add_argument("--require-signed", action="store_true", default=None,
+                   help="install only artifacts signed by a trusted key: never export locally, "
+                   "never serve an unsigned cache entry (env ZOO_REQUIRE_SIGNED=1; for app "
+                   "builds and CI jobs that consume the team store)")
 
 
 def parse_store_options(items: list[str]) -> dict[str, Any]:
@@ -144,27 +152,89 @@ class StoreConfig:
                                 progress=progress, include_sums=include_sums,
                                 check=embedded_problems)
 
+    def pull_for_export(self, identity: str, staging: Path) -> dict[str, Any] | None:
+        """The export pipeline's ``pull`` callback: the provenance of the verified artifact
+        the store put into ``staging`` (``{"kind": "pulled", "store", "record", "signer"}``),
+        or None (see :meth:`pull_into` for what is reported)."""
+        from zoo.store.errors import StoreError
+        from zoo.urls import redact_url
+
+        try:
+            result = self.pull(identity, staging, include_sums=False)
+        except StoreError as exc:
+            self.warn(f"{exc}; exporting locally")
+            return None
+        if result is None:
+            return None
+        if result.skipped:
+            self.warn("skipped store records that failed verification: "
+                      + "; ".join(result.skipped))
+        sig = result.record.signature
+        return {"kind": "pulled", "store": redact_url(self.url), "record": result.record.digest,
+                "signer": sig.public_key.fingerprint if sig is not None else None}
+
     def pull_into(self, identity: str, staging: Path) -> bool:
         """The export pipeline's ``pull`` callback: True when the store filled ``staging``
         with a verified artifact. A miss returns False quietly; an unreachable store or a
         refused record warns (one line, naming what failed) and returns False, so the caller
         exports locally. ``staging`` receives the artifact, its manifest and its operators
         list (no SHA256SUMS: the install step writes that)."""
-        from zoo.store.errors import StoreError
+        return self.pull_for_export(identity, staging) is not None
 
-        try:
-            result = self.pull(identity, staging, include_sums=False)
-        except StoreError as exc:
-            self.warn(f"{exc}; exporting locally")
-            return False
-        if result is not None and result.skipped:
-            self.warn("skipped store records that failed verification: "
-                      + "; ".join(result.skipped))
-        return result is not None
+    def publish(self, path: Path, *, progress: Progress | None = None,
+                custody_checked: bool = False) -> PublishResult:
+        """Publish the artifact at ``path``, signed with ``sign_key`` when there is one.
 
-    def publish(self, path: Path, *, progress: Progress | None = None) -> PublishResult:
-        """Publish the artifact at ``path``, signed with ``sign_key`` when there is one."""
-        return self.open().publish(path, sign_key=self.sign_key, progress=progress)
+        A signature is made only over bytes this machine built (the export cache holds them
+        with provenance ``built``) or bytes a record signed by one of ``trusted_keys`` lists;
+        anything else raises :class:`StoreRefusedError` before anything is uploaded.
+        ``custody_checked``: the caller has already proved that (``zoo fetch --publish``).
+        """
+        if self.sign_key is not None and not custody_checked:
+            why = self.signing_refusal(path)
+            if why is not None:
+                from zoo.store.errors import StoreRefusedError
+
+                raise StoreRefusedError(f"refusing to sign {path}: {why}; nothing was "
+                                        "published")
+        from zoo.store.embedded import embedded_problems
+
+        return self.open().publish(path, sign_key=self.sign_key, progress=progress,
+                                   check=embedded_problems)
+
+    def signing_refusal(self, path: Path) -> str | None:
+        """Why the export at ``path`` may not be signed here (None: it may)."""
+        from zoo.artifact_cache import ArtifactCache
+        from zoo.export.custody import Custody, describe
+        from zoo.store.local import SIDECAR, collect
+        from zoo.store.provenance import check_provenance
+
+        local = collect(Path(path))
+        identity = local.facts.identity
+        custody = Custody(trusted=frozenset(k.fingerprint for k in self.trusted_keys),
+                          signing=True)
+        mine = {f.path: f.sha256 for f in local.files if f.source is not None}
+        entry = ArtifactCache(budget=None).lookup(identity) if identity else None
+        if entry is not None and all(entry.files.get(p) == sha for p, sha in mine.items()):
+            why = custody.may_sign(entry.provenance)
+            if why is None:
+                return None
+            reason = f"these bytes were {describe(entry.provenance)}"
+        elif entry is not None:
+            reason = "the export cache holds other bytes for its identity (edited after export?)"
+        else:
+            reason = "this machine's export cache does not hold these bytes (not exported here," \
+                " or evicted since)"
+        if self.trusted_keys and identity:
+            artifact = local.folder / local.artifact
+            ok, _detail = check_provenance(artifact, local.folder / (local.artifact + SIDECAR),
+                                           identity, self.trusted_keys, self.open())
+            if ok:
+                return None
+        hint = " or pass --trusted-key for a key that signed them" if not self.trusted_keys \
+            else ""
+        return (f"{reason}, and no record signed by a trusted key lists them; export them here "
+                f"(`zoo fetch NAME --format F --publish --sign KEY`){hint}")
 
     def publish_weights_of(self, result: PublishResult, *,
                            progress: Progress | None = None) -> dict[str, Any] | None:
@@ -239,6 +309,33 @@ def store_from_args(args: argparse.Namespace, *, required: bool = False,
         trusted_keys=load_trusted_keys(paths),
         sign_key=load_signing_key(sign) if sign is not None else None,
         publish_after=publish)
+
+
+def custody_from_args(args: argparse.Namespace, store: StoreConfig | None) -> Custody:
+    """The chain-of-custody rules of an exporting command: the trusted keys (the store's, or
+    ``--trusted-key``/``ZOO_TRUSTED_KEYS`` when no store is used: they still govern the
+    cache), ``--require-signed``/``ZOO_REQUIRE_SIGNED``, and whether the result is signed.
+    ``--require-signed`` without any trusted key is a usage error."""
+    from zoo.export.custody import Custody, env_require_signed
+    from zoo.store.errors import StoreConfigError
+
+    require = bool(getattr(args, "require_signed", None)) or env_require_signed()
+    if store is not None:
+        keys = list(store.trusted_keys)
+    else:
+        from zoo.store.keys import load_trusted_keys, trusted_key_paths_from_env
+
+        paths = list(getattr(args, "trusted_key", None) or []) or trusted_key_paths_from_env()
+        keys = load_trusted_keys(paths) if paths else []
+    if require and not keys:
+        raise StoreConfigError("--require-signed (ZOO_REQUIRE_SIGNED) needs a trusted key: "
+                               "pass --trusted-key team.pub or set ZOO_TRUSTED_KEYS")
+    signing = store is not None and store.sign_key is not None and store.publish_after
+    if require and signing:
+        raise StoreConfigError("--require-signed installs what others signed; --publish --sign "
+                               "signs what this machine built: use one or the other")
+    return Custody(trusted=frozenset(k.fingerprint for k in keys), require_signed=require,
+                   signing=signing)
 
 
 def weights_store(url: str | None, offline: bool | None) -> StoreConfig | None:

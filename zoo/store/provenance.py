@@ -14,6 +14,7 @@ from pathlib import Path
 from zoo.fsutil import sha256_file
 from zoo.store.keys import PublicKey
 from zoo.store.record import Record, RecordError, parse_record, signature_status
+from zoo.store.revocation import describe, revoked_by
 from zoo.store.store import Store
 
 RECORD_SUFFIX = ".record.json"
@@ -54,9 +55,15 @@ def check_provenance(artifact: Path, sidecar: Path, identity: str | None,
                 candidates.append((beside.name, parse_record(fh.read(MAX_LOCAL_RECORD)), None))
         except (OSError, RecordError, ValueError) as exc:
             candidates.append((beside.name, None, str(exc)))
+    revoked: dict[str, str] = {}  # record sha256 -> why
     if store is not None and identity:
-        for item in store.lookup(identity):
+        for item in store.lookup(identity, trusted):
             candidates.append((item.key.rsplit("/", 1)[-1][:16] + "…", item.record, item.error))
+            if item.revoked and item.record is not None:
+                revoked[item.record.digest] = item.revoked
+        tombs = store.tombstones(identity)
+    else:
+        tombs = []
     if not candidates:
         where = f" or in the store {store.url}" if store is not None else \
             " (pass --store URL or set ZOO_STORE to look it up)"
@@ -74,6 +81,10 @@ def check_provenance(artifact: Path, sidecar: Path, identity: str | None,
                                            "invalid": "its signature does not verify",
                                            "untrusted": f"signed by {signer}, not a trusted key",
                                            }.get(status, status))
+            continue
+        tomb = revoked_by(record, record.digest, tombs, trusted) if tombs else None
+        if record.digest in revoked or tomb is not None:
+            reasons.append(f"{name}: " + (revoked.get(record.digest) or describe(tomb)))
             continue
         problem = _mismatch(record, files, artifact.name)
         if problem is not None:

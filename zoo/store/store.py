@@ -48,6 +48,16 @@ from zoo.store.record import (
     parse_record,
     signature_status,
 )
+from zoo.store.revocation import KEY as REVOCATION_KEY
+from zoo.store.revocation import MAX_BYTES as MAX_REVOCATION_BYTES
+from zoo.store.revocation import PREFIX as REVOCATIONS
+from zoo.store.revocation import (
+    Revocation,
+    make_revocation,
+    parse_revocation,
+    revoked_by,
+)
+from zoo.store.revocation import describe as describe_revocation
 from zoo.store.transport import SizeMismatch, Transport, open_filesystem
 
 #: progress(what, bytes done, bytes total)
@@ -122,6 +132,7 @@ class Listed:
     record: Record | None
     error: str | None
     signature: str | None = None
+    revoked: str | None = None  # "revoked <when> by <key>: <reason>" when a tombstone applies
 
     @property
     def identity(self) -> str:
@@ -172,16 +183,22 @@ class Store:
     # -- publish --------------------------------------------------------------------------
 
     def publish(self, path: Path, *, sign_key: SigningKey | None = None,
-                progress: Progress | None = None) -> PublishResult:
+                progress: Progress | None = None,
+                check: Callable[[Path, Statement], list[str]] | None = None) -> PublishResult:
         """Upload the artifact at ``path`` (an export folder, an artifact or its manifest)
         with its manifest, operators list and a SHA256SUMS, then write its record.
 
-        Objects the store already has (same sha256 and size) are not sent again. Raises
-        UsageError for an artifact that differs from its manifest, StoreError for the store.
+        Before anything is sent, the record is built and checked exactly as a pull checks it
+        (fields, paths, the manifest against the record, SHA256SUMS, and ``check(folder,
+        statement)``: the pipeline passes the embedded-manifest check): what every pull would
+        refuse is never published (or signed). Objects the store already has (same sha256 and
+        size) are not sent again. Raises UsageError for an artifact that differs from its
+        manifest, StoreRefusedError for one a pull would refuse, StoreError for the store.
         """
         say = progress or _no_progress
         local = collect(Path(path))
         identity, source = local.facts.identity_and_source()
+        record = self._statement_for(local, identity, source, sign_key, check)
         refs = sorted((f.path, f.sha256, f.size) for f in local.files)
         signer = sign_key.public.fingerprint if sign_key else None
         for item in self.lookup(identity):
@@ -216,17 +233,6 @@ class Store:
             source_data = file.data if file.data is not None else file.source
             self.transport.put(source_data, OBJECTS + file.sha256, file.size, step)
             uploaded.append(file)
-        facts = local.facts
-        record = make_record(
-            {"identity": identity, "identity_source": source, "model": facts.model,
-             "format": facts.format, "precision": facts.precision,
-             "untrained": facts.untrained, "artifact": local.artifact,
-             "manifest": local.manifest_name,
-             "manifest_sha256": next(f.sha256 for f in local.files
-                                     if f.path == local.manifest_name),
-             "size": sum(f.size for f in local.files if f.path == local.artifact
-                         or f.path.startswith(local.artifact + "/"))},
-            [f.ref for f in local.files], sign_key, self.publisher)
         blob = record.to_bytes()
         key = f"{RECORDS}{identity}/{hashlib.sha256(blob).hexdigest()}.json"
         self.transport.write_new(key, blob)
@@ -238,6 +244,39 @@ class Store:
             uploaded=[f.path for f in local.files if f.sha256 in by_sha],
             present=[f.path for f in local.files if f.sha256 not in by_sha],
             bytes_uploaded=total, weights_sha256=_weights_sha256(local.facts.raw))
+
+    def _statement_for(self, local: Any, identity: str, source: str,
+                       sign_key: SigningKey | None,
+                       check: Callable[[Path, Statement], list[str]] | None) -> Record:
+        """The record a publish will write, refused (StoreRefusedError) when a pull would
+        refuse it."""
+        facts = local.facts
+        where = f"{local.folder / local.artifact}"
+        try:
+            record = make_record(
+                {"identity": identity, "identity_source": source, "model": facts.model,
+                 "format": facts.format, "precision": facts.precision,
+                 "untrained": facts.untrained, "artifact": local.artifact,
+                 "manifest": local.manifest_name,
+                 "manifest_sha256": next(f.sha256 for f in local.files
+                                         if f.path == local.manifest_name),
+                 "size": sum(f.size for f in local.files if f.path == local.artifact
+                             or f.path.startswith(local.artifact + "/"))},
+                [f.ref for f in local.files], sign_key, self.publisher)
+        except RecordError as exc:
+            raise StoreRefusedError(f"refusing to publish {where}: its manifest cannot make a "
+                                    f"valid record ({exc}); nothing was uploaded",
+                                    [str(exc)]) from None
+        st = record.statement
+        manifest = next(f for f in local.files if f.path == local.manifest_name)
+        sums = next((f.data for f in local.files if f.path == SUMS_NAME), None)
+        problems = self._consistency(st, Path(manifest.source).read_bytes(), sums)
+        if not problems and check is not None:
+            problems = check(local.folder, st)
+        if problems:
+            raise StoreRefusedError(f"refusing to publish {where}: every pull would refuse it: "
+                                    f"{'; '.join(problems)}; nothing was uploaded", problems)
+        return record
 
     # -- weights --------------------------------------------------------------------------
 
@@ -346,19 +385,112 @@ class Store:
         import fnmatch
 
         keys = [k for k, _size in self.transport.list(RECORDS)]
+        tombs = self.tombstones()
         for key, record, error in self._read_records(keys):
             if record is not None and pattern and not fnmatch.fnmatchcase(
                     record.statement.model, pattern):
                 continue
             status = signature_status(record, trusted) if record is not None else None
-            yield Listed(key, record, error, status)
+            yield Listed(key, record, error, status, self._revoked(key, record, tombs, trusted))
 
-    def lookup(self, identity: str) -> list[Listed]:
-        """The records for one export identity (parsed or with the reason they are not)."""
+    def lookup(self, identity: str, trusted: list[PublicKey] | None = None) -> list[Listed]:
+        """The records for one export identity (parsed or with the reason they are not),
+        each marked ``revoked`` when a tombstone signed by one of ``trusted`` or by the
+        record's own signer withdraws it."""
         if not HEX64.fullmatch(identity):
             raise StoreConfigError(f"{identity[:80]!r} is not an export identity (64 hex)")
         keys = [k for k, _ in self.transport.list(f"{RECORDS}{identity}/")]
-        return [Listed(k, r, e) for k, r, e in self._read_records(keys)]
+        found = list(self._read_records(keys))
+        tombs = self.tombstones(identity) if found else []
+        return [Listed(k, r, e, None, self._revoked(k, r, tombs, trusted))
+                for k, r, e in found]
+
+    # -- revocation -----------------------------------------------------------------------
+
+    def _tomb_memory(self) -> Path | None:
+        return self.record_cache.parent / "revocations" if self.record_cache else None
+
+    def tombstones(self, identity: str | None = None) -> list[Revocation]:
+        """Every revocation for ``identity`` (None: all) in the store, plus those this machine
+        has seen before (kept under ``ZOO_HOME/store/revocations``: deleting a tombstone from
+        the store does not bring a record back). Files whose bytes do not hash to their name
+        or do not parse are ignored (``zoo store verify`` reports them)."""
+        prefix = REVOCATIONS + (f"{identity}/" if identity else "")
+        keys = [k for k, _ in self.transport.list(prefix) if REVOCATION_KEY.fullmatch(k)]
+        found: dict[str, Revocation] = {}
+        for key, blob in self.transport.read_many(keys, MAX_REVOCATION_BYTES).items():
+            tomb = _tombstone(key, blob)
+            if tomb is not None:
+                found[tomb.digest] = tomb
+        memory = self._tomb_memory()
+        if memory is not None:
+            for digest, tomb in list(found.items()):
+                if not (memory / f"{digest}.json").exists():
+                    with contextlib.suppress(OSError):
+                        from zoo.fsutil import atomic_write_bytes
+
+                        atomic_write_bytes(memory / f"{digest}.json", tomb.to_bytes())
+            with contextlib.suppress(OSError):
+                for path in sorted(memory.glob("*.json")):
+                    if path.stem in found or not HEX64.fullmatch(path.stem):
+                        continue
+                    try:
+                        tomb = parse_revocation(path.read_bytes()[:MAX_REVOCATION_BYTES + 1])
+                    except RecordError:
+                        continue
+                    if tomb.digest == path.stem and identity in (None, tomb.identity):
+                        found[tomb.digest] = tomb
+        return sorted(found.values(), key=lambda t: (t.revoked_at, t.digest))
+
+    @staticmethod
+    def _revoked(key: str, record: Record | None, tombs: list[Revocation],
+                 trusted: list[PublicKey] | None) -> str | None:
+        match = RECORD_KEY.fullmatch(key)
+        if record is None or match is None or not tombs:
+            return None
+        tomb = revoked_by(record, match.group(2), tombs, trusted)
+        return describe_revocation(tomb) if tomb is not None else None
+
+    def find_record(self, ref: str) -> Listed:
+        """The record ``ref`` names: its store key (``records/<identity>/<sha>.json``),
+        ``<identity>/<sha>``, or the record's sha256 (or a unique prefix of 12+ hex digits).
+        StoreConfigError when it names none or several."""
+        ref = ref.strip().removeprefix(RECORDS).removesuffix(".json")
+        if "/" in ref:
+            key = f"{RECORDS}{ref}.json"
+            if not RECORD_KEY.fullmatch(key):
+                raise StoreConfigError(f"{ref[:100]!r} is not a record (records/IDENTITY/"
+                                       "SHA256.json, or the record's sha256)")
+            keys = [k for k, _ in self.transport.list(key.rsplit("/", 1)[0] + "/") if k == key]
+        elif re.fullmatch(r"[0-9a-f]{12,64}", ref):
+            keys = [k for k, _ in self.transport.list(RECORDS)
+                    if (m := RECORD_KEY.fullmatch(k)) and m.group(2).startswith(ref)]
+        else:
+            raise StoreConfigError(f"{ref[:100]!r} is not a record name: give its sha256 (12 "
+                                   "or more hex digits, as `zoo store list --json` shows) or "
+                                   "its key records/IDENTITY/SHA256.json")
+        if not keys:
+            raise StoreConfigError(f"no record {ref[:100]} in the store {self.url}")
+        if len(keys) > 1:
+            raise StoreConfigError(f"{ref} names {len(keys)} records; give more digits")
+        key, record, error = next(self._read_records(keys))
+        if record is None:
+            raise StoreRefusedError(f"store {self.url}: {key}: {error}", [str(error)])
+        return Listed(key, record, None)
+
+    def revoke(self, ref: str, sign_key: SigningKey, reason: str = "") -> Revocation:
+        """Withdraw the record ``ref`` names (see :meth:`find_record`) with a tombstone signed
+        by ``sign_key``. Readers honour it when they trust that key or it signed the record."""
+        item = self.find_record(ref)
+        match = RECORD_KEY.fullmatch(item.key)
+        assert match is not None and item.record is not None
+        try:
+            tomb = make_revocation(match.group(1), match.group(2), reason, sign_key,
+                                   self.publisher)
+        except RecordError as exc:
+            raise StoreConfigError(f"--reason: {exc}") from None
+        self.transport.write_new(tomb.key, tomb.to_bytes())
+        return tomb
 
     # -- pull -----------------------------------------------------------------------------
 
@@ -387,7 +519,7 @@ class Store:
         cannot be reached; nothing is left in ``dest_dir`` then.
         """
         say = progress or _no_progress
-        listed = self.lookup(identity)
+        listed = self.lookup(identity, trusted_keys)
         if not listed:
             return None
         reasons: list[str] = []
@@ -396,6 +528,9 @@ class Store:
             name = item.key.rsplit("/", 1)[1][:16]
             if item.record is None:
                 reasons.append(f"record {name}…: {item.error}")
+                continue
+            if item.revoked:
+                reasons.append(f"record {name}…: {item.revoked}")
                 continue
             status = signature_status(item.record, trusted_keys)
             refusal = _signature_refusal(item.record, status, bool(trusted_keys))
@@ -512,12 +647,14 @@ class Store:
         weights = self.transport.list(WEIGHTS)
         todo = sum(size for key, size in objects.items() if OBJECT_KEY.fullmatch(key)) + \
             sum(size for key, size in weights if WEIGHTS_KEY.fullmatch(key))
+        tombs = self.tombstones()
         for key, record, error in self._read_records(record_keys):
             entry: dict[str, Any] = {"record": key, "problems": []}
             report.records.append(entry)
             if record is None:
                 entry["problems"].append(error)
                 continue
+            entry["revoked"] = self._revoked(key, record, tombs, trusted)
             st = record.statement
             entry.update(model=st.model, format=st.format, precision=st.precision,
                          identity=st.identity, published_at=st.published_at)
@@ -609,6 +746,20 @@ def _weights_sha256(manifest: dict[str, Any]) -> str | None:
     weights = manifest.get("weights")
     sha = weights.get("sha256") if isinstance(weights, dict) else None
     return sha if isinstance(sha, str) and HEX64.fullmatch(sha) else None
+
+
+def _tombstone(key: str, blob: bytes | Exception) -> Revocation | None:
+    """A tombstone read from ``key``, or None (missing, misnamed, altered, malformed)."""
+    match = REVOCATION_KEY.fullmatch(key)
+    if isinstance(blob, Exception) or match is None:
+        return None
+    if hashlib.sha256(blob).hexdigest() != match.group(2):
+        return None
+    try:
+        tomb = parse_revocation(blob)
+    except RecordError:
+        return None
+    return tomb if tomb.identity == match.group(1) else None
 
 
 class _Refused(Exception):
