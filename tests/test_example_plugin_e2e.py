@@ -9,6 +9,7 @@ output. docs/plugins.md shows its files verbatim; that is checked here too.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -71,7 +72,10 @@ def test_example_plugin_end_to_end_from_a_clean_install(tmp_path: Path) -> None:
     artifact = tmp_path / "app" / f"{MODEL}.ptl"
     assert out.strip() == str(artifact)
     sidecar = Path(f"{artifact}.manifest.json").read_text()
-    assert json.loads(sidecar)["weights"]["source"] == "local file tiny.pth"
+    facts = json.loads(sidecar)["weights"]  # named by what they are, not where they lay
+    assert facts["source"] == "weights that are not the card's, identified by their sha256"
+    assert facts["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert "tiny.pth" not in sidecar
     assert str(tmp_path) not in sidecar  # the manifest ships in the app: no local folders
     report, _ = zoo_ok(["verify", str(artifact), "--json"], env)
     assert report["verdict"] == "verified", report
