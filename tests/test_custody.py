@@ -196,7 +196,7 @@ def test_publish_refuses_what_every_pull_would_refuse(tmp_path: Path, edit: Any,
 
 
 def test_one_identity_is_one_byte_string_whatever_the_weights_source(
-        tmp_path: Path, http_server: HTTPTestServer) -> None:
+        tmp_path: Path, http_server: HTTPTestServer, keys: Any) -> None:
     url = http_server.serve("/w/tiny.pth", TINY)
     card = card_with_weights("single_conv", "tiny", url, TINY)
     registry = write_registry(tmp_path / "registry.yaml", card)
@@ -218,6 +218,16 @@ def test_one_identity_is_one_byte_string_whatever_the_weights_source(
         assert manifest["weights"]["sha256"] == TINY_SHA
         assert manifest["weights"]["source"] == "test_v1 (the card's weights)"
         assert manifest["weights"]["url"] == url
+    # the team store as the weights' mirror: seeded from the first machine's cache
+    store = ["--store", (tmp_path / "store").as_uri()]
+    ok(zoo_as(tmp_path / "home-url", "fetch", "tiny", "--publish", *store, env=env))
+    before = http_server.stats("/w/tiny.pth").requests
+    out = tmp_path / "out-store"
+    ok(zoo_as(tmp_path / "home-store", "fetch", "tiny", "--format", "torchscript", "-o", out,
+              *store, "--trusted-key", keys.team_pub, env=env))
+    assert http_server.stats("/w/tiny.pth").requests == before  # the bytes came from the store
+    seen["store"] = (sha(out / "tiny.pt"), sha(out / "tiny.pt.manifest.json"),
+                     json.loads((out / "tiny.pt.manifest.json").read_text())["export"]["identity"])
     assert len(set(seen.values())) == 1, seen
 
 
