@@ -485,7 +485,7 @@ def tmpfs(path: Path, size: str = "2m", *, read_only: bool = False) -> Iterator[
     the reason (the SIMULATED disk-full tests cover such machines).
     """
     path.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
+    options = f"size={size},mode=0755" + (",ro" if read_only else "")  # 1777 is shared
     proc = _run("mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path))
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'mount refused'}); "

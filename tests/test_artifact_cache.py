@@ -352,7 +352,7 @@ def test_the_budget_is_applied_after_each_commit(tmp_path: Path,
 
 @pytest.mark.parametrize(("text", "size"), [
     ("0", 0), ("123", 123), ("500M", 500 << 20), ("20G", 20 << 30), ("20g", 20 << 30),
-    ("1.5K", 1536), ("2GiB", 2 << 30), ("3 MB", 3 << 20), ("1T", 1 << 40),
+    ("1.5K", 1536), ("2GiB", 2 << 30), ("3 MB", 3_000_000), ("1T", 1 << 40),
 ])
 def test_sizes_parse(text: str, size: int) -> None:
     assert parse_size(text) == size

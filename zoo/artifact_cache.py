@@ -65,8 +65,6 @@ FICLONE = 0x40049409  # Linux ioctl: share the source's extents (btrfs, xfs, ...
 RENAME_EXCHANGE = 2  # Linux renameat2 flag: swap two names atomically
 SIDECAR_SUFFIX = ".manifest.json"  # zoo.manifest.SIDECAR_SUFFIX (not imported: pydantic)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 Warn = Callable[[str], None]
 UNKNOWN_PROVENANCE: dict[str, Any] = {"kind": "unknown"}
@@ -141,16 +139,11 @@ class _Record:
 
 
 def parse_size(text: str) -> int:
-    """``"20G"`` -> bytes. Plain bytes, or a number with K, M, G or T (powers of 1024; ``KB``,
-    ``KiB`` accepted). Raises ValueError for anything else."""
-    match = _SIZE.match(text)
-    if match is None:
-        raise ValueError(f"not a size: {text!r}")
-    number, unit = match.groups()
-    value = float(number) * _UNITS[unit.lower()]
-    if value >= 1 << 62:
-        raise ValueError(f"too large: {text!r}")
-    return int(value)
+    """``"20G"`` -> bytes, in zoo's one size grammar (:func:`zoo._core.settings.parse_size`:
+    K/M/G/T and KiB... are powers of 1024, KB/MB/GB/TB powers of 1000)."""
+    from zoo._core.settings import parse_size as parse
+
+    return parse(text)
 
 
 def cache_budget() -> int | None:
@@ -161,19 +154,18 @@ def cache_budget() -> int | None:
     try:
         return parse_size(text)
     except ValueError:
+        from zoo._core.settings import SIZE_HELP
+
         raise UsageError(
-            f"{BUDGET_ENV}={text[:40]!r} is not a size; use bytes or a number with K, M, G or T "
-            f"(powers of 1024), e.g. {BUDGET_ENV}=20G, or unset it for no limit"
+            f"{BUDGET_ENV}={text[:40]!r} is not a size; use {SIZE_HELP} (e.g. "
+            f"{BUDGET_ENV}=20G), or unset it for no limit"
         ) from None
 
 
 def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+    from zoo._core.settings import format_size
+
+    return format_size(n)
 
 
 # -- small file helpers --------------------------------------------------------------------
@@ -350,15 +342,11 @@ def _disk_error(exc: OSError, where: Path, what: str) -> ExportError:
                        "ZOO_HOME to another folder")
 
 
-_warned: set[str] = set()
-
-
 def _warn_stderr(message: str) -> None:
-    """Print ``zoo: warning: MESSAGE`` once per process."""
-    if message in _warned:
-        return
-    _warned.add(message)
-    sys.stderr.write(" ".join(f"zoo: warning: {message}".split()) + "\n")
+    """A warning on zoo's channel (:mod:`zoo._core.log`), once per process."""
+    from zoo._core.log import warn
+
+    warn(message)
 
 
 # -- the cache -----------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -94,11 +93,13 @@ _warned: set[str] = set()
 
 
 def warn_once(key: str, message: str) -> None:
-    """Print ``zoo: warning: MESSAGE`` on stderr, once per ``key`` per process."""
+    """A warning on zoo's channel (:mod:`zoo._core.log`), once per ``key`` per process."""
     if key in _warned:
         return
     _warned.add(key)
-    sys.stderr.write(" ".join(f"zoo: warning: {message}".split()) + "\n")
+    from zoo._core.log import warn
+
+    warn(message, once=False)
 
 
 def remove_path(path: Path) -> bool:

@@ -90,10 +90,9 @@ def home_problem() -> str | None:
                 break
         _home_checked[key] = problem
         if problem is not None:
-            import sys
+            from zoo._core.log import warn
 
-            sys.stderr.write(
-                f"zoo: warning: ZOO_HOME is not trusted: {problem}; its caches and compiled "
-                f"registry are ignored (nothing is read from or written to them). Fix: chmod "
-                f"go-w the folder, or point ZOO_HOME at a folder only you can write\n")
+            warn(f"ZOO_HOME is not trusted: {problem}; its caches and compiled registry are "
+                 "ignored (nothing is read from or written to them). Fix: chmod go-w the "
+                 "folder, or point ZOO_HOME at a folder only you can write")
     return _home_checked[key]

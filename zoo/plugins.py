@@ -64,9 +64,9 @@ class PluginInfo:
 def warn(message: str) -> None:
     """Print a one-line warning to stderr (the CLI and the Python API share it); control
     characters in it (a plugin's error text may hold escape codes) are shown escaped."""
-    from zoo._names import printable
+    from zoo._core.log import warn as channel
 
-    print(f"zoo: warning: {printable(message)}", file=sys.stderr)
+    channel(message, once=False)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -53,8 +53,6 @@ OFFLINE_ENV = "ZOO_OFFLINE"
 UNTRAINED_SOURCE = "none (untrained)"
 PROGRESS_MODES = ("auto", "always", "never")
 DEFAULT_DEADLINE = 3600.0  # seconds for one resolution: lock wait, attempts, retries
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
 
 
 @dataclass(frozen=True)
@@ -93,18 +91,12 @@ class WeightsMirror(Protocol):
 def env_offline() -> bool:
     """``ZOO_OFFLINE``: 1/true/yes/on is offline; 0/false/no/off/empty or unset is online.
 
-    Anything else is a UsageError (exit 2) naming the variable.
+    Anything else is a UsageError (exit 2) naming the variable (one grammar:
+    :mod:`zoo._core.settings`).
     """
-    raw = os.environ.get(OFFLINE_ENV, "")
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise UsageError(
-        f"{OFFLINE_ENV}={raw[:40]!r} is not a yes/no value: set it to 1, true, yes or on to "
-        "use the cache only; to 0, false, no, off or empty (or unset it) to allow downloads"
-    )
+    from zoo._core.settings import env_bool
+
+    return env_bool(OFFLINE_ENV, meaning="1 uses the cache only; 0 allows downloads")
 
 
 def env_mirror() -> str | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -136,21 +135,14 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 10**3, "m": 1 << 20,
-          "mib": 1 << 20, "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
-          "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([a-zA-Z]*)\s*$")
-
-
 def _size(text: str) -> int:
-    """'4GiB' -> 4294967296; '500MB' -> 500000000; K/M/G/T alone are binary."""
-    match = _SIZE.match(text)
-    unit = match and _UNITS.get(match.group(2).lower())
-    if match is None or unit is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a size: write bytes, or a number with KB/MB/GB (10^3) or "
-            "KiB/MiB/GiB (2^10) units, e.g. 500MB or 8GiB")
-    return int(float(match.group(1)) * unit)
+    """'4GiB' -> 4294967296; '500MB' -> 500000000 (one grammar: zoo._core.settings)."""
+    from zoo._core.settings import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_size(text: str) -> int:

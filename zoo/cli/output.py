@@ -45,15 +45,10 @@ def human_count(n: int | None) -> str:
 
 
 def human_bytes(n: int | None) -> str:
-    """168312177 -> '160.5 MiB'."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
+    """168312177 -> '160.5 MiB' (zoo's one size printer: :func:`zoo._core.settings.format_size`)."""
+    from zoo._core.settings import format_size
+
+    return format_size(n)
 
 
 def check_output_folder(folder: Path, option: str = "-o") -> None:

@@ -10,27 +10,18 @@ pipeline; nothing here imports torch or the store.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from zoo.errors import UsageError
-
 REQUIRE_SIGNED_ENV = "ZOO_REQUIRE_SIGNED"
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("", "0", "false", "no", "off")
 
 
 def env_require_signed() -> bool:
-    """``ZOO_REQUIRE_SIGNED``: 1/true/yes/on or 0/false/no/off/empty (else a usage error)."""
-    raw = os.environ.get(REQUIRE_SIGNED_ENV, "")
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise UsageError(f"{REQUIRE_SIGNED_ENV}={raw[:40]!r} is not a yes/no value: set it to 1 "
-                     "to accept only artifacts signed by a trusted key, or to 0 (or unset it)")
+    """``ZOO_REQUIRE_SIGNED`` as yes/no (a usage error otherwise)."""
+    from zoo._core.settings import env_bool
+
+    return env_bool(REQUIRE_SIGNED_ENV,
+                    meaning="1 accepts only artifacts signed by a trusted key")
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,9 @@ def _value(text: str) -> Any:
 def _offline(args: argparse.Namespace) -> bool:
     if getattr(args, "offline", None):
         return True
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    from zoo._core.settings import env_bool
+
+    return env_bool(OFFLINE_ENV, meaning="use the cache only")
 
 
 def is_local_url(url: str) -> bool:
@@ -113,9 +115,9 @@ def is_local_url(url: str) -> bool:
 
 
 def _warn(message: str) -> None:
-    from zoo.cli.output import error_line
+    from zoo._core.log import warn
 
-    error_line(f"zoo: warning: {message}")
+    warn(message, once=False)
 
 
 @dataclass
