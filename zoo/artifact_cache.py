@@ -30,6 +30,7 @@ The size budget (``ZOO_CACHE_MAX``) is applied after every commit, least recentl
 from __future__ import annotations
 
 import atexit
+import builtins
 import contextlib
 import ctypes
 import errno
@@ -375,7 +376,7 @@ class ArtifactCache:
         self._writable: bool | None = None
         self._private: Path | None = None
         #: (key, problem) of every damaged entry or record this instance met.
-        self.repaired: list[tuple[str, str]] = []
+        self.repaired: builtins.list[tuple[str, str]] = []
 
     # -- names ---------------------------------------------------------------------------
 
@@ -554,7 +555,7 @@ class ArtifactCache:
         except OSError:
             touched = 0.0
         entry = CachedExport(
-            key=key, folder=self.folder(key), model=model, format=fmt, files=sums,
+            key=key, folder=self.folder(key), model=str(model), format=str(fmt), files=sums,
             manifest_file=manifest, size=sum(sizes.values()),
             last_used=touched or float(data["last_used"]), created=float(data["created"]),
             artifact_file=artifact, provenance=read_provenance(data.get("provenance")))
@@ -769,7 +770,8 @@ class ArtifactCache:
 
     # -- install -------------------------------------------------------------------------
 
-    def install(self, entry: CachedExport, out_dir: Path, names: list[str]) -> dict[str, str]:
+    def install(self, entry: CachedExport, out_dir: Path,
+                names: builtins.list[str]) -> dict[str, str]:
         """Copy the top-level ``names`` of ``entry`` into ``out_dir``; returns ``{relative
         path: sha256}`` of every file now in place (a folder artifact: one item per file).
 
@@ -875,11 +877,11 @@ class ArtifactCache:
 
     # -- listing and housekeeping ----------------------------------------------------------
 
-    def _keys(self) -> list[str]:
+    def _keys(self) -> builtins.list[str]:
         return [name[:-5] for name in _listdir(self.records)
                 if name.endswith(".json") and _HEX64.match(name[:-5])]
 
-    def entries(self) -> list[CachedExport]:
+    def entries(self) -> builtins.list[CachedExport]:
         """Every entry with a sound record and a folder (not re-hashed), by model and file.
         Damaged records are reported and repaired."""
         found = []
@@ -891,9 +893,11 @@ class ArtifactCache:
                 found.append(record.entry)
         return sorted(found, key=lambda e: (e.model, e.artifact_file, e.key))
 
-    list = entries  # ``cache.list()`` reads like the command it backs
+    def list(self) -> builtins.list[CachedExport]:
+        """:meth:`entries` (``cache.list()`` reads like the command it backs)."""
+        return self.entries()
 
-    def verify(self) -> list[tuple[CachedExport, bool, str]]:
+    def verify(self) -> builtins.list[tuple[CachedExport, bool, str]]:
         """Re-hash every entry: ``(entry, ok, "ok" or the problem)``; bad ones are evicted."""
         report = []
         for entry in self.entries():
@@ -906,7 +910,7 @@ class ArtifactCache:
             report.append((entry, problem is None, problem or "ok"))
         return report
 
-    def clear(self, model: str | None = None) -> list[CachedExport]:
+    def clear(self, model: str | None = None) -> builtins.list[CachedExport]:
         """Remove every entry (``model`` None: also leftovers of killed processes), or those of
         ``model``; returns what was removed. Entries in use by another process are kept."""
         removed = []
@@ -924,7 +928,7 @@ class ArtifactCache:
         return removed
 
     def prune(self, max_bytes: int, *, keep: set[str] | frozenset[str] = frozenset()
-              ) -> list[CachedExport]:
+              ) -> builtins.list[CachedExport]:
         """Evict least-recently-used entries (never those in ``keep``, nor any in use) until
         the cache holds at most ``max_bytes``; returns what was removed."""
         entries = sorted(self.entries(), key=lambda e: (e.last_used, e.key))
@@ -941,11 +945,11 @@ class ArtifactCache:
                     total -= entry.size
         return removed
 
-    def leftovers(self) -> list[Leftover]:
+    def leftovers(self) -> builtins.list[Leftover]:
         """What killed processes left: staging folders and removals no live process holds,
         stale temp files, records without an entry, entries without a record, owner records of
         ended lock holders, and files of the older cache layout (``<key>.stat.json``)."""
-        found: list[Leftover] = []
+        found: builtins.list[Leftover] = []
 
         def add(path: Path, kind: str) -> None:
             found.append(Leftover(path, kind, _size_of(path)))
@@ -985,7 +989,7 @@ class ArtifactCache:
                 add(path, "lock of an ended export")
         return sorted(found, key=lambda x: str(x.path))
 
-    def remove_leftovers(self) -> list[Leftover]:
+    def remove_leftovers(self) -> builtins.list[Leftover]:
         """Delete :meth:`leftovers`; returns what was removed."""
         removed = []
         for item in self.leftovers():

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from zoo.schema import RGB, ModelCard, OutputContract, Preprocessing
 
-MANIFEST_VERSION = 2
+MANIFEST_VERSION: Literal[2] = 2
 EMBEDDED_NAME = "manifest.json"
 SIDECAR_SUFFIX = ".manifest.json"
 UNTRAINED_WARNING = (

@@ -227,7 +227,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     config = _config(args)
     store = config.open()
-    good, bad = [], []
+    good: list[Any] = []
+    bad: list[Any] = []
     for item in store.records(args.pattern, config.trusted_keys or None):
         (good if item.record is not None else bad).append(item)
     good.sort(key=lambda i: (i.record.statement.published_at, i.key), reverse=True)

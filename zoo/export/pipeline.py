@@ -286,7 +286,7 @@ def _produce(
         eager = _run_cases(model, specs)
     check_contract(model, card, options.keep_aux, builder.plugin, eager)
     reference: Any = model
-    quantization = None
+    quantization: Any = None  # QuantizationFacts, or {"calib": ...} until the artifact runs
     batches = None
     if options.precision != "fp32":
         from zoo.export.quantize import calibration

@@ -101,16 +101,16 @@ def parse_manifest(blob: bytes) -> ManifestFacts:
         raise ValueError("not a JSON object")
     identity = _field(raw, "export.identity", str, None)
     files = _field(raw, "artifact.files", list, None)
-    refs = None
+    refs: tuple[ObjectRef, ...] | None = None
     if files is not None:
-        refs = []
+        found: list[ObjectRef] = []
         for item in files:
             if not isinstance(item, dict):
                 raise ValueError("manifest field artifact.files has the wrong type")
-            refs.append(ObjectRef(_field(item, "path", str), _hex(_field(item, "sha256", str),
-                                                                   "artifact.files.sha256"),
-                                  _field(item, "size", int)))
-        refs = tuple(refs)
+            found.append(ObjectRef(_field(item, "path", str), _hex(_field(item, "sha256", str),
+                                                                    "artifact.files.sha256"),
+                                   _field(item, "size", int)))
+        refs = tuple(found)
     return ManifestFacts(
         model=_field(raw, "model.name", str), format=_field(raw, "export.format", str),
         precision=_field(raw, "export.precision", str, "fp32") or "fp32",
@@ -297,12 +297,12 @@ def collect(path: Path) -> LocalExport:
         present = _folder_files(artifact)
         if {p for p, _ in present} != set(listed):
             raise UsageError(f"{artifact}: its files differ from its manifest's list")
-        for rel, file in present:
-            sha, size = sha256_file(file), file.stat().st_size
+        for rel, path in present:
+            sha, size = sha256_file(path), path.stat().st_size
             if (sha, size) != (listed[rel].sha256, listed[rel].size):
                 raise UsageError(f"{artifact}/{rel}: its bytes differ from the manifest; "
                                  "export it again before publishing")
-            files.append(LocalFile(f"{name}/{rel}", file, sha, size))
+            files.append(LocalFile(f"{name}/{rel}", path, sha, size))
     files.append(LocalFile(sidecar.name, sidecar, sha256_file(sidecar), sidecar.stat().st_size))
     if facts.operators_file:
         ops = folder / facts.operators_file

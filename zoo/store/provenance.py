@@ -84,7 +84,8 @@ def check_provenance(artifact: Path, sidecar: Path, identity: str | None,
             continue
         tomb = revoked_by(record, record.digest, tombs, trusted) if tombs else None
         if record.digest in revoked or tomb is not None:
-            reasons.append(f"{name}: " + (revoked.get(record.digest) or describe(tomb)))
+            why = revoked.get(record.digest) or (describe(tomb) if tomb else "revoked")
+            reasons.append(f"{name}: {why}")
             continue
         problem = _mismatch(record, files, artifact.name)
         if problem is not None:

@@ -43,6 +43,7 @@ from zoo.store.record import (
     SUMS_NAME,
     Record,
     RecordError,
+    SignatureStatus,
     Statement,
     make_record,
     parse_record,
@@ -523,7 +524,7 @@ class Store:
         if not listed:
             return None
         reasons: list[str] = []
-        candidates: list[tuple[Record, str, str]] = []
+        candidates: list[tuple[Record, str, SignatureStatus]] = []
         for item in listed:
             name = item.key.rsplit("/", 1)[1][:16]
             if item.record is None:
