@@ -1,7 +1,7 @@
 """Chain of custody: which artifact bytes a run may serve, pull and sign.
 
 Every export-cache entry records where its bytes came from (its *provenance*, see
-:func:`zoo.artifact_cache.read_provenance`): built on this machine, or pulled from a team-store
+:func:`zoo.export.cache.read_provenance`): built on this machine, or pulled from a team-store
 record signed by some key or by none. A cache hit is served only under the rules a fresh pull
 would face, and a signature is only ever made over bytes this machine built or bytes a trusted
 key already signed. One policy object carries those rules from the command line to the

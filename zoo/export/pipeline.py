@@ -3,7 +3,7 @@
 Steps: build the model through its plugin; check it against the card's contract (output
 kind, key, channels, finite values, parameter count) before anything is written; quantize
 where asked; record the golden outputs (noise and scene); export through the format's
-exporter; commit into the export cache (:mod:`zoo.artifact_cache`, keyed by the export
+exporter; commit into the export cache (:mod:`zoo.export.cache`, keyed by the export
 identity, :mod:`zoo.export.identity`); install copies into the output folder and update
 SHA256SUMS. A cache hit re-proves the cached bytes and does no export work.
 """
@@ -146,7 +146,7 @@ def export_artifact(
     or pulled bytes may be served (default: any verified bytes); with ``require_signed``, a
     run that would have to export locally raises :class:`ExportError` instead.
     """
-    from zoo.artifact_cache import ArtifactCache
+    from zoo.export.cache import ArtifactCache
     from zoo.registry import default_registry
 
     custody = custody or Custody()

@@ -206,7 +206,7 @@ class StoreConfig:
 
     def signing_refusal(self, path: Path) -> str | None:
         """Why the export at ``path`` may not be signed here (None: it may)."""
-        from zoo.artifact_cache import ArtifactCache
+        from zoo.export.cache import ArtifactCache
         from zoo.export.custody import Custody, describe
         from zoo.store.local import SIDECAR, collect
         from zoo.store.provenance import check_provenance
