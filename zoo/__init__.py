@@ -3,7 +3,8 @@
 Importing ``zoo`` is cheap: no torch, no pydantic, no plugins loaded. The registry is built
 on first use; the card classes (pydantic), ``hookimpl`` (pluggy) and the helpers that need
 torch, numpy or Pillow (``load``, ``preprocess``, ``postprocess``, ``colorize``) are imported
-the first time one of them is looked up.
+the first time one of them is looked up. ``read_manifest`` reads an artifact's manifest
+(sidecar or embedded) as an app does.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from zoo.errors import (
 
 if TYPE_CHECKING:
     from zoo.plugins import hookimpl
-    from zoo.postprocessing import colorize, postprocess
+    from zoo.inference.manifests import read_manifest
+    from zoo.manifest import Manifest
+    from zoo.postprocessing import colorize, overlay, postprocess
     from zoo.preprocessing import preprocess
     from zoo.runner import load
     from zoo.schema import ModelCard, OutputContract, Preprocessing, WeightsSource
@@ -39,6 +42,9 @@ _LAZY = {
     "Preprocessing": "zoo.schema",
     "WeightsSource": "zoo.schema",
     "colorize": "zoo.postprocessing",
+    "overlay": "zoo.postprocessing",
+    "read_manifest": "zoo.inference.manifests",
+    "Manifest": "zoo.manifest",
     "hookimpl": "zoo.plugins",
     "load": "zoo.runner",
     "postprocess": "zoo.postprocessing",
@@ -50,6 +56,7 @@ __all__ = [
     "DownloadError",
     "ExportError",
     "HashMismatchError",
+    "Manifest",
     "ModelCard",
     "OutputContract",
     "PluginError",
@@ -64,8 +71,10 @@ __all__ = [
     "hookimpl",
     "list_models",
     "load",
+    "overlay",
     "postprocess",
     "preprocess",
+    "read_manifest",
     "registry",
 ]
 

@@ -26,9 +26,18 @@ if TYPE_CHECKING:
 
 
 def output_of(source: Any) -> OutputContract:
-    """The :class:`~zoo.OutputContract` of a card, a manifest, or the contract itself."""
+    """The :class:`~zoo.OutputContract` of a card, a manifest, the contract itself, or any of
+    them as a JSON dict (a manifest's ``output`` is the artifact's contract: a pte, onnx or
+    tflite export of a dict-output model returns a bare tensor, and only the manifest says so)."""
     if isinstance(source, OutputContract):
         return source
+    if isinstance(source, Mapping):
+        data = source.get("output")
+        data = data if data is not None else (source if "kind" in source else None)
+        if isinstance(data, Mapping):
+            return OutputContract.model_validate(dict(data))
+        raise TypeError("the dict is not a zoo manifest, card or output contract: it has no "
+                        "'output'")
     contract = getattr(source, "output", None)
     if isinstance(contract, OutputContract):
         return contract
@@ -37,8 +46,19 @@ def output_of(source: Any) -> OutputContract:
     )
 
 
+def _tensor(value: Any) -> Any:
+    """numpy arrays (what ONNX Runtime and LiteRT return) as tensors; anything else as is."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    return value
+
+
 def select(output: Any, contract: OutputContract) -> torch.Tensor:
-    """The prediction tensor in a model's raw ``output``, read the way the contract says."""
+    """The prediction tensor in a model's raw ``output``, read the way the contract says.
+    Tensors and numpy arrays are accepted, and for a bare-tensor contract a one-item list or
+    tuple (what some runtimes return for one output)."""
+    if contract.kind == "tensor" and isinstance(output, list | tuple) and len(output) == 1:
+        output = output[0]
     if contract.kind == "dict":
         if not isinstance(output, Mapping):
             raise UsageError(
@@ -58,8 +78,10 @@ def select(output: Any, contract: OutputContract) -> torch.Tensor:
                 "a bare tensor"
             )
         tensor = output
+    tensor = _tensor(tensor)
     if not isinstance(tensor, torch.Tensor):
-        raise UsageError(f"the model's prediction is a {type(tensor).__name__}, not a tensor")
+        raise UsageError(f"the model's prediction is a {type(tensor).__name__}, not a tensor "
+                         "or numpy array")
     return tensor
 
 
@@ -115,8 +137,9 @@ def postprocess(
 ) -> np.ndarray:
     """The label map of a model's raw ``output``: an ``(H, W)`` array of class indices.
 
-    ``output`` is what the model returned (a dict or a bare tensor of ``[1, C, h, w]`` or
-    ``[C, h, w]``); ``card`` (a card, a manifest or an OutputContract) says where the
+    ``output`` is what the model or runtime returned (a dict or a bare tensor or numpy array
+    of ``[1, C, h, w]`` or ``[C, h, w]``); ``card`` (a card, a manifest, an OutputContract, or
+    the JSON dict of a manifest) says where the
     prediction is and how many channels it has. The argmax over C is taken (the first index
     wins a tie) and, with ``size`` (``(height, width)`` or the original image itself), the map
     is resized back with nearest neighbour. The dtype is :func:`label_dtype`'s.
@@ -142,13 +165,31 @@ def postprocess(
     return labels.numpy().astype(label_dtype(contract.channels))
 
 
-def colorize(labels: np.ndarray | torch.Tensor, palette: Sequence[Sequence[int]]) -> np.ndarray:
+def palette_of(source: Any) -> Sequence[Sequence[int]]:
+    """The default palette of a card or manifest (typed or a JSON dict), or ``source`` itself
+    when it already is a list of ``[r, g, b]``."""
+    if isinstance(source, Mapping):
+        model = source.get("model")
+        found = model.get("palette") if isinstance(model, Mapping) else source.get("palette")
+        if found is None:
+            raise TypeError("the dict is not a zoo manifest or card: it has no palette")
+        return list(found)
+    model = getattr(source, "model", None)
+    for holder in (source, model):
+        found = getattr(holder, "palette", None)
+        if found is not None and not callable(found):
+            return list(found)
+    return source
+
+
+def colorize(labels: np.ndarray | torch.Tensor, palette: Any) -> np.ndarray:
     """An ``(H, W, 3)`` uint8 RGB picture: each pixel the palette colour of its class.
 
     ``palette`` is one ``[r, g, b]`` per class, e.g. ``card.palette`` or
-    ``card.palette_named("seed_app")``.
+    ``card.palette_named("seed_app")``, or a card or manifest (typed or its JSON dict), whose
+    default palette is used.
     """
-    table = np.asarray(palette, dtype=np.int64)
+    table = np.asarray(palette_of(palette), dtype=np.int64)
     if table.ndim != 2 or table.shape[1] != 3 or not ((table >= 0) & (table <= 255)).all():
         raise UsageError("a palette is a list of [r, g, b] colours, each 0..255")
     index = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)

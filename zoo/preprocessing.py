@@ -27,7 +27,7 @@ import re
 import stat
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     #: What :func:`preprocess` accepts: an image file, a Pillow image, or an HWC RGB array.
     ImageLike: TypeAlias = str | Path | Image.Image | np.ndarray
     #: Where the preprocessing facts come from.
-    PreprocessingSource: TypeAlias = ModelCard | Manifest | ModelFacts | Preprocessing
+    PreprocessingSource: TypeAlias = (ModelCard | Manifest | ModelFacts | Preprocessing
+                                      | Mapping[str, Any])
 
 _TORCH_MODES = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
 
@@ -222,9 +223,26 @@ def image_size(path: str | Path, *, max_pixels: int | None = None,
 
 def preprocessing_of(source: Any) -> Preprocessing:
     """The :class:`~zoo.Preprocessing` of a card, a manifest (``model.preprocessing``), the
-    manifest's ``model`` facts, or a ``Preprocessing`` itself."""
+    manifest's ``model`` facts, a ``Preprocessing`` itself, or any of them as the JSON dict
+    an app reads (a manifest file, a card from ``zoo info --json``)."""
     if isinstance(source, Preprocessing):
         return source
+    if isinstance(source, Mapping):
+        model = source.get("model")
+        data = model.get("preprocessing") if isinstance(model, Mapping) else None
+        data = data if data is not None else source.get("preprocessing")
+        if data is None and {"mean", "std", "color_order"} <= set(source):
+            data = source
+        if isinstance(data, Mapping):
+            export = source.get("export")
+            shape = export.get("input_shape") if isinstance(export, Mapping) else None
+            return _exported_size(Preprocessing.model_validate(dict(data)), shape)
+        raise TypeError("the dict is not a zoo manifest, card or preprocessing: it has no "
+                        "'model.preprocessing' or 'preprocessing'")
+    export = getattr(source, "export", None)  # a typed Manifest
+    pre = getattr(getattr(source, "model", None), "preprocessing", None)
+    if export is not None and isinstance(pre, Preprocessing):
+        return _exported_size(pre, getattr(export, "input_shape", None))
     model = getattr(source, "model", None)  # a Manifest keeps it under model.preprocessing
     for holder in (source, model):
         pre = getattr(holder, "preprocessing", None)
@@ -233,6 +251,15 @@ def preprocessing_of(source: Any) -> Preprocessing:
     raise TypeError(
         f"expected a ModelCard, Manifest or Preprocessing, got {type(source).__name__}"
     )
+
+
+def _exported_size(pre: Preprocessing, shape: Any) -> Preprocessing:
+    """A manifest's preprocessing: with ``resize: exact``, the size the artifact was exported
+    at (``export.input_shape``, e.g. ``--input-size 64x96``), not the card's default."""
+    if pre.resize != "exact" or not isinstance(shape, list | tuple) or len(shape) != 4:
+        return pre
+    size = (int(shape[2]), int(shape[3]))
+    return pre if size == tuple(pre.input_size) else pre.model_copy(update={"input_size": size})
 
 
 def load_image(path: str | Path, *, max_pixels: int | None = None,
@@ -313,8 +340,12 @@ def _resize(
 
 
 def preprocess(image: ImageLike, card: PreprocessingSource, *, max_pixels: int | None = None,
-               max_aspect: float | None = None) -> torch.Tensor:
-    """The model input for ``image``: a contiguous float32 ``[1, 3, H, W]`` tensor.
+               max_aspect: float | None = None, as_numpy: bool = False) -> Any:
+    """The model input for ``image``: a contiguous float32 ``[1, 3, H, W]`` tensor (a numpy
+    array with ``as_numpy=True``, what ONNX Runtime and LiteRT take).
+
+    ``card`` is a card, a manifest (typed, or the JSON dict read from a ``.manifest.json``) or
+    a ``Preprocessing``.
 
     Steps, all from ``card.preprocessing`` (or a manifest's ``model.preprocessing``): read the
     pixels as RGB; reorder to BGR if ``color_order`` says so; resize per ``resize`` (8-bit
@@ -349,4 +380,5 @@ def preprocess(image: ImageLike, card: PreprocessingSource, *, max_pixels: int |
     x = x / pre.scale_divisor
     mean = torch.tensor(pre.mean, dtype=torch.float32)[:, None, None]
     std = torch.tensor(pre.std, dtype=torch.float32)[:, None, None]
-    return ((x - mean) / std).unsqueeze(0).contiguous()
+    x = ((x - mean) / std).unsqueeze(0).contiguous()
+    return np.ascontiguousarray(x.numpy()) if as_numpy else x
