@@ -19,7 +19,7 @@ from zoo._core.log import warn
 def test_an_online_zoo_offline_value_keeps_a_remote_store(
         value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """ZOO_OFFLINE=off used to keep weights online but drop an s3:// store silently."""
-    from zoo.store.options import store_from_args
+    from zoo.cli.store_options import store_from_args
     from zoo.weights import env_offline
 
     monkeypatch.setenv("ZOO_OFFLINE", value)
@@ -32,8 +32,8 @@ def test_an_online_zoo_offline_value_keeps_a_remote_store(
 
 def test_a_bad_zoo_offline_value_is_the_same_error_everywhere(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoo.cli.store_options import store_from_args
     from zoo.errors import UsageError
-    from zoo.store.options import store_from_args
     from zoo.weights import env_offline
 
     monkeypatch.setenv("ZOO_OFFLINE", "sometimes")

@@ -25,9 +25,9 @@ from zoo.errors import (
 )
 
 if TYPE_CHECKING:
-    from zoo.plugins import hookimpl
     from zoo.inference.manifests import read_manifest
     from zoo.manifest import Manifest
+    from zoo.plugins import hookimpl
     from zoo.postprocessing import colorize, overlay, postprocess
     from zoo.preprocessing import preprocess
     from zoo.runner import load

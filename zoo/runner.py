@@ -131,7 +131,7 @@ def load(
     only a ``file://`` store is asked.
     """
     from zoo.build import build_model
-    from zoo.store.options import weights_store
+    from zoo.store.config import weights_store
 
     card, reg = _card(name, registry)
     resolved = resolve(card, weights, mirror=mirror, offline=offline, progress=progress,

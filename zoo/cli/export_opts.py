@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from zoo.manifest import Manifest
     from zoo.registry import Registry
     from zoo.schema import ModelCard
-    from zoo.store.options import StoreConfig
+    from zoo.store.config import StoreConfig
     from zoo.weights import ResolvedWeights
 
 _HW = re.compile(r"^(\d+)[xX](\d+)$")
@@ -151,9 +151,9 @@ def run_export(
 ) -> int:
     """Export (or pull from the team ``store``), install into ``--output``, print a summary;
     optionally publish and verify."""
+    from zoo.cli.store_options import custody_from_args
     from zoo.export import get_exporter
     from zoo.export.pipeline import export_artifact
-    from zoo.store.options import custody_from_args
 
     custody = custody_from_args(args, store)
     options = export_options(args, card, get_exporter(args.format))
@@ -200,7 +200,7 @@ def _publish_outcome(store: StoreConfig, outcome: ExportOutcome, custody: Custod
     if outcome.provenance.get("kind") == "pulled" and store.sign_key is None:
         log("not published: pulled from the team store (signed by a trusted key)")
         return
-    from zoo.store.options import progress_printer
+    from zoo.store.config import progress_printer
 
     result = store.publish(outcome.artifact, progress=None if quiet else progress_printer(),
                            custody_checked=True)
@@ -213,7 +213,7 @@ def _publish_outcome(store: StoreConfig, outcome: ExportOutcome, custody: Custod
 
 def publish_weights(store: StoreConfig, weights: ResolvedWeights, quiet: bool) -> None:
     """Upload resolved weights to the store's ``weights/sha256/`` (nothing for untrained)."""
-    from zoo.store.options import progress_printer
+    from zoo.store.config import progress_printer
 
     if weights.path is None or weights.sha256 is None:
         if not quiet:

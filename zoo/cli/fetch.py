@@ -207,7 +207,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("name", help="model name (see `zoo list`)")
     add_weights_options(p)
     add_export_options(p)
-    from zoo.store.options import add_store_options
+    from zoo.cli.store_options import add_store_options
 
     add_store_options(p)
     p.set_defaults(handler=cmd_fetch)
@@ -226,7 +226,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     elif args.sign is not None:
         raise UsageError("--sign signs published artifacts: add --format F --publish "
                          "(weights are checked against the card's pin, not signed)")
-    from zoo.store.options import store_from_args
+    from zoo.cli.store_options import store_from_args
 
     store = store_from_args(args, signatures=args.format is not None)
     weights = weights_from_args(args, card, store)

@@ -109,7 +109,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
         card = registry.get(args.name)
         card.palette_named(args.palette)  # an unknown palette fails before any download
         from zoo.runner import eager_predictor
-        from zoo.store.options import weights_store
+        from zoo.store.config import weights_store
 
         store = weights_store(None, True if args.offline else None)  # ZOO_STORE, if set
         return eager_predictor(card, weights_from_args(args, card, store), registry)

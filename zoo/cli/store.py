@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from zoo.store.options import STORE_ENV, add_store_options
+from zoo.cli.store_options import STORE_ENV, add_store_options
 
 PUBLISH_EPILOG = f"""\
 examples:
@@ -128,13 +128,13 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from zoo.store.options import store_from_args
+    from zoo.cli.store_options import store_from_args
 
     return store_from_args(args, required=True)
 
 
 def _progress(args: argparse.Namespace) -> Any:
-    from zoo.store.options import progress_printer
+    from zoo.store.config import progress_printer
 
     if getattr(args, "quiet", False):
         return None

@@ -2,7 +2,7 @@
 
 The API the export pipeline and the CLI use (see docs/store.md)::
 
-    from zoo.store import open_store, add_store_options, store_from_args
+    from zoo.store import open_store, store_config
 
     store = open_store("s3://team-zoo/prod", {"endpoint_url": "https://minio.example"})
     result = store.publish(Path("models"), sign_key=load_signing_key(Path("team.key")))
@@ -18,15 +18,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from zoo.store.config import StoreConfig, store_config
 from zoo.store.errors import (
     StoreConfigError,
     StoreError,
     StoreRefusedError,
     StoreUnavailableError,
 )
-from zoo.store.options import StoreConfig, add_store_options, store_from_args
 
 if TYPE_CHECKING:
+    from zoo.cli.store_options import add_store_options, store_from_args
     from zoo.store.keys import PublicKey, SigningKey, load_public_key, load_signing_key
     from zoo.store.store import Listed, PublishResult, PullResult, Store, VerifyReport, open_store
 
@@ -36,13 +37,15 @@ _LAZY = {
     "Listed": "zoo.store.store", "VerifyReport": "zoo.store.store",
     "PublicKey": "zoo.store.keys", "SigningKey": "zoo.store.keys",
     "load_public_key": "zoo.store.keys", "load_signing_key": "zoo.store.keys",
+    # the argparse edge lives in the CLI; these names are kept for older callers
+    "add_store_options": "zoo.cli.store_options", "store_from_args": "zoo.cli.store_options",
 }
 
 __all__ = [
     "Listed", "PublicKey", "PublishResult", "PullResult", "SigningKey", "Store", "StoreConfig",
     "StoreConfigError", "StoreError", "StoreRefusedError", "StoreUnavailableError",
     "VerifyReport", "add_store_options", "load_public_key", "load_signing_key", "open_store",
-    "store_from_args",
+    "store_config", "store_from_args",
 ]
 
 
