@@ -215,3 +215,43 @@ def test_docs_name_only_palettes_and_labels_that_exist(real_manifest: dict[str, 
         rgb = card.palette_named("seed_app")[card.labels.index(label)]
         assert rgb == {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}[colour]
         assert f"{label} {colour}" in text
+
+
+JS_CHAIN = re.compile(r"\b([A-Za-z_]\w*)((?:\.[a-z_][a-z0-9_]*)+)")
+JS_ASSIGN = re.compile(r"\bconst (\w+) = ([A-Za-z_]\w*)((?:\.[a-z_][a-z0-9_]*)+);")
+JS_READS = {"untrained", "model.preprocessing.mean", "model.preprocessing.std",
+            "model.preprocessing.scale_divisor", "model.preprocessing.color_order",
+            "model.preprocessing.resize", "model.preprocessing.resize_size", "output.kind",
+            "output.key", "output.channels", "model.palette", "export.input_shape"}
+
+
+def test_javascript_reads_use_the_manifest_field_names(real_manifest: dict[str, Any]) -> None:
+    """The ONNX Runtime (Node/web) snippet reads only fields a real manifest has, and every
+    fact an app needs."""
+    code = "".join(c for lang, c in BLOCK.findall(DOC.read_text(encoding="utf-8"))
+                   if lang == "javascript")
+    assert "onnxruntime" in code
+    roots: dict[str, list[str]] = {"manifest": []}
+    read: set[str] = set()
+    for line in code.splitlines():
+        for name, base, tail in JS_ASSIGN.findall(line):
+            if base in roots:
+                roots[name] = [*roots[base], *tail.strip(".").split(".")]
+        for base, tail in JS_CHAIN.findall(line):
+            if base not in roots:
+                continue
+            parts = [p for p in tail.strip(".").split(".") if p != "length"]
+            path = ".".join([*roots[base], *parts])
+            if path:
+                lookup(real_manifest, path)  # KeyError names a field that is not there
+                read.add(path)
+    assert read >= JS_READS, f"never reads {sorted(JS_READS - read)}"
+
+
+def test_every_2026_runtime_has_its_app_code() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    for heading in ("## iOS, Swift: Core ML", "## iOS, Swift: ExecuTorch", "## iOS, Swift: LiteRT",
+                    "## Android, Kotlin: ExecuTorch", "## Android, Kotlin: LiteRT",
+                    "## JavaScript: ONNX Runtime (Node and web)"):
+        assert heading in text, heading
+    assert text.count("deprecated") >= 3  # the lite interpreter is kept, and marked
