@@ -55,11 +55,18 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _loc_part(part: Any) -> str:
+    """One step of a field path: a plain name as it is, anything odd (a key holding spaces,
+    newlines or control characters) quoted, so the error stays one readable line."""
+    text = str(part)[:80]
+    return text if text.isidentifier() or text.isdigit() else repr(text)
+
+
 def _format_validation(exc: ValidationError) -> str:
     errors = exc.errors()
     parts = []
     for err in errors[:_MAX_ERRORS]:
-        loc = ".".join(str(p)[:80] for p in err["loc"])
+        loc = ".".join(_loc_part(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         # card-wide rules (palette vs labels vs classes) name their fields in the message
         parts.append(f"field {loc}: {msg}" if loc else msg)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from zoo._names import (
     ARCHITECTURE_RE,
@@ -49,6 +49,20 @@ PositiveTriple = tuple[_Positive, _Positive, _Positive]  # expressed in the JSON
 Side = Annotated[int, Field(gt=0, le=MAX_SIDE)]
 Text = Annotated[str, Field(max_length=MAX_TEXT)]
 Url = Annotated[str, Field(min_length=1, max_length=MAX_URL)]
+
+
+def _weights_url(value: str) -> str:
+    if not value.lower().startswith(("https://", "http://")) or any(
+            ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        raise ValueError(
+            f"weights URL {value[:80]!r} is not an http(s) URL: zoo downloads card weights "
+            "over http(s) only (every URL is tried, none is skipped); for a local file use "
+            "`zoo fetch NAME --weights PATH`, for another host --mirror BASE")
+    return value
+
+
+WeightsUrl = Annotated[Url, AfterValidator(_weights_url),
+                       Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"})]
 
 
 class _Strict(BaseModel):
@@ -94,8 +108,10 @@ class WeightsSource(_Strict):
         description="Key used with `--weights NAME`, lowercase [a-z0-9_]+.",
         json_schema_extra={"pattern": MODEL_NAME_RE.pattern},
     )
-    urls: list[Url] = Field(
-        min_length=1, max_length=MAX_ITEMS, description="Download URLs, tried in order."
+    urls: list[WeightsUrl] = Field(
+        min_length=1, max_length=MAX_ITEMS,
+        description="Download URLs, tried in order: absolute http(s) URLs (a local file is "
+        "given with `zoo fetch NAME --weights PATH`, a mirror with --mirror / ZOO_MIRROR).",
     )
     sha256: str | None = Field(
         default=None,

@@ -142,17 +142,38 @@ def _progress(args: argparse.Namespace) -> Any:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-
-    from zoo.cli.output import human_bytes, print_json, stdout_console
+    from zoo.cli.output import print_json
+    from zoo.store.embedded import embedded_problems
+    from zoo.store.local import exports_in
 
     config = _config(args)
     progress = _progress(args)
-    result = config.publish(args.path, progress=progress)
-    weights = None if args.no_weights else config.publish_weights_of(result, progress=progress)
+    paths = exports_in(args.path)
+    for path in paths:  # every export is checked before anything is uploaded
+        config.open().check_publishable(path, embedded_problems)
+        if config.sign_key is not None and (why := config.signing_refusal(path)) is not None:
+            from zoo.store.errors import StoreRefusedError
+
+            raise StoreRefusedError(f"refusing to sign {path}: {why}; nothing was published")
+    reports = []
+    for path in paths:
+        result = config.publish(path, progress=progress, custody_checked=True)
+        weights = None if args.no_weights else \
+            config.publish_weights_of(result, progress=progress)
+        reports.append({**result.as_dict(), "weights": weights})
+        if not args.json:
+            _print_published(result, weights)
     if args.json:
-        print_json({**result.as_dict(), "weights": weights})
-        return 0
+        print_json(reports[0] if len(paths) == 1 and paths[0] == args.path else
+                   {"store": config.url, "artifacts": reports})
+    return 0
+
+
+def _print_published(result: Any, weights: dict[str, Any] | None) -> None:
+    from rich.markup import escape
+
+    from zoo.cli.output import human_bytes, stdout_console
+
     st = result.record.statement
     console = stdout_console()
     verb = "already published" if result.already else "published"
@@ -175,7 +196,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if st.untrained:
         console.print("  [bold yellow]UNTRAINED[/]: exported with --weights none",
                       highlight=False)
-    return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ imports the same module in-process, so one loader serves both.
 from __future__ import annotations
 
 import abc
+import functools
 import importlib.util
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,6 +87,17 @@ class Finding:
     detail: str
 
 
+@functools.cache
+def zoo_extras() -> frozenset[str]:
+    """The optional extras zoo's own distribution declares (``executorch``, ``onnx``, ...)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, metadata
+
+        return frozenset(metadata("zoo").get_all("Provides-Extra") or ())
+    except PackageNotFoundError:
+        return frozenset()
+
+
 class Exporter(abc.ABC):
     """One artifact format. Subclass, set the class attributes, implement the steps."""
 
@@ -108,8 +120,13 @@ class Exporter(abc.ABC):
     backports: ClassVar[bool] = False
     #: Input kinds: "tensor" (normalised float NCHW) and/or "image" (pixels; mean/std inside).
     input_types: ClassVar[tuple[str, ...]] = ("tensor",)
-    #: ``(import name, pip extra)`` pairs needed at export time, e.g. (("onnx", "onnx"),).
+    #: ``(import name, what to install)`` pairs needed at export time. The second item is
+    #: one of zoo's own extras (``("onnx", "onnx")`` -> ``pip install 'zoo[onnx]'``) or, for a
+    #: third-party format, a pip requirement (``("openvino", "openvino>=2025")``).
     requires: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: The whole install line shown when a requirement is missing, when a plugin wants its own
+    #: (e.g. ``"pip install 'zoo-openvino[runtime]'"``); default: derived from ``requires``.
+    install_hint: ClassVar[str | None] = None
     #: Dotted name of the self-contained runtime module (see the module docstring).
     runtime: ClassVar[str]
     #: Keys of ``ExportOptions.extra`` the format understands besides "calibrate" (int8),
@@ -130,8 +147,16 @@ class Exporter(abc.ABC):
         """The pip line that installs what export needs, or None when it is installed."""
         for module, extra in self.requires:
             if importlib.util.find_spec(module) is None:
-                return f"pip install 'zoo[{extra}]'"
+                return self.install_line(extra)
         return None
+
+    def install_line(self, extra: str) -> str:
+        """``install_hint``, else ``pip install 'zoo[EXTRA]'`` for one of zoo's own extras,
+        else ``pip install 'REQUIREMENT'`` (a third-party format names its requirement)."""
+        if self.install_hint:
+            return self.install_hint
+        return f"pip install 'zoo[{extra}]'" if extra in zoo_extras() else \
+            f"pip install '{extra}'"
 
     def check_available(self) -> None:
         """Raise a usage error with the exact install line when an optional extra is missing."""
@@ -168,7 +193,10 @@ class Exporter(abc.ABC):
 
         for module in runtime_requires(self.runtime):
             if importlib.util.find_spec(module) is None:
-                return f"the {self.name} runtime needs the Python package {module!r}"
+                extra = next((e for m, e in self.requires if m == module), None)
+                hint = f" ({self.install_line(extra or '')})" if extra or self.install_hint \
+                    else ""
+                return f"the {self.name} runtime needs the Python package {module!r}{hint}"
         return None
 
     def default_precision(self) -> str:

@@ -230,12 +230,25 @@ def check_contract(model: nn.Module, card: ModelCard, keep_aux: bool, plugin: st
                                   "says a bare tensor")
             pred = result
         want = [x.shape[0], out.channels, x.shape[2], x.shape[3]]
-        if list(getattr(pred, "shape", [])) != want:
-            raise PluginError(f"{where}: output shape {list(getattr(pred, 'shape', []))} on "
-                              f"the {case} input, but the card's output.channels says "
-                              f"{out.channels} ([N, C, H, W] = {want})")
+        shape = [int(d) for d in getattr(pred, "shape", [])]
+        if shape != want:
+            raise PluginError(f"{where}: output shape {shape} on the {case} input: "
+                              f"{shape_problem(shape, want)}")
         if not bool(pred.isfinite().all()):
             raise PluginError(f"{where}: the output has NaN or Inf values on the {case} input")
+
+
+def shape_problem(got: list[int], want: list[int]) -> str:
+    """Which dimension of an ``[N, C, H, W]`` output is wrong, in words."""
+    if len(got) != 4:
+        return f"expected 4 dimensions [N, C, H, W] = {want}, got {len(got)}"
+    names = ("batch N", "channels C (the card's output.channels)", "height H", "width W")
+    wrong = [f"{names[i]} is {g}, expected {w}" for i, (g, w) in enumerate(zip(got, want,
+                                                                               strict=True))
+             if g != w]
+    hint = "; the output must keep the input's height and width (upsample the logits)" \
+        if got[2:] != want[2:] else ""
+    return ", ".join(wrong) + hint
 
 
 def _golden_specs(card: ModelCard, shape: list[int]) -> dict[str, GoldenInput]:

@@ -225,6 +225,17 @@ def locate(path: Path) -> tuple[Path, str]:
                      "`zoo fetch --format F` wrote")
 
 
+def exports_in(path: Path) -> list[Path]:
+    """The artifacts to publish for ``path``: every export in a folder `zoo fetch -o` wrote
+    (one per ``*.manifest.json``, sorted), or the artifact ``path`` names."""
+    if path.is_dir() and not path.with_name(path.name + SIDECAR).is_file():
+        found = sorted(p.name[: -len(SIDECAR)] for p in path.iterdir()
+                       if p.name.endswith(SIDECAR) and p.is_file())
+        if len(found) > 1:
+            return [path / name for name in found]
+    return [path]
+
+
 def _folder_files(root: Path) -> list[tuple[str, Path]]:
     found = []
     for base, dirs, names in os.walk(root, followlinks=False):

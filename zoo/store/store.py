@@ -246,6 +246,14 @@ class Store:
             present=[f.path for f in local.files if f.sha256 not in by_sha],
             bytes_uploaded=total, weights_sha256=_weights_sha256(local.facts.raw))
 
+    def check_publishable(self, path: Path,
+                          check: Callable[[Path, Statement], list[str]] | None = None) -> None:
+        """Raise what :meth:`publish` would raise for ``path`` before it uploads anything
+        (UsageError, StoreRefusedError); contacts no store."""
+        local = collect(Path(path))
+        identity, source = local.facts.identity_and_source()
+        self._statement_for(local, identity, source, None, check)
+
     def _statement_for(self, local: Any, identity: str, source: str,
                        sign_key: SigningKey | None,
                        check: Callable[[Path, Statement], list[str]] | None) -> Record:
