@@ -13,30 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+from zoo._core.fs import FILE_MODE, is_stale_temp, remove_path
 from zoo.errors import ExportError
 from zoo.export.cache.entries import FICLONE, RENAME_EXCHANGE, STALE_TEMP_AGE
 
-
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-FILE_MODE = _file_mode()
 DIR_MODE = FILE_MODE | ((FILE_MODE & 0o444) >> 2)  # rw-r--r-- -> rwxr-xr-x
 
 
-def _remove(path: Path) -> bool:
-    """Delete a file, link or folder (best effort); True when it is gone."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError:
-        return False
-    return True
+_remove = remove_path  # delete a file, link or folder (best effort); True when it is gone
 
 
 def _listdir(folder: Path) -> list[str]:
@@ -56,13 +40,8 @@ def _size_of(path: Path) -> int:
 
 
 def _is_stale_temp(path: Path) -> bool:
-    name = path.name
-    if not (name.startswith(".") and name.endswith(".tmp")):
-        return False
-    try:
-        return time.time() - path.lstat().st_mtime >= STALE_TEMP_AGE
-    except OSError:
-        return False
+    """An atomic-write temp file no live writer owns (:func:`zoo._core.fs.is_stale_temp`)."""
+    return is_stale_temp(path, STALE_TEMP_AGE)
 
 
 def _tree(folder: Path) -> tuple[dict[str, os.stat_result], str | None]:
