@@ -103,3 +103,19 @@ def test_zoo_publish_publishes_every_export_in_a_folder(tmp_path: Path) -> None:
     listing = json.loads(run_zoo(["store", "list", "--store", store, "--json"],
                                  env=home).stdout)
     assert sorted(r["format"] for r in listing["records"]) == ["lite", "torchscript"]
+
+
+def test_a_runtime_may_return_numpy_and_a_wrong_type_is_named() -> None:
+    """Verify's child reads predictions with zoo.export.golden: numpy (ONNX Runtime, LiteRT,
+    OpenVINO) is a prediction like a tensor; anything else names what load() must return."""
+    import numpy as np
+
+    from zoo.export.golden import select_output, summarize
+
+    logits = np.random.default_rng(0).normal(size=(1, 3, 4, 5)).astype(np.float32)
+    as_numpy = summarize(select_output([logits], None), 0)
+    as_tensor = summarize(torch.from_numpy(logits), 0)
+    assert as_numpy == as_tensor
+    assert summarize(select_output({"out": logits}, "out"), 0) == as_tensor
+    with pytest.raises(TypeError, match="must be a torch.Tensor or a numpy array"):
+        select_output("not a tensor", None)

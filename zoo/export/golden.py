@@ -93,14 +93,28 @@ def golden_input(spec: dict[str, Any]) -> Any:
 
 
 def select_output(result: Any, key: str | None) -> Any:
-    """The prediction tensor of a model's result: ``result[key]`` for dicts, else the tensor."""
+    """The prediction tensor of a model's result: ``result[key]`` for dicts, else the tensor
+    (the first item of a list or tuple). Numpy arrays, what ONNX Runtime and LiteRT return,
+    become tensors; anything else is a TypeError naming what a runtime must return."""
     if isinstance(result, dict):
         if key is None or key not in result:
             raise KeyError(f"output has keys {sorted(result)}, expected {key!r}")
-        return result[key]
-    if isinstance(result, list | tuple):
-        return result[0]
-    return result
+        pred = result[key]
+    elif isinstance(result, list | tuple):
+        pred = result[0] if result else None
+    else:
+        pred = result
+    import torch
+
+    if type(pred).__module__ == "numpy" and hasattr(pred, "shape"):
+        import numpy
+
+        return torch.from_numpy(numpy.ascontiguousarray(pred))
+    if not isinstance(pred, torch.Tensor):
+        raise TypeError(f"the runtime module's load() returned a callable whose prediction is "
+                        f"a {type(pred).__name__}; it must be a torch.Tensor or a numpy array "
+                        "(or a dict or list of them)")
+    return pred
 
 
 def sample_indices(shape: list[int], seed: int) -> list[list[int]]:
