@@ -171,12 +171,9 @@ def run_export(
     if store is not None and store.publish_after:
         _publish_outcome(store, outcome, custody, weights, quiet, log)
     if args.verify:
-        from zoo.cli.verify import cmd_verify
+        from zoo.cli.verify import provenance_from_args, verify_and_report
 
-        return cmd_verify(argparse.Namespace(
-            artifact=outcome.artifact, json=False, time_limit=300.0, require_run=False,
-            trusted_key=getattr(args, "trusted_key", []), store=getattr(args, "store", None),
-            store_option=getattr(args, "store_option", [])))
+        return verify_and_report(outcome.artifact, provenance=provenance_from_args(args))
     return 0
 
 

@@ -7,15 +7,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from zoo.export.verify import Provenance
+    from zoo.export.verify import Provenance, RunLimits
     from zoo.manifest import Manifest
 
 EPILOG = """\
 verdicts:
-  VERIFIED              every check passed and the golden inputs ran in the format's runtime
+  VERIFIED              every check passed and the golden inputs ran in the format's runtime,
+                        in a confined child (no writes outside its folder, no network, a
+                        memory ceiling); "VERIFIED (unconfined: reason)" where this machine
+                        could not confine it (docs/security.md says what that means)
   CHECKED, NOT RUN      integrity and structure passed, but this machine has no runtime for
                         the format (e.g. Core ML on Linux): the outputs were not checked
-  NOT VERIFIED          a check failed (exit 1)
+  NOT VERIFIED          a check failed (exit 1), or --require-run and nothing ran
+warnings (after the verdict) say what a passing check cannot tell, e.g. a model whose output
+is one class everywhere (random-init weights).
 
 exit codes: 0 VERIFIED (or CHECKED, NOT RUN without --require-run), 1 otherwise, 2 bad usage.
 See docs/manifest.md for exactly what each check covers.
@@ -52,13 +57,39 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    "(default 300)")
     p.add_argument("--require-run", action="store_true",
                    help="exit 1 unless the golden inputs actually ran (CHECKED, NOT RUN fails)")
-    from zoo.store.options import add_store_options
+    add_run_limits(p)
+    from zoo.cli.store_options import add_store_options
 
     add_store_options(p, publish=False, sign=False, no_store=False, require=False)
     p.set_defaults(handler=cmd_verify)
 
 
-def _provenance(args: argparse.Namespace) -> Provenance | None:
+def _memory(text: str) -> int:
+    from zoo._core.settings import parse_size
+
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < 256 << 20:
+        raise argparse.ArgumentTypeError(f"{text!r}: the runtime needs at least 256MiB")
+    return value
+
+
+def add_run_limits(p: argparse.ArgumentParser) -> None:
+    """``--memory-limit`` and ``--no-confine``: how the child that runs an artifact is
+    bounded (zoo verify, zoo run --artifact)."""
+    from zoo.export.sandbox import DEFAULT_MEMORY_LIMIT
+
+    p.add_argument("--memory-limit", type=_memory, default=DEFAULT_MEMORY_LIMIT, metavar="SIZE",
+                   help="memory ceiling of the process that runs the artifact, e.g. 16GiB "
+                   f"(default {DEFAULT_MEMORY_LIMIT >> 30}GiB)")
+    p.add_argument("--no-confine", action="store_true",
+                   help="run the artifact without confinement (benchmarks, debugging); the "
+                   "verdict says so")
+
+
+def provenance_from_args(args: argparse.Namespace) -> Provenance | None:
     """With trusted keys (--trusted-key or ZOO_TRUSTED_KEYS): a signature check that looks for
     a trusted record beside the artifact or in the team store."""
     from zoo.store.keys import load_trusted_keys, trusted_key_paths_from_env
@@ -67,7 +98,7 @@ def _provenance(args: argparse.Namespace) -> Provenance | None:
     if not paths:
         return None
     trusted = load_trusted_keys(paths)
-    from zoo.store.options import store_from_args
+    from zoo.cli.store_options import store_from_args
 
     config = store_from_args(args)
 
@@ -85,14 +116,24 @@ def _provenance(args: argparse.Namespace) -> Provenance | None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from zoo.export.verify import RunLimits
+
+    return verify_and_report(
+        args.artifact, as_json=args.json, time_limit=args.time_limit,
+        require_run=args.require_run, provenance=provenance_from_args(args),
+        limits=RunLimits(memory=args.memory_limit, confine=not args.no_confine))
+
+
+def verify_and_report(artifact: Path, *, as_json: bool = False, time_limit: float = 300.0,
+                      require_run: bool = False, provenance: Provenance | None = None,
+                      limits: RunLimits | None = None) -> int:
+    """Verify ``artifact`` and print the report (a table, or JSON); the exit code."""
     from zoo.cli.output import print_json, stdout_console
     from zoo.export.verify import verify
 
-    report = verify(args.artifact, time_limit=getattr(args, "time_limit", 300.0),
-                    provenance=_provenance(args))
-    passed = report.verdict == "verified" or (
-        report.verdict == "checked" and not getattr(args, "require_run", False))
-    if args.json:
+    report = verify(artifact, time_limit=time_limit, provenance=provenance, limits=limits)
+    passed = report.verdict == "verified" or (report.verdict == "checked" and not require_run)
+    if as_json:
         print_json(report.as_dict())
         return 0 if passed else 1
     from rich.markup import escape
@@ -112,7 +153,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     verdict = {"verified": "[bold green]VERIFIED[/]",
                "checked": "[bold yellow]CHECKED, NOT RUN[/]",
                "failed": "[bold red]NOT VERIFIED[/]"}[report.verdict]
+    if report.verdict == "checked" and require_run:
+        verdict = "[bold red]NOT VERIFIED[/] (--require-run: the golden inputs did not run: " \
+            f"{escape(report.not_run_reason or 'no runtime')})"
+    elif report.verdict == "verified" and report.unconfined:
+        verdict += f" [yellow](unconfined: {escape(report.unconfined)})[/]"
     console.print(f"{verdict} {escape(str(report.artifact))}")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if report.untrained:
         from zoo.manifest import UNTRAINED_WARNING
 

@@ -1,11 +1,15 @@
-"""Run an artifact in an isolated child process, the way a device runtime would.
+"""Run an artifact in an isolated, confined child process, the way a device runtime would.
 
 The child is ``python -I`` (no ``PYTHONPATH``, no user site, no current folder on
-``sys.path``) started in a fresh private working folder, with a time limit. It receives, on
-stdin, the source of :mod:`zoo.export.golden`, the source of the format's runtime module and
-a request; it imports neither zoo nor torchvision. It writes its answer as JSON into a file in
-its working folder, so nothing the runtime or the artifact prints can forge it. A runtime
-that aborts on a corrupt file (ExecuTorch does) takes only the child down.
+``sys.path``) started in a fresh private working folder, with a time limit. The parent copies
+the artifact into that folder and hashes the *copy* against the manifest before the child
+starts, so the bytes that run are exactly the bytes that were checked (a file swapped after
+the check never runs). The child first confines itself (:mod:`zoo.export.sandbox`: a memory
+ceiling, no writes outside its folder, no network), then receives, on stdin, the source of
+:mod:`zoo.export.golden`, the source of the format's runtime module and a request; it imports
+neither zoo nor torchvision. It writes its answer as JSON into a file in its working folder,
+so nothing the runtime or the artifact prints can forge it. A runtime that aborts on a corrupt
+file (ExecuTorch does) takes only the child down.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from zoo.export.runtime import runtime_source
+from zoo.export.sandbox import (
+    CONFINE_SOURCE,
+    DEFAULT_MEMORY_LIMIT,
+    artifact_digest,
+    copy_artifact,
+    macos_prefix,
+)
 
 DEFAULT_TIME_LIMIT = 300.0
 RESULT_FILE = "result.json"
@@ -57,9 +68,13 @@ def _contract(golden, result, pred, spec, contract):
     return kind, keys, problems
 
 def _run(request):
+    confinement = None
+    if request.get("confine"):  # first, before any runtime is imported or the artifact opened
+        confinement = _module("zoo_confine", request["confine_source"]).confine(
+            request["work"], request["memory"])
     golden = _module("zoo_golden", request["golden_source"])
     runtime = _module("zoo_format_runtime", request["runtime_source"])
-    answer = {"modules": {}, "cases": []}
+    answer = {"modules": {}, "cases": [], "confinement": confinement}
     if request["action"] == "embedded":
         reader = getattr(runtime, "read_embedded", None)
         answer["embedded"] = reader(request["artifact"]) if reader else None
@@ -112,31 +127,63 @@ class ChildFailed(Exception):
 
 
 def run_child(runtime_module: str, artifact: Path, request: dict[str, Any],
-              time_limit: float = DEFAULT_TIME_LIMIT) -> dict[str, Any]:
-    """Run ``request`` (action ``run`` or ``embedded``) in an isolated child; its answer."""
+              time_limit: float = DEFAULT_TIME_LIMIT, *, expected: str | None = None,
+              memory_limit: int = DEFAULT_MEMORY_LIMIT, confine: bool = True
+              ) -> dict[str, Any]:
+    """Run ``request`` (action ``run`` or ``embedded``) in an isolated child; its answer.
+
+    The child gets a private copy of ``artifact``; with ``expected`` (the manifest's sha256
+    of the artifact, or its folder's tree digest) the copy must hash to it, else nothing runs.
+    ``confine`` False runs the child unconfined (``zoo verify --no-confine``: for benchmarks
+    and debugging; the verdict says so).
+    """
     with tempfile.TemporaryDirectory(prefix="zoo-verify-") as work:
-        result = Path(work) / RESULT_FILE
-        payload = {**request, "artifact": str(artifact.resolve()), "result": str(result),
+        folder = Path(work)
+        result = folder / RESULT_FILE
+        copy = copy_artifact(artifact, folder)
+        if expected is not None:
+            actual = artifact_digest(copy)
+            if actual != expected:
+                raise ChildFailed(f"the artifact's bytes changed after they were checked "
+                                  f"(the copy hashes to {actual[:16]}…, the manifest says "
+                                  f"{expected[:16]}…): not run")
+        payload = {**request, "artifact": str(copy), "result": str(result),
                    "golden_source": golden_source(),
-                   "runtime_source": runtime_source(runtime_module)}
+                   "runtime_source": runtime_source(runtime_module),
+                   "confine": confine, "confine_source": CONFINE_SOURCE, "work": str(folder),
+                   "memory": memory_limit}
+        env = {**child_env(), "TMPDIR": str(folder), "HOME": str(folder)}
+        prefix = macos_prefix(folder) if confine else []
+        if prefix:
+            env["ZOO_SANDBOX"] = "macos"
         try:
             proc = subprocess.run(
-                [sys.executable, "-I", "-c", _CHILD], input=json.dumps(payload),
-                capture_output=True, text=True, env=child_env(), cwd=work,
+                [*prefix, sys.executable, "-I", "-c", _CHILD], input=json.dumps(payload),
+                capture_output=True, text=True, env=env, cwd=work,
                 timeout=time_limit, check=False,
             )
         except subprocess.TimeoutExpired:
             raise ChildFailed(f"the runtime did not finish within {time_limit:g} s "
                               "(raise it with --time-limit)") from None
         if proc.returncode != 0 or not result.is_file():
-            raise ChildFailed(_why(proc))
+            raise ChildFailed(_why(proc, memory_limit))
         try:
             return json.loads(result.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ChildFailed(f"the runtime's answer is unreadable: {exc}") from None
 
 
-def _why(proc: subprocess.CompletedProcess[str]) -> str:
+_OUT_OF_MEMORY = ("MemoryError", "can't allocate memory", "DefaultCPUAllocator: can't allocate",
+                  "std::bad_alloc", "Cannot allocate memory", "out of memory")
+
+
+def _why(proc: subprocess.CompletedProcess[str], memory_limit: int) -> str:
+    if any(sign in (proc.stderr or "") for sign in _OUT_OF_MEMORY) or \
+            proc.returncode == -signal.SIGKILL:
+        from zoo._core.settings import format_size
+
+        return (f"the runtime exceeded the memory limit of {format_size(memory_limit)} "
+                "(raise it with --memory-limit)")
     if proc.returncode < 0:
         try:
             name = signal.Signals(-proc.returncode).name

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from zoo.errors import UsageError, ZooError
 from zoo.export.checksums import SUMS_NAME, read_sums
+from zoo.export.sandbox import DEFAULT_MEMORY_LIMIT
 from zoo.fsutil import sha256_file
 from zoo.manifest import Manifest, sidecar_paths
 
@@ -46,6 +47,11 @@ class Report:
     untrained: bool = False
     ran: bool = False
     not_run_reason: str | None = None
+    #: what confined the child that ran the artifact (zoo.export.sandbox), and why not
+    confinement: dict[str, Any] | None = None
+    unconfined: str | None = None
+    #: things the verdict cannot tell (e.g. a constant output: random-init weights?)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +79,10 @@ class Report:
             "checks": [c.__dict__ for c in self.checks],
             "parity": self.parity,
             "untrained": self.untrained,
+            "confined": self.ran and self.unconfined is None,
+            "confinement": self.confinement,
+            "unconfined_reason": self.unconfined,
+            "warnings": self.warnings,
         }
 
 
@@ -193,7 +203,8 @@ def _check_embedded(report: Report, exporter: Any, artifact: Path, manifest: Man
     if embedded is None and "def read_embedded" in runtime_source(exporter.runtime) \
             and exporter.runtime_unavailable() is None:
         try:  # formats whose container only their runtime can parse (ExecuTorch)
-            answer = run_child(exporter.runtime, artifact, {"action": "embedded"}, time_limit)
+            answer = run_child(exporter.runtime, artifact, {"action": "embedded"}, time_limit,
+                               expected=_expected_digest(manifest))
             embedded, where = answer.get("embedded"), "read by the runtime in a child process"
         except ChildFailed as exc:
             return report.add("embedded manifest", False, str(exc))
@@ -239,15 +250,22 @@ def parity_request(manifest: Manifest, threads: int = 1) -> dict[str, Any]:
 
 
 def _check_parity(report: Report, exporter: Any, artifact: Path, manifest: Manifest,
-                  time_limit: float) -> None:
+                  time_limit: float, limits: RunLimits) -> None:
     from zoo.export.isolated import ChildFailed, run_child
+    from zoo.export.sandbox import unconfined_reason
 
     try:
-        answer = run_child(exporter.runtime, artifact, parity_request(manifest), time_limit)
+        answer = run_child(exporter.runtime, artifact, parity_request(manifest), time_limit,
+                           expected=_expected_digest(manifest),
+                           memory_limit=limits.memory, confine=limits.confine)
     except ChildFailed as exc:
         report.add("golden run", False, str(exc))
         return
     report.ran = True
+    report.confinement = answer.get("confinement")
+    report.unconfined = "--no-confine" if not limits.confine else \
+        unconfined_reason(report.confinement)
+    report.add("confinement", True, describe_confinement(report.confinement, report.unconfined))
     report.parity = answer["cases"]
     contract_problems = [p for case in answer["cases"] for p in case.get("contract_problems", [])
                          + case.get("problems", [])]
@@ -271,17 +289,63 @@ def _check_parity(report: Report, exporter: Any, artifact: Path, manifest: Manif
     isolated = not any(answer.get("modules", {}).values())
     report.add("runtime isolation", isolated, "ran without zoo or torchvision" if isolated
                else f"unexpected modules loaded: {answer.get('modules')}")
+    report.warnings += honesty_warnings(manifest)
+
+
+def describe_confinement(info: dict[str, Any] | None, unconfined: str | None) -> str:
+    """One line: what confined the child, or why it ran unconfined."""
+    if unconfined is not None:
+        return f"unconfined: {unconfined}"
+    assert info is not None
+    from zoo._core.settings import format_size
+
+    memory = info.get("memory_limit")
+    return (f"writes only in its folder ({info.get('filesystem')}), no network "
+            f"({info.get('network')}), memory at most {format_size(memory) if memory else '-'}")
+
+
+def honesty_warnings(manifest: Manifest) -> list[str]:
+    """What a passing golden check cannot tell: identical outputs for both golden inputs, or
+    one class everywhere (random-init weights are the usual cause)."""
+    cases = manifest.golden.cases
+    warnings = []
+    digests = {c.output.sha256 for c in cases if c.output.sha256}
+    if len(cases) > 1 and len(digests) == 1:
+        warnings.append("the model gives identical outputs for both golden inputs: this check "
+                        "cannot tell it from a broken model (random-init weights are the "
+                        "usual cause)")
+    flat = [c.name for c in cases if c.output.argmax_histogram and
+            sum(1 for n in c.output.argmax_histogram if n) == 1]
+    if flat and not warnings:
+        warnings.append(f"the prediction is one class everywhere on the {', '.join(flat)} "
+                        "input: this check cannot tell the model from a broken one "
+                        "(random-init weights are the usual cause)")
+    return warnings
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """How the child that runs the artifact is bounded."""
+
+    memory: int = DEFAULT_MEMORY_LIMIT
+    confine: bool = True
+
+
+def _expected_digest(manifest: Manifest) -> str | None:
+    return manifest.artifact.sha256 if manifest.artifact is not None else None
 
 
 Provenance = Callable[[Path, Path, Manifest], tuple[bool, str]]
 
 
 def verify(path: Path, *, time_limit: float = 300.0,
-           provenance: Provenance | None = None) -> Report:
+           provenance: Provenance | None = None, limits: RunLimits | None = None) -> Report:
     """Check an artifact end to end; never raises for a bad artifact, only reports.
 
     ``provenance(artifact, sidecar, manifest) -> (ok, detail)`` adds a signature check
-    (``zoo verify --trusted-key``) right after the hashes."""
+    (``zoo verify --trusted-key``) right after the hashes. ``limits`` bound the confined child
+    that runs the artifact (memory ceiling; confinement on by default)."""
+    limits = limits or RunLimits()
     from zoo.export import get_exporter
 
     artifact, sidecar = locate(path)
@@ -315,5 +379,5 @@ def verify(path: Path, *, time_limit: float = 300.0,
     if reason is not None:
         report.not_run_reason = reason
         return report
-    _check_parity(report, exporter, artifact, manifest, time_limit)
+    _check_parity(report, exporter, artifact, manifest, time_limit, limits)
     return report
