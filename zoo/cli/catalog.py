@@ -180,6 +180,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
         from zoo.manifest import Manifest
 
         schema = Manifest.model_json_schema()
+    elif args.which == "plan":
+        from zoo.sets.plan import plan_schema
+
+        schema = plan_schema()
     else:
         from zoo.schema import ModelCard
 

@@ -79,7 +79,7 @@ def _common(dest: str = "registry") -> argparse.ArgumentParser:
 #: commands defined in this module; the others live in their own modules (_EXTRA_MODULES)
 _CORE_COMMANDS = frozenset({"list", "info", "plugins", "schema"})
 _EXTRA_MODULES = ("zoo.cli.fetch", "zoo.cli.cache", "zoo.cli.verify", "zoo.cli.run",
-                  "zoo.cli.store")
+                  "zoo.cli.store", "zoo.cli.sync")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -122,7 +122,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("schema", parents=[common], help="print a JSON Schema",
                        description="Print the JSON Schema of a model card or an artifact "
                        "manifest, for validating them in other languages.")
-    p.add_argument("which", nargs="?", choices=("card", "manifest"), default="card")
+    p.add_argument("which", nargs="?", choices=("card", "manifest", "plan"), default="card")
     p.set_defaults(handler=_schema)
 
     for register in [] if core_only else _extra_commands():

@@ -1,0 +1,1 @@
+"""Sets of artifacts: a plan (``zoo.toml``), its lock (``zoo.lock``) and ``zoo sync``."""
