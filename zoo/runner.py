@@ -1,10 +1,12 @@
 """Run a model on images: the eager module from the registry, or an exported artifact.
 
 ``load`` builds the eager module through the same weights path as ``zoo fetch``.
-``load_artifact`` opens an artifact through its format's runtime module (the same one
-``zoo verify`` runs in its isolated child; see zoo.export.base) and reads its sidecar
-manifest for the preprocessing and output contract. Both give a :class:`Predictor`, which is
-what ``zoo run`` drives.
+``load_artifact`` runs an artifact through its format's runtime module (the same one
+``zoo verify`` runs; see zoo.export.base) in a confined child process by default
+(:mod:`zoo.export.served`: a private copy of the hashed bytes, a memory ceiling, no network,
+no writes outside its folder), or in this process with ``in_process=True``, and reads its
+sidecar manifest for the preprocessing and output contract. Both give a :class:`Predictor`,
+which is what ``zoo run`` drives.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class Predictor:
     runtime: str = "eager"  # or the artifact's format
     source: str = ""  # weights source, or the artifact path
     accepted: tuple[int, ...] | None = None  # see accepted_size()
+    #: how an artifact runs: "in-process", or what confined its child (zoo.export.sandbox)
+    confinement: dict[str, Any] | None = None
+    unconfined: str | None = None  # why an artifact runs unconfined; None when confined
 
     @classmethod
     def from_card(cls, card: ModelCard, module: Callable[..., Any], *, untrained: bool,
@@ -103,6 +108,18 @@ class Predictor:
         """The raw output for an input tensor (no gradients)."""
         with torch.inference_mode():
             return self.module(fit_input(x, self.accepted))
+
+    def close(self) -> None:
+        """End the artifact's child process, if it has one (idempotent)."""
+        close = getattr(self.module, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def predict(self, image: ImageLike) -> np.ndarray:
         """The label map for ``image``, at the image's own size: preprocess, run, postprocess."""
@@ -188,15 +205,20 @@ def read_manifest(path: Path) -> tuple[Path, Manifest]:
     return artifact, manifest
 
 
-def load_artifact(path: str | Path, *, check_hash: bool = True) -> Predictor:
+def load_artifact(path: str | Path, *, check_hash: bool = True, in_process: bool = False,
+                  memory_limit: int | None = None, time_limit: float | None = None
+                  ) -> Predictor:
     """A predictor for an exported artifact, with the facts of its sidecar manifest.
 
     The artifact's size and sha256 must match the manifest (``check_hash``), so a stale or
-    swapped manifest cannot describe another file. An untrained artifact warns
-    :class:`UntrainedWarning`.
+    swapped manifest cannot describe another file. Running an artifact is running code: by
+    default it runs in a confined child process that gets a private copy of exactly the
+    checked bytes, a memory ceiling (``memory_limit`` bytes, default 8 GiB), no network and
+    no writes outside its folder; ``close()`` the predictor (or use it as a context manager)
+    to end it. ``in_process=True`` loads it into this process instead, unconfined. An
+    untrained artifact warns :class:`UntrainedWarning`.
     """
     from zoo.export.pipeline import artifact_facts
-    from zoo.export.runtime import load_in_process
 
     artifact, manifest = read_manifest(Path(path))
     facts = manifest.artifact
@@ -211,14 +233,13 @@ def load_artifact(path: str | Path, *, check_hash: bool = True) -> Predictor:
                 f"after export: re-export it, or see `zoo verify {artifact}`"
             )
     exporter = artifact_exporter(manifest.export.format)
-    try:
-        module = load_in_process(exporter.runtime, artifact,
-                                 {**manifest.export.options, "threads": torch.get_num_threads()})
-    except Exception as exc:  # runtimes raise many types for files they cannot read
-        text = " ".join(str(exc).split())[:200]
-        raise ZooError(
-            f"{artifact}: the {manifest.export.format} runtime cannot load it: {text}"
-        ) from exc
+    options = {**manifest.export.options, "threads": torch.get_num_threads()}
+    expected = facts.sha256 if check_hash and facts is not None else None
+    if in_process:
+        module = _in_process(exporter.runtime, artifact, options, manifest.export.format)
+    else:
+        module = _served(exporter.runtime, artifact, options, manifest, expected,
+                         memory_limit, time_limit)
     model = manifest.model
     if manifest.untrained:
         warnings.warn(untrained_message(model.name), UntrainedWarning, stacklevel=2)
@@ -226,4 +247,30 @@ def load_artifact(path: str | Path, *, check_hash: bool = True) -> Predictor:
                      list(model.labels), list(model.palette),
                      {k: list(v) for k, v in model.palettes.items()},
                      manifest.untrained, manifest.export.format, str(artifact),
-                     exporter.accepted_size(manifest))
+                     exporter.accepted_size(manifest),
+                     getattr(module, "confinement", None),
+                     getattr(module, "unconfined", "--in-process"))
+
+
+def _in_process(runtime: str, artifact: Path, options: dict[str, Any], fmt: str) -> Any:
+    from zoo.export.runtime import load_in_process
+
+    try:
+        return load_in_process(runtime, artifact, options)
+    except Exception as exc:  # runtimes raise many types for files they cannot read
+        text = " ".join(str(exc).split())[:200]
+        raise ZooError(f"{artifact}: the {fmt} runtime cannot load it: {text}") from exc
+
+
+def _served(runtime: str, artifact: Path, options: dict[str, Any], manifest: Manifest,
+            expected: str | None, memory_limit: int | None, time_limit: float | None) -> Any:
+    from zoo.export.isolated import DEFAULT_TIME_LIMIT, ChildFailed
+    from zoo.export.served import ServedArtifact
+
+    try:
+        return ServedArtifact(runtime, artifact, options, kind=manifest.output.kind,
+                              key=manifest.output.key, expected=expected,
+                              memory_limit=memory_limit,
+                              time_limit=time_limit or DEFAULT_TIME_LIMIT)
+    except ChildFailed as exc:
+        raise ZooError(f"{artifact}: {exc}") from None

@@ -79,9 +79,22 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    "default: its default palette")
     p.add_argument("--overlay", type=_alpha, default=0.5, metavar="ALPHA",
                    help="opacity of the colours in the overlay, 0..1 (default 0.5)")
+    p.add_argument("--memory-limit", type=_memory_size, default=None, metavar="SIZE",
+                   help="memory ceiling of the confined process that runs the --artifact, "
+                   "e.g. 16GiB (default 8GiB)")
+    p.add_argument("--in-process", action="store_true",
+                   help="load the --artifact into zoo's own process, unconfined (it can then "
+                   "write files and use the network like any code you run); default: a "
+                   "confined child process")
     p.add_argument("--json", action="store_true", help="machine-readable results")
     add_weights_options(p)
     p.set_defaults(handler=cmd_run)
+
+
+def _memory_size(text: str) -> int:
+    from zoo.cli.verify import memory_size
+
+    return memory_size(text)
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -105,6 +118,11 @@ def _predictor(args: argparse.Namespace) -> Predictor:
     from zoo.cli.main import load_registry
 
     if args.artifact is None:
+        for flag, value in (("--in-process", args.in_process),
+                            ("--memory-limit", args.memory_limit)):
+            if value:
+                raise UsageError(f"{flag} applies to an --artifact; the eager model always "
+                                 "runs in zoo's process (drop it, or add --artifact)")
         registry = load_registry(args)
         card = registry.get(args.name)
         card.palette_named(args.palette)  # an unknown palette fails before any download
@@ -116,6 +134,9 @@ def _predictor(args: argparse.Namespace) -> Predictor:
     if args.weights is not None:
         raise UsageError("--weights applies to the eager model; an --artifact has its weights "
                          "built in (drop one of them)")
+    if args.in_process and args.memory_limit:
+        raise UsageError("--memory-limit bounds the confined child; --in-process runs the "
+                         "artifact in zoo's own process (drop one of them)")
     import warnings
 
     from zoo.runner import UntrainedWarning, load_artifact, read_manifest
@@ -127,10 +148,19 @@ def _predictor(args: argparse.Namespace) -> Predictor:
                          f"{args.artifact}`")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedWarning)  # said below, the CLI's way
-        predictor = load_artifact(args.artifact)
-    predictor.palette_named(args.palette)
+        predictor = load_artifact(args.artifact, in_process=args.in_process,
+                                  memory_limit=args.memory_limit)
+    try:
+        predictor.palette_named(args.palette)
+    except BaseException:
+        predictor.close()
+        raise
     if predictor.untrained:
         untrained_warning(predictor.name)
+    if predictor.unconfined and not args.in_process:
+        from zoo._core.log import warn
+
+        warn(f"the artifact runs unconfined: {predictor.unconfined} (see docs/security.md)")
     return predictor
 
 
@@ -218,7 +248,11 @@ def _progress_wanted(args: argparse.Namespace) -> bool:
 def cmd_run(args: argparse.Namespace) -> int:
     """Check the inputs, load the model once, segment every image, report."""
     _check_inputs(args)
-    predictor = _predictor(args)
+    with _predictor(args) as predictor:
+        return _run_all(predictor, args)
+
+
+def _run_all(predictor: Predictor, args: argparse.Namespace) -> int:
     palette = predictor.palette_named(args.palette)
     results = []
     if _progress_wanted(args):
@@ -240,6 +274,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "runtime": predictor.runtime,
         "source": predictor.source,
         "untrained": predictor.untrained,
+        "in_process": predictor.runtime == "eager" or args.in_process,
+        "confinement": predictor.confinement,
         "palette": args.palette or "default",
         "colors": [list(c) for c in palette],
         "images": results,

@@ -64,7 +64,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.set_defaults(handler=cmd_verify)
 
 
-def _memory(text: str) -> int:
+def memory_size(text: str) -> int:
+    """``--memory-limit SIZE``: bytes, at least 256 MiB (argparse type)."""
     from zoo._core.settings import parse_size
 
     try:
@@ -81,7 +82,7 @@ def add_run_limits(p: argparse.ArgumentParser) -> None:
     bounded (zoo verify, zoo run --artifact)."""
     from zoo.export.sandbox import DEFAULT_MEMORY_LIMIT
 
-    p.add_argument("--memory-limit", type=_memory, default=DEFAULT_MEMORY_LIMIT, metavar="SIZE",
+    p.add_argument("--memory-limit", type=memory_size, default=DEFAULT_MEMORY_LIMIT, metavar="SIZE",
                    help="memory ceiling of the process that runs the artifact, e.g. 16GiB "
                    f"(default {DEFAULT_MEMORY_LIMIT >> 30}GiB)")
     p.add_argument("--no-confine", action="store_true",

@@ -116,14 +116,40 @@ def golden_source() -> str:
 
 
 def child_env() -> dict[str, str]:
-    """The child's environment: the caller's, minus everything that steers Python."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    """The child's environment: the caller's, minus everything that steers Python (and the
+    marker only zoo sets for a child it started under sandbox-exec)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYTHON") and k != "ZOO_SANDBOX"}
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 
 class ChildFailed(Exception):
     """The child did not produce an answer (crash, time limit, runtime error)."""
+
+
+def private_copy(artifact: Path, folder: Path, expected: str | None) -> Path:
+    """A copy of ``artifact`` in ``folder`` that the child opens instead of the original;
+    with ``expected`` (the manifest's sha256, or a folder's tree digest) the copy must hash
+    to it, else ChildFailed and nothing runs."""
+    copy = copy_artifact(artifact, folder)
+    if expected is not None:
+        actual = artifact_digest(copy)
+        if actual != expected:
+            raise ChildFailed(f"the artifact's bytes changed after they were checked "
+                              f"(the copy hashes to {actual[:16]}…, the manifest says "
+                              f"{expected[:16]}…): not run")
+    return copy
+
+
+def child_launch(work: Path, confine: bool) -> tuple[list[str], dict[str, str]]:
+    """(command prefix, environment) of a child whose private folder is ``work``: on macOS,
+    confined, the prefix is ``sandbox-exec -p PROFILE``."""
+    env = {**child_env(), "TMPDIR": str(work), "HOME": str(work)}
+    prefix = macos_prefix(work) if confine else []
+    if prefix:
+        env["ZOO_SANDBOX"] = "macos"
+    return prefix, env
 
 
 def run_child(runtime_module: str, artifact: Path, request: dict[str, Any],
@@ -140,22 +166,13 @@ def run_child(runtime_module: str, artifact: Path, request: dict[str, Any],
     with tempfile.TemporaryDirectory(prefix="zoo-verify-") as work:
         folder = Path(work)
         result = folder / RESULT_FILE
-        copy = copy_artifact(artifact, folder)
-        if expected is not None:
-            actual = artifact_digest(copy)
-            if actual != expected:
-                raise ChildFailed(f"the artifact's bytes changed after they were checked "
-                                  f"(the copy hashes to {actual[:16]}…, the manifest says "
-                                  f"{expected[:16]}…): not run")
+        copy = private_copy(artifact, folder, expected)
         payload = {**request, "artifact": str(copy), "result": str(result),
                    "golden_source": golden_source(),
                    "runtime_source": runtime_source(runtime_module),
                    "confine": confine, "confine_source": CONFINE_SOURCE, "work": str(folder),
                    "memory": memory_limit}
-        env = {**child_env(), "TMPDIR": str(folder), "HOME": str(folder)}
-        prefix = macos_prefix(folder) if confine else []
-        if prefix:
-            env["ZOO_SANDBOX"] = "macos"
+        prefix, env = child_launch(folder, confine)
         try:
             proc = subprocess.run(
                 [*prefix, sys.executable, "-I", "-c", _CHILD], input=json.dumps(payload),
@@ -166,30 +183,33 @@ def run_child(runtime_module: str, artifact: Path, request: dict[str, Any],
             raise ChildFailed(f"the runtime did not finish within {time_limit:g} s "
                               "(raise it with --time-limit)") from None
         if proc.returncode != 0 or not result.is_file():
-            raise ChildFailed(_why(proc, memory_limit))
+            raise ChildFailed(failure_reason(proc.returncode, proc.stderr or "",
+                                             memory_limit if confine else None))
         try:
             return json.loads(result.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ChildFailed(f"the runtime's answer is unreadable: {exc}") from None
 
 
-_OUT_OF_MEMORY = ("MemoryError", "can't allocate memory", "DefaultCPUAllocator: can't allocate",
-                  "std::bad_alloc", "Cannot allocate memory", "out of memory")
+_OUT_OF_MEMORY = ("MemoryError", "can't allocate memory", "not enough memory", "std::bad_alloc",
+                  "Cannot allocate memory", "out of memory", "out_of_memory")
 
 
-def _why(proc: subprocess.CompletedProcess[str], memory_limit: int) -> str:
-    if any(sign in (proc.stderr or "") for sign in _OUT_OF_MEMORY) or \
-            proc.returncode == -signal.SIGKILL:
+def failure_reason(returncode: int, stderr: str, memory_limit: int | None) -> str:
+    """Why a child ended without an answer, in one line (naming the memory ceiling when the
+    runtime ran out of memory under it)."""
+    if memory_limit and (any(sign in stderr for sign in _OUT_OF_MEMORY)
+                         or returncode == -signal.SIGKILL):
         from zoo._core.settings import format_size
 
         return (f"the runtime exceeded the memory limit of {format_size(memory_limit)} "
                 "(raise it with --memory-limit)")
-    if proc.returncode < 0:
+    if returncode < 0:
         try:
-            name = signal.Signals(-proc.returncode).name
+            name = signal.Signals(-returncode).name
         except ValueError:
-            name = f"signal {-proc.returncode}"
+            name = f"signal {-returncode}"
         return f"the runtime crashed ({name}) loading or running the artifact"
-    lines = [ln.strip() for ln in (proc.stderr or "").splitlines() if ln.strip()]
-    tail = lines[-1] if lines else f"exit status {proc.returncode}"
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    tail = lines[-1] if lines else f"exit status {returncode}"
     return f"the runtime could not run the artifact: {tail[:300]}"

@@ -194,7 +194,7 @@ def _check_hashes(report: Report, artifact: Path, sidecar: Path, manifest: Manif
 
 
 def _check_embedded(report: Report, exporter: Any, artifact: Path, manifest: Manifest,
-                    time_limit: float) -> bool:
+                    time_limit: float, limits: RunLimits) -> bool:
     from zoo.export.isolated import ChildFailed, run_child
     from zoo.export.runtime import runtime_source
 
@@ -204,7 +204,8 @@ def _check_embedded(report: Report, exporter: Any, artifact: Path, manifest: Man
             and exporter.runtime_unavailable() is None:
         try:  # formats whose container only their runtime can parse (ExecuTorch)
             answer = run_child(exporter.runtime, artifact, {"action": "embedded"}, time_limit,
-                               expected=_expected_digest(manifest))
+                               expected=_expected_digest(manifest),
+                               memory_limit=limits.memory, confine=limits.confine)
             embedded, where = answer.get("embedded"), "read by the runtime in a child process"
         except ChildFailed as exc:
             return report.add("embedded manifest", False, str(exc))
@@ -367,7 +368,7 @@ def verify(path: Path, *, time_limit: float = 300.0,
     if provenance is not None and not report.add("signature", *provenance(artifact, sidecar,
                                                                           manifest)):
         return report
-    if not _check_embedded(report, exporter, artifact, manifest, time_limit):
+    if not _check_embedded(report, exporter, artifact, manifest, time_limit, limits):
         return report
     if not _check_policy(report, manifest):
         return report
