@@ -195,3 +195,144 @@ def test_a_constant_model_is_verified_with_a_warning(tmp_path: Path) -> None:
     assert report.verdict == "verified", report.checks
     assert report.warnings and "cannot tell it from a broken model" in report.warnings[0]
     assert report.as_dict()["warnings"] == report.warnings
+
+
+# -- zoo run --artifact and load_artifact: the same confined child ------------------------------
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from PIL import Image
+
+    from tests.test_imaging import make_image
+
+    path = tmp_path_factory.mktemp("pictures") / "street.png"
+    Image.fromarray(make_image(height=20, width=30)).save(path)
+    return path
+
+
+def _errors(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("zoo: error:")]
+
+
+@pytest.mark.skipif(not LANDLOCK, reason="Landlock confinement is Linux-only")
+def test_zoo_run_artifact_cannot_write_outside_its_folder(genuine: Path, tmp_path: Path,
+                                                          picture: Path) -> None:
+    target = tmp_path / "outside.bin"
+    target.write_bytes(b"\0" * 16)
+    artifact = hostile(genuine, tmp_path / "h", WRITER.format(target=target))
+    args = ["run", "single_conv", str(picture), "--artifact", str(artifact),
+            "-o", str(tmp_path / "out")]
+    proc = run_zoo(args)
+    assert target.read_bytes() == b"\0" * 16, "the artifact wrote outside its folder"
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    (error,) = _errors(proc.stderr)
+    assert "the runtime could not run the artifact" in error and str(target) in error
+    assert not (tmp_path / "out").exists()
+    # in zoo's own process, the same artifact does write: --in-process means what it says
+    loose = run_zoo([*args, "--in-process", "--json"])
+    assert loose.returncode == 0, loose.stderr
+    assert target.read_bytes() == b"A" * 16
+    report = json.loads(loose.stdout)
+    assert report["in_process"] is True and report["confinement"] is None
+
+
+def test_zoo_run_artifact_stops_at_the_memory_ceiling(genuine: Path, tmp_path: Path,
+                                                      picture: Path) -> None:
+    artifact = hostile(genuine, tmp_path / "h", '''
+        big = torch.ones(3 << 28)  # 3 GiB of float32
+        return torch.zeros(1, 23, x.shape[2], x.shape[3]) + big[0]
+    ''')
+    proc = run_zoo(["run", "single_conv", str(picture), "--artifact", str(artifact),
+                    "--memory-limit", "1GiB", "-o", str(tmp_path / "out")])
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (error,) = _errors(proc.stderr)
+    assert error.endswith("the runtime exceeded the memory limit of 1.0 GiB (raise it with "
+                          "--memory-limit)"), error
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--in-process"], "--in-process applies to an --artifact"),
+    (["--memory-limit", "2GiB"], "--memory-limit applies to an --artifact"),
+    (["--artifact", "{artifact}", "--in-process", "--memory-limit", "2GiB"],
+     "drop one of them"),
+    (["--artifact", "{artifact}", "--memory-limit", "lots"], "not a size"),
+])
+def test_zoo_run_confinement_flags_are_checked(genuine: Path, picture: Path,
+                                               args: list[str], message: str) -> None:
+    artifact = str(genuine / "single_conv.pt")
+    proc = run_zoo(["run", "single_conv", str(picture), "--weights", "none",
+                    *[a.format(artifact=artifact) for a in args]]
+                   if "--artifact" not in args else
+                   ["run", "single_conv", str(picture), *[a.format(artifact=artifact)
+                                                          for a in args]])
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_load_artifact_runs_in_a_confined_child_unless_in_process(genuine: Path,
+                                                                  picture: Path) -> None:
+    import numpy as np
+
+    from zoo.runner import UntrainedWarning, load_artifact
+
+    artifact = genuine / "single_conv.pt"
+    with pytest.warns(UntrainedWarning):
+        confined = load_artifact(artifact)
+    with pytest.warns(UntrainedWarning):
+        local = load_artifact(artifact, in_process=True)
+    with confined:
+        proc = confined.module._proc  # the child serving it
+        assert proc.poll() is None
+        if LANDLOCK:
+            assert confined.unconfined is None, confined.confinement
+            assert confined.confinement["filesystem"].startswith("landlock")
+        np.testing.assert_array_equal(confined.predict(picture), local.predict(picture))
+    assert proc.poll() is not None  # closed with the predictor
+    assert (local.confinement, local.unconfined) == (None, "--in-process")
+
+
+# -- the confinement itself, without torch ------------------------------------------------------
+
+
+PROBE = '''
+import json, socket, sys, types
+request = json.loads(sys.argv[1])
+mod = types.ModuleType("zoo_confine")
+exec(request["source"], mod.__dict__)
+info = mod.confine(request["work"], 1 << 30)
+found = {"info": info}
+for name, family, kind in (("tcp", socket.AF_INET, socket.SOCK_STREAM),
+                           ("udp", socket.AF_INET, socket.SOCK_DGRAM),
+                           ("unix", socket.AF_UNIX, socket.SOCK_STREAM)):
+    try:
+        socket.socket(family, kind).close()
+        found[name] = "made"
+    except OSError as exc:
+        found[name] = type(exc).__name__
+for name in ("inside", "outside"):
+    try:
+        with open(request[name], "w") as fh:
+            fh.write("x")
+        found[name] = "written"
+    except OSError as exc:
+        found[name] = type(exc).__name__
+print(json.dumps(found))
+'''
+
+
+@pytest.mark.skipif(not LANDLOCK, reason="Landlock confinement is Linux-only")
+def test_the_confined_child_makes_no_socket_and_writes_only_its_folder(tmp_path: Path) -> None:
+    from zoo.export.sandbox import CONFINE_SOURCE
+
+    work = tmp_path / "work"
+    work.mkdir()
+    request = {"source": CONFINE_SOURCE, "work": str(work), "inside": str(work / "ok.txt"),
+               "outside": str(tmp_path / "evil.pth")}
+    proc = subprocess.run([sys.executable, "-I", "-c", PROBE, json.dumps(request)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert found["info"]["problems"] == [], found
+    assert (found["tcp"], found["udp"], found["unix"]) == ("PermissionError",) * 3, found
+    assert (found["inside"], found["outside"]) == ("written", "PermissionError"), found
+    assert not (tmp_path / "evil.pth").exists()

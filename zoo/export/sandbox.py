@@ -10,8 +10,9 @@ memory)`` first thing, before it imports a runtime or opens the artifact:
   anywhere, write only inside the child's private folder (and ``/dev/null``); with Landlock
   ABI 4+ no TCP bind or connect; with ABI 6+ no signals to, and no abstract sockets of,
   processes outside the sandbox;
-* no network: a fresh network namespace where the kernel allows one (``unshare``), else
-  Landlock's TCP rules.
+* no network: a fresh network namespace where the kernel allows one (``unshare``), and a
+  seccomp filter that fails every ``socket()`` (x86_64, aarch64; also ``io_uring_setup``),
+  else Landlock's TCP rules.
 
 On macOS the child is started under ``sandbox-exec`` with a profile that denies writes
 outside its folder and all network (:func:`macos_prefix`). Where nothing can confine it, the
@@ -64,6 +65,37 @@ def _network(libc):
         if libc.unshare(flags) == 0:
             return "network namespace"
     return None
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+_SECCOMP = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # audit arch, socket
+
+
+def _no_sockets(libc):
+    """seccomp (needs no_new_privs): socket() and io_uring_setup() fail with EACCES, and so
+    does every system call of another ABI (x32, i386). No TCP, UDP, Unix or netlink socket
+    can be made, network namespace or not."""
+    import platform
+    if platform.machine() not in _SECCOMP:
+        return False
+    arch, socket_nr = _SECCOMP[platform.machine()]
+    deny, allow = 0x00050000 | 13, 0x7FFF0000  # SECCOMP_RET_ERRNO | EACCES, SECCOMP_RET_ALLOW
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, JMP|JGE|K, RET|K
+    program = [(ld, 0, 0, 4), (jeq, 1, 0, arch), (ret, 0, 0, deny),  # A = arch
+               (ld, 0, 0, 0), (jge, 3, 0, 0x40000000),  # A = nr; x32 system calls
+               (jeq, 2, 0, socket_nr), (jeq, 1, 0, 425),  # socket, io_uring_setup
+               (ret, 0, 0, allow), (ret, 0, 0, deny)]
+    filters = (_SockFilter * len(program))(*[_SockFilter(*ins) for ins in program])
+    prog = _SockFprog(len(program), filters)
+    return libc.prctl(22, 2, ctypes.byref(prog), 0, 0) == 0  # PR_SET_SECCOMP, MODE_FILTER
 
 
 def _landlock(libc, work):
@@ -121,6 +153,8 @@ def confine(work, memory):
     if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         info["problems"].append("no_new_privs refused")
     info["network"] = _network(libc)
+    if _no_sockets(libc):
+        info["network"] = " + ".join(filter(None, [info["network"], "seccomp (no sockets)"]))
     abi, why = _landlock(libc, work)
     if abi is None:
         info["problems"].append(why)

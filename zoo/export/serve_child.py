@@ -96,7 +96,9 @@ def main() -> None:
             pred = pred.detach().to(torch.float32).contiguous()
             write_frame(reply, {"shape": list(pred.shape)}, memoryview(pred.numpy()).cast("B"))
         except Exception as exc:  # the runtime's own failure, reported for this input
-            write_frame(reply, {"error": f"{type(exc).__name__}: {exc}"})
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            last = lines[-1] if lines else ""  # TorchScript puts its traceback first
+            write_frame(reply, {"error": f"{type(exc).__name__}: {last}"})
 
 
 if __name__ == "__main__":
