@@ -117,5 +117,5 @@ def test_a_runtime_may_return_numpy_and_a_wrong_type_is_named() -> None:
     as_tensor = summarize(torch.from_numpy(logits), 0)
     assert as_numpy == as_tensor
     assert summarize(select_output({"out": logits}, "out"), 0) == as_tensor
-    with pytest.raises(TypeError, match="must be a torch.Tensor or a numpy array"):
+    with pytest.raises(TypeError, match=r"must be a torch\.Tensor or a numpy array"):
         select_output("not a tensor", None)

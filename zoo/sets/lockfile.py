@@ -4,8 +4,9 @@ TOML, one ``[[artifact]]`` block per artifact in key order, every file with its 
 sha256, the manifest's hash, the weights' sha256, the export identity, the store record and
 signer when the bytes came from a team store, and the zoo and plugin code that made them.
 Nothing in it depends on how a run was executed (processes, shards, cache hits), so every
-execution mode writes the same lock. The second line holds a sha256 of the rest: a lock edited by hand is refused, and a
-lock written by a newer zoo names the version it needs. Written atomically, last.
+execution mode writes the same lock. The second line holds a sha256 of the rest: a lock
+edited by hand is refused, and a lock written by a newer zoo names the version it needs.
+Written atomically, last.
 """
 
 from __future__ import annotations
