@@ -36,6 +36,11 @@ ZOO_MAX_IMAGE_PIXELS pixels (default 89478485, Pillow's own limit) and a side ra
 most ZOO_MAX_IMAGE_ASPECT (default 20); raise them for images you trust. The three PNGs of an
 image are written all or none.
 
+an --artifact runs in a confined child process, like `zoo verify`'s golden run: a private
+copy of exactly the bytes its manifest records, a memory ceiling (--memory-limit, default
+8GiB), no network, no writes outside its folder (docs/security.md, "Confined runs");
+--in-process loads it into zoo's own process instead, unconfined.
+
 the eager model's weights come from the cache, then the team store when ZOO_STORE is set
 (cards pinning a full sha256, checked like any mirror; unset it to skip), then the URLs.
 
