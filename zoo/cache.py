@@ -125,12 +125,45 @@ class CacheEntry:
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """The outcome of re-hashing one blob."""
+    """The outcome of re-checking one blob."""
 
     sha256: str
     path: Path
     ok: bool
     actual: str | None  # what the bytes hash to (None when unreadable)
+    #: Why bytes that hash to their name are still bad (empty, an HTML page, not a weights
+    #: file), or None.
+    problem: str | None = None
+
+
+#: How much of a body :func:`body_problem` reads to recognise text.
+_SNIFF = 512
+
+
+def body_problem(path: Path) -> str | None:
+    """Why the downloaded body at ``path`` is certainly not a weights file, or None: it is
+    empty, an HTML page (a server's error or login page answered with 200), or a damaged ZIP
+    (``torch.save``'s format, checked strictly from its central directory). Anything else is
+    judged when it is loaded (:mod:`zoo.build`), which removes a cached download that fails.
+    Reads the head of the file and the ZIP's directory only."""
+    from zoo.export.containers import ContainerError, check_zip
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_SNIFF)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if not head:
+        return "an empty body"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "an HTML page, not a weights file (a server's error or login page?)"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            check_zip(path, "the body")
+        except ContainerError as exc:
+            return f"a damaged ZIP, not a weights file ({str(exc).removeprefix('the body: ')})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -450,12 +483,13 @@ class WeightsCache:
                 actual: str | None = sha256_file(blob)
             except OSError:
                 actual = None
-            ok = actual == sha
+            problem = body_problem(blob) if actual == sha else None
+            ok = actual == sha and problem is None
             if ok:
                 self.trusted(sha)  # refresh a stale or damaged sidecar
             elif remove:
                 self._remove(sha)
-            results.append(VerifyResult(sha, blob, ok, actual))
+            results.append(VerifyResult(sha, blob, ok, actual, problem))
         for name in _listdir(self.blobs):
             stem = name[:-5] if name.endswith(".json") else ""
             if HEX64.match(stem) and not self.blob_path(stem).exists():
@@ -532,6 +566,15 @@ class WeightsCache:
                     remove_path(self.index / memo)
         return chosen
 
+    def reject(self, sha256: str) -> bool:
+        """Remove a blob whose bytes failed a check after download (they hash to their name
+        but are not usable weights), with its sidecar and every URL index record naming it,
+        so the next resolution downloads again; whether there was one to remove."""
+        if not HEX64.match(sha256) or not self.blob_path(sha256).exists():
+            return False
+        self._remove(sha256)
+        return True
+
     def _remove(self, sha256: str) -> None:
         remove_path(self.blob_path(sha256))
         remove_path(self.blob_path(sha256).with_name(f"{sha256}.json"))
@@ -544,6 +587,15 @@ class WeightsCache:
                     remove_path(self.index / name)
 
     list = entries  # ``cache.list()`` reads like the command it backs
+
+
+def reject_cached(path: Path, sha256: str) -> bool:
+    """Remove ``path`` from its weights cache when it is a cached blob (``.../sha256/<hex>``
+    named by ``sha256``) that failed a check after download; False for any other file (a
+    user's local weights are never touched)."""
+    if path.name != sha256 or path.parent.name != "sha256" or not HEX64.match(sha256):
+        return False
+    return WeightsCache(path.parent.parent).reject(sha256)
 
 
 def _listdir(folder: Path) -> list[str]:

@@ -35,7 +35,7 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
-from zoo.cache import CacheEntry, WeightsCache
+from zoo.cache import CacheEntry, WeightsCache, body_problem
 from zoo.download import (
     DEFAULT_MAX_SIZE,
     DEFAULT_MIN_RATE,
@@ -436,6 +436,12 @@ class _Context:
                 errors.append(exc)
                 if self.ends is not None and time.monotonic() >= self.ends:
                     break
+                continue
+            problem = body_problem(result.path)
+            if problem is not None:  # a 200 with a bad body never enters the cache
+                result.path.unlink(missing_ok=True)
+                errors.append(DownloadError(
+                    f"{redact_url(url)} answered with {problem}; nothing was cached"))
                 continue
             return cache.add(result.path, result.sha256, url=url, ref=ref)
         detail = "; ".join(str(e) for e in errors)

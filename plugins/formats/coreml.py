@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ExportError
 from zoo.export.base import Exporter, ExportOptions, Finding, Prepared
+from zoo.export.containers import ContainerError, FolderLimits, check_folder, name_problem
 from zoo.manifest import EMBEDDED_NAME
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ DROPPED_FILES = ("executorch_debug_handle_mapping.json",)
 CONVERSION_DATE_KEY = "com.github.apple.coremltools.conversion_date"
 MAX_SPEC_BYTES = 256 * 1024 * 1024
 MAX_MANIFEST_BYTES = 1024 * 1024
+#: Bounds on the package folder (its weights may be large; its file count is not).
+PACKAGE_LIMITS = FolderLimits(max_files=1000)
 _ID_NAMESPACE = uuid.UUID("6f7a6f6f-636f-7265-6d6c-7061636b6167")
 NOT_ON_LINUX = "Core ML runs only on macOS (coremltools cannot run predictions on Linux)"
 
@@ -213,6 +216,15 @@ class CoreMLExporter(Exporter):
             return None
         return dict(spec.description.metadata.userDefined).get(METADATA_KEY)
 
+    def check_container(self, path: Path) -> str | None:
+        """Why the package is refused (links, odd names, oversized files, files and
+        ``Manifest.json`` that disagree, an unreadable specification), or None."""
+        try:
+            read_spec(path)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def inspect(self, path: Path, manifest: Manifest) -> list[Finding]:
         """Package layout, model type, input and output names/shapes/dtypes, the card's
         contract (channels), metadata manifest and weight precision, without running."""
@@ -337,6 +349,10 @@ def read_spec(path: Path) -> Any:
         raise ValueError(f"{path.name} is not a .mlpackage folder")
     manifest_path = path / MANIFEST_FILE
     try:
+        files = dict(check_folder(path, path.name, PACKAGE_LIMITS))
+    except ContainerError as exc:
+        raise ValueError(str(exc)) from None
+    try:
         if manifest_path.is_symlink() or manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
             raise ValueError(f"{MANIFEST_FILE} is a link or too large")
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -344,6 +360,7 @@ def read_spec(path: Path) -> Any:
         rel = str(entry["path"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{MANIFEST_FILE} is missing or unreadable: {exc}") from None
+    _check_listing(path.name, manifest, files)
     parts = Path(rel).parts
     if Path(rel).is_absolute() or ".." in parts or "\\" in rel or not parts:
         raise ValueError(f"{MANIFEST_FILE} names the model outside the package: {rel!r}")
@@ -367,6 +384,33 @@ def read_spec(path: Path) -> Any:
     except Exception as exc:  # protobuf's DecodeError and friends
         raise ValueError(f"model.mlmodel is not a Core ML specification: {exc}") from None
     return spec
+
+
+def _check_listing(name: str, manifest: Any, files: dict[str, int]) -> None:
+    """``Manifest.json`` and the folder agree: the package holds only ``Manifest.json`` and
+    ``Data/``; every item is a plain path inside ``Data/`` that exists; every file in
+    ``Data/`` belongs to an item. Raises :class:`ValueError`."""
+    entries = manifest.get("itemInfoEntries") if isinstance(manifest, dict) else None
+    if not isinstance(entries, dict):
+        raise ValueError(f"{MANIFEST_FILE} has no itemInfoEntries")
+    items: list[str] = []
+    for key, entry in entries.items():
+        rel = entry.get("path") if isinstance(entry, dict) else None
+        problem = name_problem(rel) if isinstance(rel, str) else "no path"
+        if problem is not None:
+            raise ValueError(f"{MANIFEST_FILE}: item {str(key)[:40]!r}: {problem}")
+        item = f"Data/{rel.rstrip('/')}"
+        if item not in files and not any(f.startswith(item + "/") for f in files):
+            raise ValueError(f"{MANIFEST_FILE} names {rel!r}, which the package does not hold")
+        items.append(item)
+    for file in files:
+        if file == MANIFEST_FILE:
+            continue
+        if not file.startswith("Data/"):
+            raise ValueError(f"{name}: {file} is outside Data/ (a package holds only "
+                             f"{MANIFEST_FILE} and Data/)")
+        if not any(file == item or file.startswith(item + "/") for item in items):
+            raise ValueError(f"{name}: {file} belongs to no item of {MANIFEST_FILE}")
 
 
 def _array_shape(feature: Any) -> list[int]:

@@ -79,12 +79,25 @@ class OnnxExporter(Exporter):
             return None
         return next((p.value for p in graph.metadata_props if p.key == METADATA_KEY), None)
 
+    def check_container(self, path: Path) -> str | None:
+        """Why the model is refused, or None: it must parse, and every tensor (initializers,
+        sparse initializers, constants, in the graph, its subgraphs and functions) must hold
+        its bytes in the file: external data would load bytes no hash covers."""
+        graph = _load_graph(path)
+        if graph is None:
+            return f"{path.name} is not a readable ONNX model"
+        return external_data_problem(graph, path.name)
+
     def inspect(self, path: Path, manifest: Manifest) -> list[Finding]:
-        """Graph checker, input/output names and ranks, float32 I/O, output channels."""
+        """No external data, graph checker, input/output names and ranks, float32 I/O, output
+        channels."""
         graph = _load_graph(path)
         if graph is None:
             return [Finding("graph", False, "not a readable ONNX model")]
-        findings = []
+        problem = external_data_problem(graph, path.name)
+        if problem is not None:
+            return [Finding("external data", False, problem)]
+        findings = [Finding("external data", True, "every tensor is stored in the file")]
         try:
             import onnx
 
@@ -104,6 +117,57 @@ def _load_graph(path: Path) -> Any:
         return onnx.load(str(path), load_external_data=False)
     except Exception:
         return None
+
+
+def _tensors(graph: Any, where: str) -> Any:
+    """(where, TensorProto) for every tensor a graph holds, its subgraphs' too."""
+    for tensor in graph.initializer:
+        yield where, tensor
+    for sparse in graph.sparse_initializer:
+        yield where, sparse.values
+        yield where, sparse.indices
+    for node in graph.node:
+        yield from _node_tensors(node, where)
+
+
+def _node_tensors(node: Any, where: str) -> Any:
+    for attribute in node.attribute:
+        inner = f"{where}, node {node.name or node.op_type!r} attribute {attribute.name!r}"
+        if attribute.HasField("t"):
+            yield inner, attribute.t
+        yield from ((inner, t) for t in attribute.tensors)
+        if attribute.HasField("sparse_tensor"):
+            yield inner, attribute.sparse_tensor.values
+            yield inner, attribute.sparse_tensor.indices
+        for sparse in attribute.sparse_tensors:
+            yield inner, sparse.values
+            yield inner, sparse.indices
+        if attribute.HasField("g"):
+            yield from _tensors(attribute.g, inner)
+        for sub in attribute.graphs:
+            yield from _tensors(sub, inner)
+
+
+def external_data_problem(model: Any, name: str) -> str | None:
+    """Why ``model`` (a parsed ``ModelProto``) is refused for external data, or None: a
+    tensor whose ``data_location`` is EXTERNAL or that lists ``external_data`` entries."""
+    import onnx
+
+    def tensors() -> Any:
+        yield from _tensors(model.graph, "graph")
+        for function in model.functions:
+            for node in function.node:
+                yield from _node_tensors(node, f"function {function.name!r}")
+
+    for where, tensor in tensors():
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            location = next((e.value for e in tensor.external_data if e.key == "location"),
+                            "?")
+            return (f"{name}: tensor {tensor.name!r} ({where}) keeps its data outside the file "
+                    f"(external data {location[:80]!r}); zoo refuses external data, whose bytes "
+                    "no manifest hash covers: re-export the model with its weights inside "
+                    "(onnx.save_model(..., save_as_external_data=False))")
+    return None
 
 
 def _dims(value_info: Any) -> list[Any]:

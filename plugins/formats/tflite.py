@@ -32,6 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ExportError
 from zoo.export.base import Exporter, ExportOptions, Finding, Prepared
+from zoo.export.containers import (
+    ContainerError,
+    ZipEntry,
+    ZipLimits,
+    check_zip,
+    read_zip_entry,
+)
 from zoo.manifest import EMBEDDED_NAME
 
 if TYPE_CHECKING:
@@ -43,6 +50,9 @@ if TYPE_CHECKING:
 TFLITE_IDENTIFIER = b"TFL3"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 MAX_EMBEDDED_BYTES = 16 * 1024 * 1024
+#: The appended ZIP holds a few small text files (the manifest and its companions).
+EMBEDDED_LIMITS = ZipLimits(max_entries=64, max_entry_size=MAX_EMBEDDED_BYTES,
+                            max_total_size=4 * MAX_EMBEDDED_BYTES)
 #: TFLite TensorType values (schema.fbs) for the types this exporter writes.
 TENSOR_TYPES = {0: "FLOAT32", 1: "FLOAT16", 2: "INT32", 3: "UINT8", 9: "INT8"}
 
@@ -101,11 +111,28 @@ class TFLiteExporter(Exporter):
         path.write_bytes(with_associated_files(prepared.module, embedded))
 
     def read_embedded(self, path: Path) -> str | None:
-        return read_associated_file(path, EMBEDDED_NAME)
+        """``manifest.json`` from the appended ZIP, which must pass the strict checks
+        (:meth:`check_container`); None otherwise."""
+        try:
+            return read_associated_file(path, EMBEDDED_NAME)
+        except ContainerError:
+            return None
+
+    def check_container(self, path: Path) -> str | None:
+        """Why the appended ZIP of associated files is refused (duplicate or unsafe names,
+        oversized or inconsistent entries), or None when it is sound or absent."""
+        try:
+            associated_files(path)
+        except ContainerError as exc:
+            return str(exc)
+        return None
 
     def inspect(self, path: Path, manifest: Manifest) -> list[Finding]:
-        """Flatbuffer identifier, subgraph 0's input and output shapes and types and the
-        manifest's channels, parsed without running."""
+        """The appended ZIP (strictly), flatbuffer identifier, subgraph 0's input and output
+        shapes and types and the manifest's channels, parsed without running."""
+        problem = self.check_container(path)
+        if problem is not None:
+            return [Finding("container", False, problem)]
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -187,16 +214,37 @@ def with_associated_files(flatbuffer: bytes, files: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
+def associated_files(path: Path) -> list[ZipEntry]:
+    """The entries of the ZIP appended to a ``.tflite`` (empty when there is none), after the
+    strict checks of :mod:`zoo.export.containers` (bare names, no duplicates, each entry at
+    most ``MAX_EMBEDDED_BYTES``); raises :class:`ContainerError`."""
+    if not _has_zip(path):
+        return []
+    return check_zip(path, f"the associated files of {path.name}", EMBEDDED_LIMITS)
+
+
 def read_associated_file(path: Path, name: str) -> str | None:
-    """The text of associated file ``name`` in a ``.tflite``, or None (size-bounded)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            info = archive.getinfo(name)
-            if info.file_size > MAX_EMBEDDED_BYTES:
-                return None
-            return archive.read(info).decode("utf-8")
-    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError, ValueError, EOFError):
+    """The text of associated file ``name`` in a ``.tflite``, or None when absent; raises
+    :class:`ContainerError` when the appended ZIP is refused."""
+    if not _has_zip(path):
         return None
+    data = read_zip_entry(path, name, f"the associated files of {path.name}",
+                          MAX_EMBEDDED_BYTES, EMBEDDED_LIMITS)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ContainerError(f"the associated files of {path.name}: {name} is not UTF-8 "
+                             "text") from None
+
+
+def _has_zip(path: Path) -> bool:
+    """Whether the file ends with a ZIP end-of-central-directory record (any archive)."""
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
 
 
 def _signature(data: bytes) -> tuple[list[tuple[str, list[int]]], list[tuple[str, list[int]]]]:

@@ -10,22 +10,25 @@ from __future__ import annotations
 import functools
 import io
 import warnings
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo_plugins.formats.lite_archive import canonicalize
 
 from zoo.errors import ExportError, UsageError
-from zoo.export.base import Exporter, ExportOptions, Prepared
+from zoo.export.base import Exporter, ExportOptions, Finding, Prepared
+from zoo.export.containers import ContainerError, ZipEntry, check_zip, read_zip_entry
 from zoo.manifest import EMBEDDED_NAME
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from zoo.manifest import Manifest
     from zoo.schema import ModelCard
 
 XNNPACK_SKIPPED = "skipped: XNNPACK is not available in this torch build"
+#: The largest extra file (the embedded manifest) read from an archive.
+MAX_EXTRA_BYTES = 16 * 1024 * 1024
 
 
 def xnnpack_available() -> bool:
@@ -76,15 +79,31 @@ def _prepare_script(model: nn.Module, example: Tensor, mobile: bool) -> Prepared
                     static_shape=method == "trace")
 
 
+def scripted_archive(path: Path) -> list[ZipEntry]:
+    """The entries of a TorchScript or lite archive after the strict checks of
+    :mod:`zoo.export.containers`, all inside one top-level folder (torch's layout); raises
+    :class:`ContainerError`."""
+    what = f"the archive {path.name}"
+    entries = check_zip(path, what)
+    tops = {e.name.split("/", 1)[0] for e in entries}
+    if len(tops) > 1 or any("/" not in e.name for e in entries):
+        raise ContainerError(f"{what}: entries outside one top-level folder "
+                             f"({', '.join(sorted(tops)[:3])})")
+    return entries
+
+
 def _read_zip_extra(path: Path, name: str) -> str | None:
+    """The extra file ``name`` of a strictly checked archive, or None (absent, refused,
+    not UTF-8, or larger than ``MAX_EXTRA_BYTES``)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            for entry in archive.namelist():
-                if entry.endswith(f"/extra/{name}"):
-                    return archive.read(entry).decode("utf-8")
-    except (zipfile.BadZipFile, OSError, KeyError):
+        entries = scripted_archive(path)
+        found = [e.name for e in entries if e.name.split("/", 1)[-1] == f"extra/{name}"]
+        if len(found) != 1:
+            return None
+        data = read_zip_entry(path, found[0], f"the archive {path.name}", MAX_EXTRA_BYTES)
+        return None if data is None else data.decode("utf-8")
+    except (ContainerError, UnicodeDecodeError):
         return None
-    return None
 
 
 class _ScriptedExporter(Exporter):
@@ -109,6 +128,21 @@ class _ScriptedExporter(Exporter):
 
     def read_embedded(self, path: Path) -> str | None:
         return _read_zip_extra(path, EMBEDDED_NAME)
+
+    def check_container(self, path: Path) -> str | None:
+        """Why the archive is refused (duplicate or unsafe names, oversized, bomb-like or
+        inconsistent entries), or None when it passes the strict checks."""
+        try:
+            scripted_archive(path)
+        except ContainerError as exc:
+            return str(exc)
+        return None
+
+    def inspect(self, path: Path, manifest: Manifest) -> list[Finding]:
+        """The archive, parsed strictly (its records are what the runtime loads)."""
+        problem = self.check_container(path)
+        return [Finding("container", problem is None, problem or
+                        "ZIP archive: unique, relative names; sizes and headers agree")]
 
     def quantize(
         self, model: nn.Module, batches: list[Tensor], card: ModelCard, options: ExportOptions

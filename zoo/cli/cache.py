@@ -131,7 +131,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.json:
         print_json({
             "files": [{"sha256": r.sha256, "path": str(r.path), "ok": r.ok, "actual": r.actual,
-                       "removed": not r.ok} for r in results],
+                       "problem": r.problem, "removed": not r.ok} for r in results],
             "leftovers": [{"path": str(x.path), "kind": x.kind, "size": x.size}
                           for x in leftovers],
             "repaired": [{"path": str(path), "problem": why} for path, why in cache.repaired],
@@ -139,7 +139,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         })
     else:
         for r in bad:
-            error_line(f"zoo: BAD {r.path}: bytes hash to {r.actual}; removed")
+            why = f"it holds {r.problem}" if r.problem else f"bytes hash to {r.actual}"
+            error_line(f"zoo: BAD {r.path}: {why}; removed (the next run downloads it again)")
         for x in leftovers:
             print(f"leftover: {x.path} ({x.kind}, {human_bytes(x.size)})")
         summary = f"{len(results) - len(bad)} ok, {len(bad)} bad (removed)"
