@@ -115,3 +115,15 @@ def test_a_card_dict_reads_a_dict_output_with_numpy_values() -> None:
         zoo.postprocess({"logits": logits}, card)
     with pytest.raises(TypeError, match="no 'output'"):
         zoo.postprocess(logits, {"name": "x"})
+
+
+def test_a_predictor_from_any_artifact_gives_labels(exports: Exports) -> None:
+    """Image in, labels out, through the format's runtime (confined by default)."""
+    artifact = exports["onnx"]
+    image = np.random.default_rng(3).integers(0, 256, size=(64, 96, 3), dtype=np.uint8)
+    with zoo.Predictor.from_artifact(artifact) as predictor:
+        labels = predictor.predict(image)
+    manifest = zoo.read_manifest(artifact)
+    with zoo.load_artifact(artifact, in_process=True) as inline:
+        expected = zoo.postprocess(inline(zoo.preprocess(image, manifest)), manifest, size=image)
+    assert labels.shape == (64, 96) and np.array_equal(labels, expected)

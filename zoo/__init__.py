@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from zoo.plugins import hookimpl
     from zoo.postprocessing import colorize, overlay, postprocess
     from zoo.preprocessing import preprocess
-    from zoo.runner import load
+    from zoo.runner import Predictor, load, load_artifact
     from zoo.schema import ModelCard, OutputContract, Preprocessing, WeightsSource
 
 __version__ = "0.1.0"
@@ -47,6 +47,8 @@ _LAZY = {
     "Manifest": "zoo.manifest",
     "hookimpl": "zoo.plugins",
     "load": "zoo.runner",
+    "load_artifact": "zoo.runner",
+    "Predictor": "zoo.runner",
     "postprocess": "zoo.postprocessing",
     "preprocess": "zoo.preprocessing",
 }
@@ -60,6 +62,7 @@ __all__ = [
     "ModelCard",
     "OutputContract",
     "PluginError",
+    "Predictor",
     "Preprocessing",
     "UnknownModelError",
     "UsageError",
@@ -71,6 +74,7 @@ __all__ = [
     "hookimpl",
     "list_models",
     "load",
+    "load_artifact",
     "overlay",
     "postprocess",
     "preprocess",

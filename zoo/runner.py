@@ -100,6 +100,13 @@ class Predictor:
                    list(card.palette), {k: list(v) for k, v in card.palettes.items()},
                    untrained, "eager", source)
 
+    @classmethod
+    def from_artifact(cls, path: str | Path, **options: Any) -> Predictor:
+        """Any artifact, run by its format's runtime (confined by default) with its
+        manifest's pre- and post-processing: ``predict(image)`` gives labels. Options as
+        :func:`load_artifact`."""
+        return load_artifact(path, **options)
+
     def palette_named(self, name: str | None) -> list[RGBTriple]:
         """The default palette (``None``/'default') or a named one; unknown names list choices."""
         return choose_palette(self.name, self.palette, self.palettes, name)
@@ -243,7 +250,10 @@ def load_artifact(path: str | Path, *, check_hash: bool = True, in_process: bool
     model = manifest.model
     if manifest.untrained:
         warnings.warn(untrained_message(model.name), UntrainedWarning, stacklevel=2)
-    return Predictor(model.name, module, model.preprocessing, manifest.output,
+    from zoo.preprocessing import preprocessing_of
+
+    # the manifest's preprocessing, at the size the artifact was exported at ('exact')
+    return Predictor(model.name, module, preprocessing_of(manifest), manifest.output,
                      list(model.labels), list(model.palette),
                      {k: list(v) for k, v in model.palettes.items()},
                      manifest.untrained, manifest.export.format, str(artifact),
