@@ -99,7 +99,8 @@ def test_verify_checks_structure_and_says_not_run(lraspp: tuple[Path, dict]) -> 
     assert not report.get("parity")  # nothing pretends to have run
     text = run_zoo(["verify", str(artifact), "--require-run"])
     assert text.returncode == 1
-    assert "CHECKED, NOT RUN" in text.stdout and "\nVERIFIED" not in text.stdout
+    assert "NOT VERIFIED (--require-run: the golden inputs did not run" in text.stdout
+    assert "\nVERIFIED" not in text.stdout
 
 
 def test_changed_or_extra_files_fail_verify(lraspp: tuple[Path, dict], tmp_path: Path) -> None:

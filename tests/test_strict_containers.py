@@ -196,8 +196,8 @@ def test_onnx_external_data_is_refused_by_verify(onnx_external: Path) -> None:
     report = json.loads(proc.stdout)
     checks = {c["name"]: c for c in report["checks"]}
     assert proc.returncode == 1 and not report["ran"]
-    assert not checks["external data"]["ok"]
-    assert "weights.bin" in checks["external data"]["detail"]
+    assert not checks["container"]["ok"]  # refused before anything else reads it
+    assert "weights.bin" in checks["container"]["detail"]
 
 
 def test_onnx_external_data_in_a_subgraph_is_found(tmp_path: Path) -> None:
@@ -230,8 +230,6 @@ def test_onnx_external_data_is_not_run_by_zoo_run(onnx_external: Path, tmp_path:
     assert not any((tmp_path / "res").glob("*.png"))
 
 
-@pytest.mark.xfail(strict=True, reason="zoo.runner.load_artifact does not yet call "
-                   "exporter.check_container (owned elsewhere; see the issue note)")
 def test_onnx_external_data_is_not_loaded_in_process(onnx_external: Path,
                                                      tmp_path: Path) -> None:
     from PIL import Image

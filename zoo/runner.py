@@ -240,6 +240,10 @@ def load_artifact(path: str | Path, *, check_hash: bool = True, in_process: bool
                 f"after export: re-export it, or see `zoo verify {artifact}`"
             )
     exporter = artifact_exporter(manifest.export.format)
+    refused = exporter.check_container(artifact)
+    if refused is not None:
+        raise ZooError(f"{artifact}: its container is refused: {refused}; nothing was loaded "
+                       f"(see `zoo verify {artifact}`)")
     options = {**manifest.export.options, "threads": torch.get_num_threads()}
     expected = facts.sha256 if check_hash and facts is not None else None
     if in_process:

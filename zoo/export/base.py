@@ -248,6 +248,13 @@ class Exporter(abc.ABC):
         (file name -> text; ``manifest.json`` at least) stored inside it. Same inputs must give
         the same bytes. The caller moves it into place atomically and cleans up on failure."""
 
+    def check_container(self, path: Path) -> str | None:
+        """Why the artifact's container is refused (duplicate, unsafe or oversized entries,
+        external data, links in a folder ...), or None. Parses only, on untrusted bytes;
+        called by ``zoo verify`` and before any artifact is loaded (see
+        :mod:`zoo.export.containers` for the shared checker)."""
+        return None
+
     def read_embedded(self, path: Path) -> str | None:
         """The manifest JSON embedded in the artifact, or None. Runs in zoo's process on
         untrusted bytes: it must not execute the artifact (parse the container only)."""

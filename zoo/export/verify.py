@@ -368,6 +368,9 @@ def verify(path: Path, *, time_limit: float = 300.0,
     if provenance is not None and not report.add("signature", *provenance(artifact, sidecar,
                                                                           manifest)):
         return report
+    refused = exporter.check_container(artifact)
+    if not report.add("container", refused is None, refused or "every entry checked"):
+        return report  # duplicate manifests, unsafe names, bombs, external data: not read
     if not _check_embedded(report, exporter, artifact, manifest, time_limit, limits):
         return report
     if not _check_policy(report, manifest):
