@@ -6,8 +6,9 @@ Every hop of a download (the URL the user typed, a mirror's URL, each redirect) 
 (:func:`follow_redirect`). URLs are written into records, manifests and messages only as
 :func:`redact_url` leaves them: no user info (``user:pass@``) and no query values
 (``?token=``, ``X-Amz-Signature=``), which is where secrets live in URLs. Records that need
-to recognise a URL again key it by :func:`url_digest` of the full URL. Nothing here touches
-the network.
+to recognise a URL again key it by :func:`url_digest` of the full URL. Free text that may hold
+URLs or signed-request parameters (exception texts from botocore, s3fs, aiohttp) passes
+:func:`redact_text` before it is printed. Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ MAX_REDIRECTS = 10
 _HEX_PIN = re.compile(r"^([0-9a-fA-F]{64}|[0-9a-fA-F]{8})$")
 _QUERY_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
+#: a URL inside free text: scheme://, then anything up to white space or a quote
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,15}://[^\s'\"<>`]+")
+#: ``name=value`` pairs whose value is a secret (signed URLs, tokens, passwords), anywhere
+_SECRET_PARAM = re.compile(
+    r"(?i)(?<![A-Za-z0-9_\-])((?:x-amz-(?:signature|security-token|credential)|x-goog-"
+    r"(?:signature|credential)|signature|sig|token|access_token|id_token|refresh_token|"
+    r"session_token|security_token|api_key|apikey|secret|secret_key|secret_access_key|"
+    r"aws_secret_access_key|client_secret|password|passwd|awsaccesskeyid)\s*=\s*)"
+    r"(?!\*\*\*)([^&\s'\",;)\]}]+)")
 
 
 def is_loopback(host: str | None) -> bool:
@@ -49,6 +59,26 @@ def redact_url(url: str) -> str:
         netloc = "***@" + netloc.rpartition("@")[2]
     query = "&".join(_redact_param(p) for p in parts.query.split("&")) if parts.query else ""
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message, a warning, a table cell) with every secret a URL can carry
+    masked: the user info of each URL in it (``s3://user:secret@host`` -> ``s3://***@host``)
+    and the value of every secret-named parameter (``X-Amz-Signature=``, ``token=``,
+    ``password=`` ..., in a URL's query or on its own). Other query values stay readable."""
+    if "=" not in text and "@" not in text and ":" not in text:
+        return text  # the common case, answered fast
+    text = _URL_IN_TEXT.sub(lambda m: _mask_userinfo(m.group()), text)
+    return _SECRET_PARAM.sub(lambda m: m.group(1) + "***", text)
+
+
+def _mask_userinfo(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc = rest[:end]
+    if "@" not in netloc:
+        return url
+    return f"{scheme}{sep}***@{netloc.rpartition('@')[2]}{rest[end:]}"
 
 
 def _redact_param(param: str) -> str:

@@ -1,4 +1,12 @@
-"""Shared CLI output helpers: rich consoles for humans, plain JSON for machines."""
+"""Shared CLI output helpers: rich consoles for humans, plain JSON for machines.
+
+This is the printing edge: every line zoo writes for a human passes :func:`shown` (through
+:func:`error_line`, or the consoles :func:`stdout_console` makes), so text that came from a
+card, a store, a plugin or an exception can neither carry a credential (URL user info,
+signed-URL parameters: :func:`zoo.urls.redact_text`) nor steer the terminal (control
+characters are shown escaped: :func:`zoo._core.names.printable`). JSON escapes control
+characters itself and keeps data as it is.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +20,24 @@ if TYPE_CHECKING:  # rich costs ~30 ms to import: only commands that draw with i
     from rich.console import Console
 
 
+def shown(text: str) -> str:
+    """``text`` as it may reach a terminal: secrets masked, control characters escaped."""
+    from zoo._core.names import printable
+    from zoo.urls import redact_text
+
+    return printable(redact_text(text))
+
+
 def stdout_console() -> Console:
-    """A console for results (tables, panels) on stdout; wide when piped so nothing is cut."""
+    """A console for results (tables, panels) on stdout; wide when piped so nothing is cut.
+    Every string it renders (``print`` arguments, table cells) passes :func:`shown` first."""
     from rich.console import Console
 
-    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+    class _SafeConsole(Console):
+        def render_str(self, text: str, **kwargs: Any) -> Any:
+            return super().render_str(shown(text), **kwargs)
+
+    return _SafeConsole(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
 
 
 def print_json(data: Any) -> None:
@@ -25,10 +46,9 @@ def print_json(data: Any) -> None:
 
 
 def error_line(message: str) -> None:
-    """One line on stderr, red on a terminal; never wrapped; control characters escaped."""
-    from zoo._names import printable
-
-    text = printable(" ".join(message.split()))
+    """One line on stderr, red on a terminal; never wrapped; control characters escaped and
+    credentials masked (:func:`shown`)."""
+    text = " ".join(shown(message).split())
     if sys.stderr.isatty():
         text = f"\x1b[31m{text}\x1b[0m"
     sys.stderr.write(text + "\n")

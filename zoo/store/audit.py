@@ -36,6 +36,7 @@ class AuditMixin(RecordsMixin):
         that are not part of the layout. Changes nothing."""
         say = progress or _no_progress
         report = VerifyReport(self.url)
+        self.transport.check_root()  # a missing or unreachable store is an error, not empty
         objects = dict(self.transport.list(OBJECTS))
         record_keys = [k for k, _ in self.transport.list(RECORDS)]
         report.stray = [k for k in record_keys if not RECORD_KEY.fullmatch(k)] + \
@@ -91,6 +92,9 @@ class AuditMixin(RecordsMixin):
             report.weights.append({"key": key, "size": size, "problem": problem})
         if self.transport.local is not None:
             report.leftovers = [k for k, _ in self.transport.list("tmp/")]
+        # symbolic links, FIFOs, devices in a file:// store: refused, never read
+        report.stray += sorted(k for k in self.transport.refused
+                               if k not in report.stray and not RECORD_KEY.fullmatch(k))
         report.unreferenced = sorted(OBJECTS + sha for key in objects
                                      if (m := OBJECT_KEY.fullmatch(key))
                                      and (sha := m.group(1)) not in referenced)
@@ -101,6 +105,8 @@ class AuditMixin(RecordsMixin):
         key = OBJECTS + sha
         if key not in present:
             return "object missing"
+        if key in self.transport.refused:
+            return self.transport.refused[key]
         if present[key] != size:
             return f"object has {present[key]} bytes, the record says {size}"
         return self._check_blob(key, sha, size, report, say, total)
@@ -108,6 +114,8 @@ class AuditMixin(RecordsMixin):
     def _check_blob(self, key: str, sha: str, size: int, report: VerifyReport, say: Progress,
                     total: int) -> str | None:
         """Download ``key`` (``size`` bytes) and check that it hashes to ``sha``."""
+        if key in self.transport.refused:
+            return self.transport.refused[key]
         start = report.bytes_hashed
 
         def step(n: int) -> None:

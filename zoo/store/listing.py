@@ -101,6 +101,7 @@ class RecordsMixin(StoreBase):
         that cannot be read or parsed is yielded with ``error`` set."""
         import fnmatch
 
+        self.transport.check_root()  # a missing or unreachable store is an error, not empty
         keys = [k for k, _size in self.transport.list(RECORDS)]
         tombs = self.tombstones()
         for key, record, error in self._read_records(keys):

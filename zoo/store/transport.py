@@ -15,26 +15,37 @@ publish leaves its parts; the next one lists them, checks their MD5 ETags agains
 bytes and sends only what is missing), and large downloads fetch ranges concurrently while a
 worker thread writes and hashes the previous window. ``file://`` stores write a temporary
 file under ``tmp/`` and rename it into place, so a reader never sees a partial object.
+
+A store is hostile until checked. :meth:`Transport.check_root` tells a missing, unreachable or
+unreadable store from an empty one (a ``file://`` store's folder must exist; an S3 store's
+bucket must answer). A ``file://`` store is read through real folders to regular files only:
+every folder on the way is opened without following symbolic links and the file with
+``O_NOFOLLOW | O_NONBLOCK`` (a FIFO cannot block the read), then checked with ``fstat``; a
+symbolic link, FIFO, socket or device is refused with a one-line reason
+(:class:`NotRegularFile`, listed in :attr:`Transport.refused`). Messages carry the store URL
+and exception texts only through :func:`zoo.urls.redact_url` / :func:`~zoo.urls.redact_text`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import hashlib
 import math
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from zoo.store.errors import StoreConfigError, StoreError, StoreUnavailableError
+from zoo.urls import redact_text
+from zoo.urls import redact_url as redact
 
 Progress = Callable[[int], None]
 CHUNK = 1 << 20
@@ -53,18 +64,37 @@ _TRANSIENT_ERRNOS = {errno.EBUSY, errno.ETIMEDOUT, errno.ECONNREFUSED, errno.ECO
                      getattr(errno, "EREMOTEIO", errno.EIO)}
 
 
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIR_FD = os.open in os.supports_dir_fd
+
+
 class SizeMismatch(Exception):
     """An object's bytes do not have the size its record claims (a refusal, not a fault)."""
 
 
-def redact(url: str) -> str:
-    """The URL without any ``user:password@`` part, for messages."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+class NotRegularFile(SizeMismatch):
+    """A ``file://`` store entry that is not a regular file in real folders (a symbolic link,
+    FIFO, socket, device or folder): refused, never opened for reading."""
+
+    def __init__(self, rel: str, kind: str) -> None:
+        from zoo._core.names import printable
+
+        super().__init__(f"{printable(rel)} is {kind}, not a regular file; refused")
+        self.rel = rel
+        self.kind = kind
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -107,25 +137,25 @@ def classify(exc: BaseException) -> tuple[str, str]:
             return "error", label
         name = type(item).__name__
         if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
-            return "credentials", str(item)
+            return "credentials", redact_text(str(item))
         if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
                     "ConnectionClosedError", "ProxyConnectionError", "HTTPClientError",
                     "ResponseStreamingError", "IncompleteReadError", "ClientPayloadError",
                     "ServerDisconnectedError", "ClientConnectorError", "ClientOSError",
                     "ServerTimeoutError", "IncompleteRead", "FSTimeoutError",
                     "ResponseParserError"):
-            return "transient", f"{name}: {item}"
+            return "transient", redact_text(f"{name}: {item}")
         if isinstance(item, TimeoutError | socket.timeout | asyncio.TimeoutError |
                       ConnectionError):
-            return "transient", f"{name}: {item}"
+            return "transient", redact_text(f"{name}: {item}")
     if isinstance(exc, FileNotFoundError):
-        return "missing", str(exc)
+        return "missing", redact_text(str(exc))
     if isinstance(exc, PermissionError):
-        return "denied", str(exc)
+        return "denied", redact_text(str(exc))
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
-        return "transient", exc.strerror or str(exc)
+        return "transient", redact_text(exc.strerror or str(exc))
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return "error", f"{type(exc).__name__}: {text}".splitlines()[0][:300]
+    return "error", redact_text(" ".join(f"{type(exc).__name__}: {text}".split())[:300])
 
 
 def _is_s3(fs: Any) -> bool:
@@ -161,6 +191,10 @@ def open_filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
                                    "(file:///shared/zoo); mount the share first")
         root = str(Path(url2pathname(unquote(parts.path))).expanduser().absolute())
         return fsspec.filesystem("file"), root
+    if "@" in urlsplit(url).netloc:
+        raise StoreConfigError(f"--store {redact(url)}: a store URL cannot carry credentials "
+                               "(user:password@); use AWS_PROFILE, AWS_ACCESS_KEY_ID/"
+                               "AWS_SECRET_ACCESS_KEY, or --store-option key/secret")
     opts = dict(options)
     if protocol in ("s3", "s3a"):
         config = dict(opts.pop("config_kwargs", {}) or {})
@@ -180,7 +214,7 @@ def open_filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
                                f"{name}; pip install {name} (s3://: pip install 'zoo[store]')"
                                ) from None
     except TypeError as exc:
-        raise StoreConfigError(f"--store-option: {exc} (options go to fsspec's "
+        raise StoreConfigError(f"--store-option: {redact_text(str(exc))} (options go to fsspec's "
                                f"{protocol} file system)") from None
     if _is_s3(fs):
         fs.retries = 1  # zoo's Transport.call retries; s3fs's own loop would multiply them
@@ -210,6 +244,44 @@ class Transport:
         self.sleep = sleep
         self.s3 = _is_s3(fs)
         self.local = Path(root) if _is_local(fs) else None
+        #: ``file://`` entries the last listings found and refused (relative path: reason)
+        self.refused: dict[str, str] = {}
+
+    # -- is there a store at all ----------------------------------------------------------
+
+    def check_root(self) -> None:
+        """Raise a StoreError (exit 1) unless the store exists and can be read: a ``file://``
+        store's folder must exist and be readable; an S3 store's bucket must answer (an empty
+        prefix is an empty store). Transient failures are retried like every call."""
+        if self.local is not None:
+            try:
+                st = os.stat(self.local)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise NotADirectoryError(errno.ENOTDIR, "not a folder")
+                with os.scandir(self.local):
+                    pass
+            except FileNotFoundError:
+                raise StoreError(f"store {self.url}: the folder {self.local} does not exist; "
+                                 "check --store / ZOO_STORE (`zoo publish` creates a new "
+                                 "store)") from None
+            except OSError as exc:
+                raise StoreError(f"store {self.url}: cannot read the folder {self.local} "
+                                 f"({exc.strerror or exc}); check --store / ZOO_STORE and "
+                                 "its permissions") from None
+            return
+        if self.s3:
+            bucket = self.root.split("/", 1)[0]
+            try:
+                self.call("checking the bucket", self.fs.call_s3, "head_bucket", Bucket=bucket)
+            except FileNotFoundError:
+                raise self._error("nobucket", "", "checking the bucket", 1, 0) from None
+            return
+        top = self.root.split("/", 1)[0]
+        try:
+            self.call("checking the store", self.fs.info, top or self.root)
+        except FileNotFoundError:
+            raise StoreError(f"store {self.url}: {top or self.root} does not exist; check "
+                             "--store / ZOO_STORE") from None
 
     # -- errors and retries ---------------------------------------------------------------
 
@@ -238,6 +310,7 @@ class Transport:
     def _error(self, kind: str, reason: str, what: str, attempts: int,
                elapsed: float) -> StoreError:
         where = f"store {self.url}"
+        reason = redact_text(reason)
         if kind == "transient":
             return StoreUnavailableError(
                 f"{where} is unreachable or throttled while {what} ({reason}); gave up after "
@@ -276,10 +349,14 @@ class Transport:
 
     def size(self, rel: str) -> int | None:
         """The object's size, or None when it does not exist."""
-        if self.local is not None:
+        if self.local is not None:  # only a regular file in real folders is an object
             try:
-                st = (self.local / rel).stat()
-            except FileNotFoundError:
+                fd = self._open_local(rel)
+                try:
+                    st = os.fstat(fd)
+                finally:
+                    os.close(fd)
+            except (FileNotFoundError, NotADirectoryError, NotRegularFile):
                 return None
             except OSError as exc:
                 raise self._error("error", exc.strerror or str(exc), f"checking {rel}", 1,
@@ -304,19 +381,7 @@ class Transport:
     def list(self, prefix: str) -> list[tuple[str, int]]:
         """(relative path, size) of every object under ``prefix``, sorted (paged by fsspec)."""
         if self.local is not None:
-            base = self.local / prefix
-            found = []
-            try:
-                for dirpath, _dirs, names in os.walk(base):
-                    for name in names:
-                        full = Path(dirpath, name)
-                        with contextlib.suppress(FileNotFoundError):
-                            found.append((full.relative_to(self.local).as_posix(),
-                                          full.stat().st_size))
-            except OSError as exc:
-                raise self._error("error", exc.strerror or str(exc), f"listing {prefix}", 1,
-                                  0) from exc
-            return sorted(found)
+            return self._local_list(prefix)
         if self.s3:
             return self._s3_list(prefix)
         try:
@@ -355,9 +420,9 @@ class Transport:
             out: dict[str, bytes | Exception] = {}
             for rel in rels:
                 try:
-                    with open(self.local / rel, "rb") as fh:
+                    with os.fdopen(self._open_local(rel), "rb") as fh:
                         out[rel] = fh.read(limit + 1)
-                except OSError as exc:
+                except (OSError, NotRegularFile) as exc:
                     out[rel] = exc
             return out
         paths = [self.path(r) for r in rels]
@@ -390,6 +455,102 @@ class Transport:
 
     # -- local stores ---------------------------------------------------------------------
 
+    def _local_list(self, prefix: str) -> list[tuple[str, int]]:
+        """Regular files under ``prefix``, through real folders only; anything else found
+        (symbolic links, FIFOs, sockets, devices) is listed too, with its reason kept in
+        :attr:`refused`, so readers see it and refuse it rather than miss it."""
+        assert self.local is not None
+        found: list[tuple[str, int]] = []
+        base = self.local / prefix
+        try:
+            self._real_folders(prefix.rstrip("/"), base)
+        except FileNotFoundError:
+            return []
+        except NotRegularFile as exc:
+            self.refused[exc.rel] = str(exc)
+            return [(exc.rel, 0)]
+        try:
+            for dirpath, dirs, names in os.walk(base):  # never follows symbolic links
+                for name in [*dirs, *names]:
+                    full = Path(dirpath, name)
+                    rel = full.relative_to(self.local).as_posix()
+                    try:
+                        st = os.lstat(full)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISDIR(st.st_mode):
+                        continue
+                    if not stat.S_ISREG(st.st_mode):
+                        self.refused[rel] = str(NotRegularFile(rel, _kind(st.st_mode)))
+                    found.append((rel, st.st_size))
+        except OSError as exc:
+            raise self._error("error", exc.strerror or str(exc), f"listing {prefix}", 1,
+                              0) from exc
+        return sorted(found)
+
+    def _real_folders(self, rel: str, full: Path) -> None:
+        """NotRegularFile unless every folder of ``rel`` below the root is a real folder
+        (FileNotFoundError when one is missing)."""
+        assert self.local is not None
+        parts = [p for p in rel.split("/") if p]
+        for i in range(1, len(parts) + 1):
+            st = os.lstat(self.local.joinpath(*parts[:i]))
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotRegularFile("/".join(parts[:i]), _kind(st.st_mode))
+
+    def _open_local(self, rel: str) -> int:
+        """A read-only descriptor of the regular file ``rel``, reached through real folders
+        (no symbolic link is followed, a FIFO is not waited on). NotRegularFile otherwise."""
+        assert self.local is not None
+        parts = [p for p in rel.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise NotRegularFile(rel, "not a path inside the store")
+        flags = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
+        if not _DIR_FD:
+            self._real_folders("/".join(parts[:-1]), self.local)
+            fd = self._open_checked(rel, str(self.local.joinpath(*parts)), flags, None)
+        else:
+            dfd = os.open(self.local, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+            try:
+                for i, part in enumerate(parts[:-1]):
+                    try:
+                        nfd = os.open(part, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW |
+                                      _O_CLOEXEC, dir_fd=dfd)
+                    except OSError as exc:
+                        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                            raise
+                        st = os.lstat(part, dir_fd=dfd)
+                        raise NotRegularFile("/".join(parts[:i + 1]), _kind(st.st_mode)) \
+                            from None
+                    os.close(dfd)
+                    dfd = nfd
+                fd = self._open_checked(rel, parts[-1], flags, dfd)
+            finally:
+                os.close(dfd)
+        return fd
+
+    @staticmethod
+    def _open_checked(rel: str, name: str, flags: int, dir_fd: int | None) -> int:
+        try:
+            st = os.lstat(name, dir_fd=dir_fd)
+        except NotADirectoryError:
+            raise FileNotFoundError(errno.ENOENT, "not found", rel) from None
+        if not stat.S_ISREG(st.st_mode):  # devices and FIFOs are never opened
+            raise NotRegularFile(rel, _kind(st.st_mode))
+        try:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # replaced by a symbolic link since the lstat
+                raise NotRegularFile(rel, "a symbolic link") from None
+            raise
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise NotRegularFile(rel, _kind(mode))
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
+        return fd
+
     def _local_install(self, rel: str, fill: Callable[[Any], Any]) -> None:
         assert self.local is not None
         final = self.local / rel
@@ -397,6 +558,9 @@ class Transport:
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp_dir.mkdir(parents=True, exist_ok=True)
+            # never write through a symbolic link someone planted in the store
+            self._real_folders(Path(rel).parent.as_posix(), final.parent)
+            self._real_folders("tmp", tmp_dir)
             fd, tmp = tempfile.mkstemp(prefix=f"{final.name[:40]}.", suffix=".tmp",
                                        dir=tmp_dir)
             try:
@@ -409,6 +573,8 @@ class Transport:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+        except NotRegularFile as exc:
+            raise StoreError(f"store {self.url}: cannot write {rel}: {exc}") from None
         except OSError as exc:
             raise self._error("error", exc.strerror or str(exc), f"writing {rel}", 1, 0) from exc
 
@@ -555,7 +721,7 @@ class Transport:
 
     def _local_get(self, rel: str, dest: Path | None, size: int, progress: Progress) -> str:
         assert self.local is not None
-        with open(self.local / rel, "rb") as src:
+        with os.fdopen(self._open_local(rel), "rb") as src:
             if os.fstat(src.fileno()).st_size != size:
                 raise SizeMismatch(rel)
             return _copy_hashing(src.read, dest, size, progress)
