@@ -13,6 +13,12 @@ Where the environment is one this reader does not model (a zip file or an egg, f
 on ``sys.path``, an
 import hook other than the standard path finder that can find distributions) it asks
 ``importlib.metadata`` instead.
+
+A broken distribution (an ``entry_points.txt`` or ``METADATA`` that is not UTF-8 or cannot be
+read) is named in one warning and its entry points are left out; it never stops zoo.
+importlib.metadata raises on such a file, and pydantic reads every distribution's entry points
+the first time it builds a model, so :func:`guard_pydantic_plugins` hands pydantic its plugin
+list from this reader when a broken distribution is installed.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from typing import Any, NamedTuple
 #: EntryPoint.pattern of importlib.metadata: ``module[:attr.attr] [extras]``
 _VALUE = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
 _SUFFIXES = (".dist-info", ".egg-info")
+#: distribution files that could not be read (each named in one warning)
+_BROKEN: set[str] = set()
 
 
 class EntryPointInfo(NamedTuple):
@@ -108,11 +116,34 @@ def _list_distributions() -> list[_Dist]:
 
 
 def _read_text(path: str) -> str | None:
+    """The UTF-8 text of a distribution's file; None when it is absent. A file that is not
+    UTF-8 or cannot be read is None too, with one warning naming its distribution."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return data.decode("utf-8")
+    except FileNotFoundError:
         return None
+    except UnicodeDecodeError as exc:
+        _broken(path, f"is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})")
+    except OSError as exc:
+        _broken(path, f"cannot be read ({exc.strerror or type(exc).__name__})")
+    return None
+
+
+def _broken(path: str, problem: str) -> None:
+    """Warn, once per file, that an installed distribution is broken and what is skipped."""
+    if path in _BROKEN:
+        return
+    _BROKEN.add(path)
+    folder, name = os.path.split(path)
+    what = "its zoo plugins are ignored" if name == "entry_points.txt" else \
+        "its name and version are unknown"
+    message = (f"installed distribution {os.path.basename(folder)} ({folder}): {name} "
+               f"{problem}; {what}; reinstall or remove it")
+    from zoo._core.log import warn
+
+    warn(message)
 
 
 def _section(text: str, group: str) -> list[tuple[str, str]]:
@@ -165,14 +196,56 @@ def entry_points(group: str) -> list[EntryPointInfo]:
 
 
 def _entry_points_from_metadata(group: str) -> list[EntryPointInfo]:
-    from importlib.metadata import entry_points as md_entry_points
+    """importlib.metadata's answer, one distribution at a time (a broken one is skipped with
+    a warning instead of failing them all); first occurrence of a distribution wins."""
+    from importlib.metadata import distributions as md_distributions
 
     found = []
-    for ep in md_entry_points(group=group):
-        dist = getattr(ep, "dist", None)
-        label = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "?"
-        found.append(EntryPointInfo(ep.name, ep.value, label))
+    seen: set[str] = set()
+    for dist in md_distributions():
+        where = str(getattr(dist, "_path", "?"))
+        try:
+            name = dist.metadata["Name"]
+            key = normalize(name or "")
+            if key in seen:
+                continue
+            seen.add(key)
+            eps = [ep for ep in dist.entry_points if ep.group == group]
+            label = f"{name} {dist.version}" if eps else "?"
+        except UnicodeDecodeError as exc:
+            _broken(os.path.join(where, "entry_points.txt"),
+                    f"is not UTF-8 (offset {exc.start})")
+            continue
+        found.extend(EntryPointInfo(ep.name, ep.value, label) for ep in eps)
     return sorted(found, key=lambda ep: ep.name)
+
+
+def guard_pydantic_plugins() -> None:
+    """Keep a broken distribution from stopping pydantic: when one is installed (a non-UTF-8
+    ``entry_points.txt``, found by :func:`entry_points`), give pydantic its plugin list (the
+    ``pydantic`` entry-point group, read by this module) before it scans every distribution
+    with importlib.metadata, which raises on such a file. Costs nothing otherwise."""
+    if not any(path.endswith("entry_points.txt") for path in _BROKEN):
+        return
+    try:
+        from pydantic.plugin import _loader
+    except ImportError:  # a pydantic without plugins: nothing scans
+        return
+    if getattr(_loader, "_plugins", False) is not None:
+        return  # loaded already, or a pydantic this guard does not know
+    disabled = (os.environ.get("PYDANTIC_DISABLE_PLUGINS") or "").split(",")
+    plugins: dict[str, Any] = {}
+    for ep in entry_points("pydantic"):
+        if ep.value in plugins or ep.name in disabled:
+            continue
+        try:
+            plugins[ep.value] = load(ep.value)
+        except (ImportError, AttributeError) as exc:
+            from zoo._core.log import warn
+
+            warn(f"pydantic plugin {ep.name!r} ({ep.dist}) not loaded: "
+                 f"{type(exc).__name__}: {exc}")
+    _loader._plugins = plugins
 
 
 def versions(*names: str) -> dict[str, str | None]:

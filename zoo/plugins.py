@@ -95,14 +95,21 @@ class PluginHost:
         self.plugins: dict[str, PluginInfo] = {}
 
     def load_entry_points(self) -> None:
-        """Load every entry point of the group, sorted by name, each in isolation."""
+        """Load every entry point of the group, sorted by name, each in isolation.
+
+        One name, one plugin: a built-in plugin's name (zoo's own entry points) stays the
+        built-in's, and otherwise the first distribution on ``sys.path`` keeps it; every other
+        distribution's entry point of that name is ignored with one warning naming it, and
+        listed (as ``ignored: ...``) by ``zoo plugins``.
+        """
         from zoo import distributions
 
-        seen: set[str] = set()
+        by_name: dict[str, list[distributions.EntryPointInfo]] = {}
         for ep in distributions.entry_points(ENTRY_POINT_GROUP):
-            if ep.name in seen:  # the same dist visible twice on sys.path
-                continue
-            seen.add(ep.name)
+            by_name.setdefault(ep.name, []).append(ep)
+        for candidates in by_name.values():
+            builtin = [c for c in candidates if _is_zoo(c.dist)]
+            ep = (builtin or candidates)[0]
             info = PluginInfo(name=ep.name, module=ep.value, dist=ep.dist)
             self.plugins[ep.name] = info
             try:
@@ -115,6 +122,21 @@ class PluginHost:
                 if self.pm.get_plugin(ep.name) is not None:
                     self.pm.unregister(name=ep.name)
                 self.fail(ep.name, f"failed to load: {_one_line(exc)}")
+            for other in candidates:
+                if other.dist != ep.dist:
+                    self._shadowed(other, ep, bool(builtin))
+
+    def _shadowed(self, other: Any, kept: Any, builtin: bool) -> None:
+        """Record and warn that ``other`` (an entry point) lost its name to ``kept``."""
+        owner = "a built-in plugin of zoo" if builtin else f"a plugin of {kept.dist}"
+        reason = (f"ignored: {other.name!r} is {owner}; rename this entry point in "
+                  f"{other.dist}")
+        warn(f"distribution {other.dist} registers a zoo plugin {other.name!r} "
+             f"({other.value}), but {other.name!r} is {owner}; {other.dist}'s is ignored "
+             "(rename its entry point)")
+        label = f"{other.name} ({other.dist})"  # not its name: it provides no models
+        self.plugins[label] = PluginInfo(name=label, module=other.value, dist=other.dist,
+                                         error=reason)
 
     def register(self, plugin: object, name: str) -> None:
         """Register an in-process plugin object (tests and embedding apps)."""
@@ -194,6 +216,13 @@ def plugin_code(plugin: str, what: str) -> Iterator[None]:
         raise PluginError(f"plugin {plugin!r} failed in {what}: {_one_line(exc)}") from exc
 
 
+def _is_zoo(dist: str) -> bool:
+    """Whether an entry point's ``"Dist 1.2"`` label is zoo's own distribution."""
+    from zoo.distributions import normalize
+
+    return normalize(dist.rsplit(" ", 1)[0]) == "zoo"
+
+
 def resolve_dotted(ref: str) -> Any:
     """Import ``"package.module:attr"`` (or ``"package.module.attr"``) and return the attr."""
     module_name, sep, attr = ref.partition(":")
@@ -219,8 +248,11 @@ def get_host() -> PluginHost:
     """The process-wide plugin host, loading entry points on first use."""
     global _HOST
     if _HOST is None:
+        from zoo.distributions import guard_pydantic_plugins
+
         _HOST = PluginHost()
         _HOST.load_entry_points()
+        guard_pydantic_plugins()  # before any card is validated
     return _HOST
 
 

@@ -137,6 +137,16 @@ class _Builder(NamedTuple):
     ref: Any
 
 
+def _file_identity(path: Path) -> tuple[int, int] | str:
+    """What makes two paths one file: (device, inode), or the resolved path where the file
+    system has no inode numbers."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino) if st.st_ino else os.path.realpath(path)
+
+
 class _Origin:
     """One compiled source and how to compile it again if its entry proves stale."""
 
@@ -170,9 +180,14 @@ class Registry:
         self._add_file(builtin_registry_path(), BUILTIN_SOURCE)
         self._load_plugin_models()
         self._load_builders()
+        seen = {_file_identity(builtin_registry_path())}
         for path in [*env_registry_files(), *extra_files]:
             if not Path(path).is_file():
                 raise CardError(f"registry file {path} does not exist")
+            identity = _file_identity(Path(path))
+            if identity in seen:  # one file named twice (a duplicate, a symlink, ./x and x)
+                continue
+            seen.add(identity)
             self._add_file(Path(path), str(path))
 
     def _add_file(self, path: Path, label: str, plugin: str | None = None) -> None:
