@@ -13,6 +13,7 @@ import logging
 import sys
 
 from zoo._core.names import printable
+from zoo._core.redact import redact_text
 
 LOGGER = logging.getLogger("zoo")
 _said: set[str] = set()
@@ -28,8 +29,8 @@ def warn(message: str, *, once: bool = True) -> None:
 
 
 def one_line(message: str) -> str:
-    """``message`` squeezed onto one line, control characters escaped."""
-    return printable(" ".join(message.split()))
+    """``message`` squeezed onto one line, secrets masked, control characters escaped."""
+    return printable(" ".join(redact_text(message).split()))
 
 
 class _CliHandler(logging.Handler):
