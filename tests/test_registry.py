@@ -182,9 +182,10 @@ def test_a_name_defined_twice_is_unavailable_and_names_both(
     reg = Registry(extra_files=[path])
     assert "deeplabv3_resnet50" not in reg.names()
     assert reg.conflicts == {"deeplabv3_resnet50": [BUILTIN_SOURCE, str(path)]}
-    with pytest.raises(PluginError) as info:
+    with pytest.raises(CardError) as info:  # the user's file clashes: bad input, exit 2
         reg.get("deeplabv3_resnet50")
     assert f"defined by both {BUILTIN_SOURCE} and {path}" in str(info.value)
+    assert info.value.exit_code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith(

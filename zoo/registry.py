@@ -354,9 +354,14 @@ class Registry:
             return card
         if name in self._conflicts:
             sources = " and ".join(self._conflicts[name])
-            raise PluginError(printable(
-                f"model {name!r} is defined by both {sources}; uninstall or rename one of them"
-            ))
+            if all(src.startswith("plugin ") for src in self._conflicts[name][1:]):
+                raise PluginError(printable(
+                    f"model {name!r} is defined by both {sources}; uninstall or rename one "
+                    "of them"))
+            # a registry file the user named clashes: bad input (exit 2), not a plugin's fault
+            raise CardError(printable(
+                f"model {name!r} is defined by both {sources}; rename it in one of the "
+                "registry files (or drop the file)"))
         known = sorted([*self._where, *self._conflicts])
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         if not close:
