@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -40,13 +39,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
+from zoo import cache_housekeeping as housekeeping
+from zoo._core.locks import LockTimeout, OwnedLocks
+from zoo.cache_housekeeping import (  # noqa: F401 (re-exported: their old home)
+    Leftover,
+    VerifyResult,
+    _leftover,
+    _listdir,
+    body_problem,
+)
 from zoo.errors import DownloadError
 from zoo.fsutil import (
     atomic_write_text,
-    is_stale_temp,
-    process_alive,
     read_json_record,
     remove_path,
     sha256_file,
@@ -56,7 +60,6 @@ from zoo.paths import weights_dir
 from zoo.urls import redact_url, url_digest
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
-LOCK_POLL = 0.2  # seconds before a waiter says who it waits for
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -123,58 +126,6 @@ class CacheEntry:
                    tuple(data.get("urls", [])), refs, str(data.get("fetched_at", "")))
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    """The outcome of re-checking one blob."""
-
-    sha256: str
-    path: Path
-    ok: bool
-    actual: str | None  # what the bytes hash to (None when unreadable)
-    #: Why bytes that hash to their name are still bad (empty, an HTML page, not a weights
-    #: file), or None.
-    problem: str | None = None
-
-
-#: How much of a body :func:`body_problem` reads to recognise text.
-_SNIFF = 512
-
-
-def body_problem(path: Path) -> str | None:
-    """Why the downloaded body at ``path`` is certainly not a weights file, or None: it is
-    empty, an HTML page (a server's error or login page answered with 200), or a damaged ZIP
-    (``torch.save``'s format, checked strictly from its central directory). Anything else is
-    judged when it is loaded (:mod:`zoo.build`), which removes a cached download that fails.
-    Reads the head of the file and the ZIP's directory only."""
-    from zoo.export.containers import ContainerError, check_zip
-
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(_SNIFF)
-    except OSError as exc:
-        return f"unreadable ({exc.strerror or exc})"
-    if not head:
-        return "an empty body"
-    text = head.lstrip().lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
-        return "an HTML page, not a weights file (a server's error or login page?)"
-    if head.startswith(b"PK\x03\x04"):
-        try:
-            check_zip(path, "the body")
-        except ContainerError as exc:
-            return f"a damaged ZIP, not a weights file ({str(exc).removeprefix('the body: ')})"
-    return None
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """Something a killed process left in the cache."""
-
-    path: Path
-    kind: str
-    size: int
-
-
 class WeightsCache:
     """The content-addressed weights store (``root`` defaults to ``ZOO_HOME/weights``)."""
 
@@ -182,6 +133,7 @@ class WeightsCache:
         self.root = root or weights_dir()
         self.blobs = self.root / "sha256"
         self.locks = self.root / "locks"
+        self._owned = OwnedLocks(self.locks)
         self.index = self.root / "index"
         self.repaired: list[tuple[Path, str]] = []  # damaged records met by this instance
 
@@ -237,7 +189,7 @@ class WeightsCache:
     @contextlib.contextmanager
     def lock(self, key: str, on_wait: Callable[[str], None] | None = None,
              timeout: float | None = None, what: str = "") -> Iterator[None]:
-        """Hold the cross-process lock for ``key``.
+        """Hold the cross-process lock for ``key`` (:class:`zoo._core.locks.OwnedLocks`).
 
         If another process holds it, ``on_wait(holder)`` is called with a description of that
         process (pid, host, since when); after ``timeout`` seconds (None: no bound) waiting
@@ -245,59 +197,26 @@ class WeightsCache:
         lock with its last file descriptor (flock), so a dead process never blocks.
         """
         self._folder(self.locks)
-        lock = FileLock(str(self.locks / f"{key}.lock"))
         try:
-            lock.acquire(timeout=LOCK_POLL)
-        except Timeout:
-            if on_wait is not None:
-                on_wait(self.lock_holder(key))
-            wait = -1.0 if timeout is None else max(0.0, timeout - LOCK_POLL)
-            try:
-                lock.acquire(timeout=wait)
-            except Timeout:
-                raise DownloadError(
-                    f"gave up after {round(timeout, 1):g} s waiting for the lock on "
-                    f"{what or key}: it is held by {self.lock_holder(key)}; if that process is "
-                    "stuck, end it (its "
-                    "lock goes with it), or allow more time with --deadline "
-                    f"(lock file {self.locks / f'{key}.lock'})"
-                ) from None
-        owner = self.locks / f"{key}.owner.json"
-        with contextlib.suppress(OSError):
-            write_json_atomic(owner, {"pid": os.getpid(), "host": socket.gethostname(),
-                                      "started": time.time(), "what": what})
+            held = self._owned.acquire(key, timeout, on_wait, what)
+        except LockTimeout as exc:
+            raise DownloadError(
+                f"gave up after {round(timeout or 0.0, 1):g} s waiting for the lock on "
+                f"{what or key}: it is held by {exc.holder}; if that process is stuck, end it "
+                "(its lock goes with it), or allow more time with --deadline "
+                f"(lock file {exc.path})") from None
         try:
             yield
         finally:
-            with contextlib.suppress(OSError):
-                owner.unlink(missing_ok=True)
-            lock.release()
+            self._owned.release(key, held)
 
     def lock_holder(self, key: str) -> str:
         """Who holds the lock for ``key``, as its owner record tells (for messages)."""
-        data, _why = read_json_record(self.locks / f"{key}.owner.json")
-        if data is None or not _is_int(data.get("pid")) or not isinstance(data.get("host"), str) \
-                or not isinstance(data.get("started"), (int, float)):
-            return "another process (it left no owner record)"
-        pid, host, started = data["pid"], data["host"][:100], float(data["started"])
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-        text = f"pid {pid} on {host} (since {since}, {max(0.0, time.time() - started):.0f} s ago)"
-        if host == socket.gethostname() and not process_alive(pid):
-            text += " (no longer running)"
-        return text
+        return self._owned.holder(key)
 
     def _lock_free(self, key: str) -> bool:
         """True when nobody holds the lock for ``key`` (False when that cannot be told)."""
-        path = self.locks / f"{key}.lock"
-        if not path.exists():
-            return True
-        lock = FileLock(str(path))
-        try:
-            lock.acquire(timeout=0)
-        except (Timeout, OSError):
-            return False
-        lock.release()
-        return True
+        return self._owned.is_free(key)
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -473,98 +392,20 @@ class WeightsCache:
         return entries
 
     def verify(self, remove: bool = True) -> list[VerifyResult]:
-        """Re-hash every blob; bad ones are deleted with their sidecars (unless not
-        ``remove``); damaged records are repaired, orphan sidecars and stale index records
-        removed."""
-        results = []
-        for sha in self._blob_names():
-            blob = self.blob_path(sha)
-            try:
-                actual: str | None = sha256_file(blob)
-            except OSError:
-                actual = None
-            problem = body_problem(blob) if actual == sha else None
-            ok = actual == sha and problem is None
-            if ok:
-                self.trusted(sha)  # refresh a stale or damaged sidecar
-            elif remove:
-                self._remove(sha)
-            results.append(VerifyResult(sha, blob, ok, actual, problem))
-        for name in _listdir(self.blobs):
-            stem = name[:-5] if name.endswith(".json") else ""
-            if HEX64.match(stem) and not self.blob_path(stem).exists():
-                remove_path(self.blobs / name)  # orphan left by an interrupted add
-        for name in _listdir(self.index):
-            if name.startswith("url-") and name.endswith(".json"):
-                data, why = read_json_record(self.index / name)
-                if why is not None:
-                    self._damaged(self.index / name, why)
-                elif data is not None and not self.blob_path(str(data.get("sha256"))).is_file():
-                    remove_path(self.index / name)
-        return results
+        """Re-hash every blob (see :func:`zoo.cache_housekeeping.verify`)."""
+        return housekeeping.verify(self, remove)
 
     def leftovers(self) -> list[Leftover]:
-        """What killed processes left: temp files of interrupted writes, unfinished
-        downloads and their records whose lock is free, owner records of dead lock holders."""
-        found: list[Leftover] = []
-        for folder in (self.blobs, self.index, self.locks):
-            for name in _listdir(folder):
-                path = folder / name
-                if is_stale_temp(path):
-                    found.append(_leftover(path, "temp file of an interrupted write"))
-        for name in _listdir(self.blobs):
-            path = self.blobs / name
-            if name.endswith(".part") and self._lock_free(name[:-5]):
-                found.append(_leftover(path, "unfinished download (a rerun resumes it)"))
-            elif name.endswith(".part.json") and not path.with_name(name[:-5]).exists() and \
-                    self._lock_free(name[:-10]):
-                found.append(_leftover(path, "record of a removed download"))
-        for name in _listdir(self.locks):
-            if name.endswith(".owner.json") and self._lock_free(name[:-11]):
-                found.append(_leftover(self.locks / name, "owner record of an ended process"))
-        return sorted(found, key=lambda x: str(x.path))
+        """What killed processes left (see :func:`zoo.cache_housekeeping.leftovers`)."""
+        return housekeeping.leftovers(self)
 
     def remove_leftovers(self) -> list[Leftover]:
         """Delete :meth:`leftovers` (an unfinished download only while holding its lock)."""
-        removed = []
-        for item in self.leftovers():
-            name = item.path.name
-            key = name[:-5] if name.endswith(".part") else None
-            if key is None:
-                if remove_path(item.path):
-                    removed.append(item)
-                continue
-            lock = FileLock(str(self.locks / f"{key}.lock"))
-            try:
-                lock.acquire(timeout=0)  # a download that started meanwhile keeps its file
-            except (Timeout, OSError):
-                continue
-            try:
-                if remove_path(item.path):
-                    removed.append(item)
-                remove_path(item.path.with_name(name + ".json"))
-            finally:
-                lock.release()
-        return removed
+        return housekeeping.remove_leftovers(self)
 
     def clear(self, name: str | None = None) -> list[CacheEntry]:
-        """Remove every blob (``name`` None, also leftovers and the index), or those used by
-        model ``name``, or whose hash starts with ``name`` (8+ hex digits)."""
-        entries = self.entries()
-        if name is None:
-            chosen = entries
-        else:
-            is_hash = len(name) >= 8 and all(c in "0123456789abcdef" for c in name.lower())
-            chosen = [e for e in entries if any(m == name for m, _ in e.refs)
-                      or (is_hash and e.sha256.startswith(name.lower()))]
-        for entry in chosen:
-            self._remove(entry.sha256)
-        if name is None:
-            self.remove_leftovers()
-            for memo in _listdir(self.index):
-                if memo.endswith(".json"):
-                    remove_path(self.index / memo)
-        return chosen
+        """Remove every blob, or a model's, or by hash prefix (see the housekeeping module)."""
+        return housekeeping.clear(self, name)
 
     def reject(self, sha256: str) -> bool:
         """Remove a blob whose bytes failed a check after download (they hash to their name
@@ -596,21 +437,6 @@ def reject_cached(path: Path, sha256: str) -> bool:
     if path.name != sha256 or path.parent.name != "sha256" or not HEX64.match(sha256):
         return False
     return WeightsCache(path.parent.parent).reject(sha256)
-
-
-def _listdir(folder: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(folder))
-    except OSError:
-        return []
-
-
-def _leftover(path: Path, kind: str) -> Leftover:
-    try:
-        size = path.lstat().st_size
-    except OSError:
-        size = 0
-    return Leftover(path, kind, size)
 
 
 def _now() -> str:

@@ -31,11 +31,8 @@ import contextlib
 import hashlib
 import json
 import os
-import queue
 import random
-import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,9 +42,6 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from zoo.errors import DownloadError, HashMismatchError
 from zoo.fsutil import (
@@ -66,6 +60,14 @@ from zoo.urls import (
     is_loopback,
     redact_url,
     url_digest,
+)
+from zoo.watchdog import (
+    BackgroundHash,
+    Clock,
+    location_of,
+    new_session,
+    secs,
+    watching,
 )
 
 __all__ = ["DownloadResult", "check_url_allowed", "download", "download_file", "hash_matches",
@@ -143,202 +145,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data))
 
 
-def _secs(value: float | None) -> str:
-    """Seconds for messages: a deadline handed down as 2.98451 s left reads as 3."""
-    return f"{round(value or 0.0, 1):g}"
-
-
 def _open_part(path: Path) -> Any:
     """Open the ``.part`` file for appending (one seam: the simulated-disk tests wrap it)."""
     return open(path, "ab")
-
-
-class _Clock:
-    """Stall and deadline detection for one download, across its attempts.
-
-    The streaming loop reports its byte offset; :meth:`check` (run by the loop and by a
-    watchdog thread) trips when a ``window``-second span brought fewer than ``need`` bytes
-    (none at all, or a trickle below ``min_rate``), or when the deadline passes. Tripping
-    shuts down the sockets of the current attempt, so a read blocked in the kernel, on the
-    headers or on the body, returns at once.
-    """
-
-    def __init__(self, window: float, min_rate: float, deadline: float | None) -> None:
-        self.window, self.min_rate, self.deadline = window, min_rate, deadline
-        self.need = max(1, int(min_rate * window))
-        self.ends = None if deadline is None else time.monotonic() + deadline
-        self.offset = 0
-        self.reason: str | None = None
-        self._lock = threading.Lock()
-        self._socks: list[socket.socket] = []
-        self._armed = False
-        self._mark_t = 0.0
-        self._mark_offset = 0
-
-    def remaining(self) -> float | None:
-        """Seconds left before the deadline (None: no deadline)."""
-        return None if self.ends is None else self.ends - time.monotonic()
-
-    def expired(self) -> bool:
-        left = self.remaining()
-        return left is not None and left <= 0
-
-    def arm(self, offset: int) -> None:
-        """An attempt starts at byte ``offset``; its first window starts now."""
-        with self._lock:
-            self._armed, self.reason = True, None
-            self._mark_t, self._mark_offset, self.offset = time.monotonic(), offset, offset
-
-    def stop(self) -> str | None:
-        """The attempt's I/O is over: the reason if the clock tripped before that."""
-        with self._lock:
-            self._armed = False
-            return self.reason
-
-    def release(self) -> None:
-        """Close the watched duplicates of the attempt's sockets."""
-        with self._lock:
-            socks, self._socks = self._socks, []
-        for sock in socks:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    def register(self, sock: socket.socket) -> None:
-        """Watch a new socket of the current attempt (through a duplicate we own)."""
-        try:
-            dup = sock.dup()
-        except OSError:
-            return
-        with self._lock:
-            self._socks.append(dup)
-            tripped = self.reason is not None
-        if tripped:
-            self._cut()
-
-    def check(self) -> str | None:
-        """Trip if the current window is too slow or the deadline passed; the reason, if any."""
-        now = time.monotonic()
-        with self._lock:
-            if not self._armed or self.reason is not None:
-                return self.reason
-            if self.ends is not None and now >= self.ends:
-                self.reason = f"the --deadline of {_secs(self.deadline)} s is over"
-            elif now - self._mark_t >= self.window:
-                got = self.offset - self._mark_offset
-                if got >= self.need:
-                    self._mark_t, self._mark_offset = now, self.offset
-                elif got == 0:
-                    self.reason = (f"timed out: no data for {self.window:g} s "
-                                   f"(at byte {self.offset})")
-                else:
-                    self.reason = (f"timed out: only {got} bytes in {self.window:g} s, slower "
-                                   f"than --min-rate {self.min_rate:g} B/s (at byte {self.offset})")
-            tripped = self.reason is not None
-        if tripped:
-            self._cut()
-        return self.reason
-
-    def _cut(self) -> None:
-        with self._lock:
-            socks = list(self._socks)
-        for sock in socks:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
-_active = threading.local()  # the _Clock of the download running in this thread
-
-
-def _register(sock: socket.socket) -> None:
-    clock = getattr(_active, "clock", None)
-    if clock is not None:
-        clock.register(sock)
-
-
-class _WatchedHTTPConnection(HTTPConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _register(sock)
-        return sock
-
-
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        _register(sock)  # before TLS: a handshake that trickles is cut too
-        return sock
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-
-class _WatchedAdapter(HTTPAdapter):
-    """requests' adapter whose new sockets are registered with the running download's clock."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        if type(manager) is urllib3.ProxyManager:
-            manager.pool_classes_by_scheme = _POOLS
-        return manager
-
-
-class _Session(requests.Session):
-    """A session that never looks at redirects: we follow them by hand, checking each one.
-    (requests would otherwise parse a hostile ``Location`` even with redirects off.)"""
-
-    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Any:
-        return iter(())
-
-
-def _location(resp: requests.Response) -> str | None:
-    """The ``Location`` header as the server meant it (UTF-8 sent as latin-1, like requests)."""
-    location = resp.headers.get("Location")
-    if location:
-        with contextlib.suppress(UnicodeError):
-            location = location.encode("latin-1").decode("utf-8")
-    return location
-
-
-def _session() -> requests.Session:
-    session = _Session()
-    adapter = _WatchedAdapter(max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-@contextlib.contextmanager
-def _watching(clock: _Clock) -> Any:
-    """Run a watchdog thread over ``clock`` and route this thread's new sockets to it."""
-    previous = getattr(_active, "clock", None)
-    _active.clock = clock
-    stop = threading.Event()
-    tick = max(0.02, min(0.25, clock.window / 4))
-
-    def run() -> None:
-        while not stop.wait(tick):
-            clock.check()
-
-    thread = threading.Thread(target=run, name="zoo-download-watchdog", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        _active.clock = previous
 
 
 class _Progress:
@@ -389,7 +198,7 @@ class _Limits:
 class _Transfer:
     """One download into one ``.part`` file, across attempts."""
 
-    def __init__(self, url: str, part: Path, limits: _Limits, clock: _Clock,
+    def __init__(self, url: str, part: Path, limits: _Limits, clock: Clock,
                  bar: _Progress, log: Log) -> None:
         self.url, self.shown, self.part = url, redact_url(url), part
         self.limits, self.clock, self.bar, self.log = limits, clock, bar, log
@@ -489,7 +298,7 @@ class _Transfer:
             resp = self._get(session, url, headers)
             with resp:
                 if resp.status_code in REDIRECTS:
-                    location = _location(resp)
+                    location = location_of(resp)
                     if not location:
                         raise DownloadError(f"{redact_url(url)} answered HTTP "
                                             f"{resp.status_code} with no Location; refused")
@@ -595,7 +404,7 @@ class _Transfer:
         raw = resp.raw
         read = raw.read1 if hasattr(raw, "read1") else raw.read
         start, cap, clock = self.offset, self.cap, self.clock
-        hashing = _BackgroundHash(self.hasher)
+        hashing = BackgroundHash(self.hasher)
         fh = None
         try:
             fh = _open_part(self.part)
@@ -639,28 +448,6 @@ class _Transfer:
             raise _Transient(f"connection closed at byte {self.offset} of {self.total}")
 
 
-class _BackgroundHash:
-    """Feed a digest on a second thread (hashlib releases the GIL), so sha256 overlaps the
-    socket and the disk instead of adding to them. ``finish()`` waits for the backlog."""
-
-    def __init__(self, digest: Any, depth: int = 16) -> None:
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self.thread = threading.Thread(target=self._run, args=(digest.update,), daemon=True)
-        self.thread.start()
-
-    def _run(self, update: Callable[[bytes], None]) -> None:
-        get = self.queue.get
-        while (chunk := get()) is not None:
-            update(chunk)
-
-    def feed(self, chunk: bytes) -> None:
-        self.queue.put(chunk)
-
-    def finish(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
-
-
 def hash_matches(digest: str, expected: str | None) -> bool:
     """True when ``expected`` (full sha256 or a prefix of it) agrees with ``digest``."""
     return expected is None or digest.startswith(expected.lower())
@@ -700,7 +487,7 @@ def download(
     check_url_allowed(url, allow_http)
     shown = redact_url(url)
     note = log or (lambda m: print(f"zoo: {m}", file=sys.stderr) if progress != "never" else None)
-    clock = _Clock(timeout, min_rate, deadline)
+    clock = Clock(timeout, min_rate, deadline)
     limits = _Limits(timeout, allow_http, size_limit(expected_size, size_exact), max_size,
                      home_hint)
     bar = _Progress(progress, label or urlsplit(url).path.rsplit("/", 1)[-1] or shown,
@@ -710,7 +497,7 @@ def download(
         part.parent.mkdir(parents=True, exist_ok=True)
         resumed_from = xfer.adopt_partial()
         xfer.check_space(expected_size)
-        with _watching(clock):
+        with watching(clock):
             attempts = _attempts(xfer, clock, expected_sha256, expected_size, size_exact,
                                  retries, backoff, resumed_from)
     except OSError as exc:
@@ -736,7 +523,7 @@ def download(
     return DownloadResult(part, digest, xfer.offset, xfer.transferred, attempts, resumed_from)
 
 
-def _attempts(xfer: _Transfer, clock: _Clock, expected_sha256: str | None,
+def _attempts(xfer: _Transfer, clock: Clock, expected_sha256: str | None,
               expected_size: int | None, size_exact: bool, retries: int, backoff: float,
               resumed_from: int) -> int:
     """Run attempts until the body is complete; the number of attempts made."""
@@ -747,12 +534,12 @@ def _attempts(xfer: _Transfer, clock: _Clock, expected_sha256: str | None,
                 hash_matches(xfer.hasher.hexdigest(), expected_sha256):
             return attempts  # a previous run got every byte but died before the rename
         if clock.expired():
-            raise _gave_up(xfer, clock, f"the --deadline of {_secs(clock.deadline)} s is over",
+            raise _gave_up(xfer, clock, f"the --deadline of {secs(clock.deadline)} s is over",
                            attempts)
         attempts += 1
         clock.arm(xfer.offset)
         try:
-            with _session() as session:
+            with new_session() as session:
                 xfer.attempt(session)
         except _Again as exc:
             restarts += 1
@@ -788,9 +575,9 @@ def _attempts(xfer: _Transfer, clock: _Clock, expected_sha256: str | None,
         return attempts
 
 
-def _gave_up(xfer: _Transfer, clock: _Clock, reason: str, attempts: int) -> DownloadError:
+def _gave_up(xfer: _Transfer, clock: Clock, reason: str, attempts: int) -> DownloadError:
     if clock.expired() and "--deadline" not in reason:
-        reason += f"; the --deadline of {_secs(clock.deadline)} s is over"
+        reason += f"; the --deadline of {secs(clock.deadline)} s is over"
     kept = f"; {xfer.offset} bytes kept to resume" if xfer.offset else ""
     return DownloadError(
         f"cannot download {xfer.shown}: {reason} (gave up after {attempts} "

@@ -27,7 +27,6 @@ from zoo.store.errors import (
 )
 
 if TYPE_CHECKING:
-    from zoo.cli.store_options import add_store_options, store_from_args
     from zoo.store.keys import PublicKey, SigningKey, load_public_key, load_signing_key
     from zoo.store.store import Listed, PublishResult, PullResult, Store, VerifyReport, open_store
 
@@ -37,15 +36,12 @@ _LAZY = {
     "Listed": "zoo.store.store", "VerifyReport": "zoo.store.store",
     "PublicKey": "zoo.store.keys", "SigningKey": "zoo.store.keys",
     "load_public_key": "zoo.store.keys", "load_signing_key": "zoo.store.keys",
-    # the argparse edge lives in the CLI; these names are kept for older callers
-    "add_store_options": "zoo.cli.store_options", "store_from_args": "zoo.cli.store_options",
 }
 
 __all__ = [
     "Listed", "PublicKey", "PublishResult", "PullResult", "SigningKey", "Store", "StoreConfig",
     "StoreConfigError", "StoreError", "StoreRefusedError", "StoreUnavailableError",
-    "VerifyReport", "add_store_options", "load_public_key", "load_signing_key", "open_store",
-    "store_config", "store_from_args",
+    "VerifyReport", "load_public_key", "load_signing_key", "open_store", "store_config",
 ]
 
 
