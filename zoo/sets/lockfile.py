@@ -146,9 +146,11 @@ def loads(text: str, where: str) -> Lock:
             manifest_sha256=_field(item, "manifest_sha256", str, at), files=files,
             source="lock", code=dict(item.get("code", {})),
             store_record=item.get("store_record"), signer=item.get("signer")))
-        for f in files:
-            if not _HEX64.match(f.sha256) or f.path.startswith("/") or ".." in f.path.split("/"):
-                raise UsageError(f"{at}: file {f.path[:80]!r} is not a safe path with a sha256")
+        for path in (artifacts[-1].folder, *(f.path for f in files)):
+            if path.startswith("/") or "\\" in path or ".." in path.split("/"):
+                raise UsageError(f"{at}: {path[:80]!r} is not a path inside the output folder")
+        if not all(_HEX64.match(f.sha256) for f in files):
+            raise UsageError(f"{at}: a file's sha256 is not 64 hex digits")
     return Lock(plan=_field(data, "plan", str, where), artifacts=tuple(artifacts),
                 zoo=str(data.get("zoo", "")))
 

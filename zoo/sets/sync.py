@@ -86,8 +86,9 @@ def sync(plan_path: Path, options: SyncOptions | None = None, *,
     mine = _shard(entries, options.shard)
     result = SyncResult(root, lock_path)
     if options.dry_run:
+        state = _state(root)
         for entry in mine:
-            event = _plan_event(entry, root, lock, options)
+            event = _plan_event(entry, root, lock, options, state)
             result.done.append(event)
             report(event)
         return result
@@ -128,13 +129,20 @@ def _check_locked(lock: Lock | None, entries: list[Entry], digest: str, where: P
                          "; run `zoo sync` to update the lock, or restore the plan")
 
 
-def _present(root: Path, locked: LockedArtifact, verify: bool) -> bool:
-    """Whether the locked files are in place (size, and sha256 with ``verify`` or when the
-    recorded stat no longer matches)."""
-    from zoo._core.fs import read_json_record, sha256_file
+def _state(root: Path) -> dict[str, Any]:
+    """The stat of every file the last sync put in place (read once per run)."""
+    from zoo._core.fs import read_json_record
 
     state, _why = read_json_record(root / WORK / "state.json")
-    state = state or {}
+    return state or {}
+
+
+def _present(root: Path, locked: LockedArtifact, verify: bool,
+             state: dict[str, Any]) -> bool:
+    """Whether the locked files are in place (size, and sha256 with ``verify`` or when the
+    recorded stat no longer matches)."""
+    from zoo._core.fs import sha256_file
+
     for f in locked.files:
         path = root / locked.folder / f.path
         try:
@@ -150,12 +158,12 @@ def _present(root: Path, locked: LockedArtifact, verify: bool) -> bool:
     return True
 
 
-def _plan_event(entry: Entry, root: Path, lock: Lock | None,
-                options: SyncOptions) -> dict[str, Any]:
+def _plan_event(entry: Entry, root: Path, lock: Lock | None, options: SyncOptions,
+                state: dict[str, Any]) -> dict[str, Any]:
     """What a sync would do for ``entry`` (``--dry-run``): nothing is resolved or built."""
     locked = lock.by_key().get(entry.key) if lock else None
     size: int | None
-    if locked is not None and _present(root, locked, options.verify):
+    if locked is not None and _present(root, locked, options.verify, state):
         action, size = "present", locked.size
     else:
         action, size = _would(entry, locked)
@@ -178,11 +186,12 @@ def _run(mine: list[Entry], entries: list[Entry], root: Path, work: Path, lock: 
     staging = work / "staging"
     shutil.rmtree(staging, ignore_errors=True)  # what a killed sync left
     locked = lock.by_key() if lock else {}
+    state = _state(root)
     todo, made = [], {}
     for entry in mine:
         old = locked.get(entry.key)
         if old is not None and lock is not None and lock.plan == digest and \
-                _present(root, old, options.verify):
+                _present(root, old, options.verify, state):
             made[entry.key] = old
             event = {**entry.as_dict(), "action": "present", "size": old.size}
             result.done.append(event)
