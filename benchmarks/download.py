@@ -90,7 +90,7 @@ def requests_hash_file(url: str, work: Path, sha: str) -> None:
 
 
 def zoo_download(url: str, work: Path, sha: str) -> None:
-    from zoo.download import download_file
+    from zoo.weights.download import download_file
 
     download_file(url, work / "z.bin", expected_sha256=sha, progress="never")
     (work / "z.bin").unlink()
@@ -105,9 +105,9 @@ def timed(fn: Callable[[str, Path, str], None], url: str, work: Path, sha: str) 
 def cache_hit_times(url: str, sha: str, size: int, work: Path, n: int) -> list[float]:
     """Resolve the card's weights once (download), then ``n`` times from the cache."""
     os.environ["ZOO_HOME"] = str(work / "home")
-    from zoo.registry import default_registry
-    from zoo.schema import WeightsSource
-    from zoo.weights import resolve_weights
+    from zoo.catalog.registry import default_registry
+    from zoo.catalog.schema import WeightsSource
+    from zoo.weights.resolve import resolve_weights
 
     base = default_registry().get("deeplabv3_resnet50")
     source = WeightsSource(name="bench", urls=[url], sha256=sha, size=size, trained_on="bench")
@@ -201,7 +201,7 @@ def fault_table(timeout: float) -> int:
         row("redirect to file:///etc/passwd",
             *_fetch(home("tofile"), "single_conv", f"--weights={to_file}", "--quiet"))
         holder = subprocess.Popen(
-            [sys.executable, "-c", "import sys,time\nfrom zoo.cache import WeightsCache\n"
+            [sys.executable, "-c", "import sys,time\nfrom zoo.weights.cache import WeightsCache\n"
              f"with WeightsCache().lock({hashlib.sha256(data).hexdigest()!r}, what='ok'):\n"
              " print('held', flush=True)\n time.sleep(600)"],
             cwd=ROOT, env={**os.environ, **home("lock")}, stdout=subprocess.PIPE, text=True)

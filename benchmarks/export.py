@@ -63,13 +63,13 @@ def make_weights(name: str, folder: Path) -> Path:
 
 def inference_times(name: str, weights: Path, artifact: Path, size: int, runs: int,
                     threads: int) -> tuple[float, float]:
-    """Median seconds per forward pass: eager (zoo.build) and the lite artifact."""
+    """Median seconds per forward pass: eager (zoo.export.build) and the lite artifact."""
     import torch
     from torch.jit.mobile import _load_for_lite_interpreter
 
     import zoo
-    from zoo.build import build_model
-    from zoo.weights import resolve_weights
+    from zoo.export.build import build_model
+    from zoo.weights.resolve import resolve_weights
 
     torch.set_num_threads(threads)
     card = zoo.get(name)

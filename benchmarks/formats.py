@@ -93,11 +93,11 @@ def bench_model(name: str, formats: list[tuple[str, str]], tmp: Path, size: int,
     import torch
 
     import zoo
-    from zoo.build import build_model
     from zoo.export import get_exporter
+    from zoo.export.build import build_model
     from zoo.export.golden import golden_input, select_output
     from zoo.export.runtime import load_in_process
-    from zoo.weights import resolve_weights
+    from zoo.weights.resolve import resolve_weights
 
     card = zoo.get(name)
     from tests.export_helpers import make_weights  # the tests' seeded, trained-scale weights

@@ -34,7 +34,7 @@ def zoo_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Path]:
     """A fresh, empty ZOO_HOME for each test; zoo's in-process caches reset."""
-    from zoo.registry import reset_default_registry
+    from zoo.catalog.registry import reset_default_registry
 
     for var in _ZOO_VARS:
         monkeypatch.delenv(var, raising=False)

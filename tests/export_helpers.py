@@ -45,7 +45,7 @@ def make_weights(name: str, folder: Path, seed: int = 1) -> Path:
     import torch
 
     import zoo
-    from zoo.registry import default_registry
+    from zoo.catalog.registry import default_registry
 
     card = zoo.get(name)
     torch.manual_seed(seed)
@@ -92,9 +92,9 @@ def eager_output(name: str, weights: Path | None, manifest: dict, case: str = "s
     import torch
 
     import zoo
-    from zoo.build import build_model
+    from zoo.export.build import build_model
     from zoo.export.golden import golden_input, select_output
-    from zoo.weights import UNTRAINED, resolve_weights
+    from zoo.weights.resolve import UNTRAINED, resolve_weights
 
     card = zoo.get(name)
     resolved = resolve_weights(card, str(weights)) if weights else UNTRAINED

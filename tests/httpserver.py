@@ -552,13 +552,13 @@ class _CappedFile:
 def simulate_full_disk(monkeypatch: pytest.MonkeyPatch, capacity: int,
                        error: int = errno.ENOSPC) -> None:
     """SIMULATED disk-full (not a real file system): zoo's ``.part`` writes (the one write
-    seam, ``zoo.download._open_part``) fail with ``error`` (ENOSPC; EDQUOT for a quota,
+    seam, ``zoo.weights.download._open_part``) fail with ``error`` (ENOSPC; EDQUOT for a quota,
     EFBIG for a file-size limit) after ``capacity`` bytes in all."""
-    import zoo.download
+    import zoo.weights.download
 
-    real = zoo.download._open_part
+    real = zoo.weights.download._open_part
     budget = [capacity]
-    monkeypatch.setattr(zoo.download, "_open_part",
+    monkeypatch.setattr(zoo.weights.download, "_open_part",
                         lambda path: _CappedFile(real(path), budget, path, error))
 
 
@@ -569,7 +569,7 @@ def state_dict_bytes(model: str, aux: bool = False, seed: int = 0) -> bytes:
 
     import torch
 
-    from zoo.registry import Registry
+    from zoo.catalog.registry import Registry
 
     registry = Registry()
     card = registry.get(model)
@@ -584,8 +584,8 @@ def card_with_weights(base: str, name: str, url: str | list[str], data: bytes | 
                       **source: Any) -> Any:
     """A copy of built-in card ``base`` called ``name`` whose only (default) weights are
     ``url``; sha256 and size come from ``data`` unless given in ``source``."""
-    from zoo.registry import Registry
-    from zoo.schema import WeightsSource
+    from zoo.catalog.registry import Registry
+    from zoo.catalog.schema import WeightsSource
 
     fields: dict[str, Any] = {"name": "test_v1", "urls": [url] if isinstance(url, str) else url,
                               "trained_on": "random init (tests)"}

@@ -13,8 +13,8 @@ import yaml
 
 import zoo
 from tests.conftest import ROOT
-from zoo.registry import builtin_registry_path
-from zoo.yamlio import load_yaml
+from zoo.catalog.registry import builtin_registry_path
+from zoo.catalog.yamlio import load_yaml
 
 
 def test_list_models() -> None:
@@ -68,7 +68,7 @@ def test_public_names() -> None:
     assert sorted(zoo.__all__) == zoo.__all__
     for name in zoo.__all__:
         assert hasattr(zoo, name), name
-    from zoo.plugins import hookimpl
+    from zoo.catalog.plugins import hookimpl
 
     assert zoo.hookimpl is hookimpl
 
@@ -114,10 +114,10 @@ def _roots(modules: list[str]) -> set[str]:
 
 def test_importtime_of_zoo_list_shows_no_torch() -> None:
     cold = _imported("-m", "zoo", "list")  # compiles registry.yaml: YAML and pydantic
-    assert "zoo.registry" in cold and "pydantic" in cold and "yaml" in cold
+    assert "zoo.catalog.registry" in cold and "pydantic" in cold and "yaml" in cold
     assert not _roots(cold) & {"torch", "torchvision"}
     warm = _imported("-m", "zoo", "list")  # reads the compiled summaries only
-    assert "zoo.registry" in warm and "zoo.registry_cache" in warm
+    assert "zoo.catalog.registry" in warm and "zoo.catalog.compiled" in warm
     assert not _roots(warm) & {"torch", "torchvision", "pydantic", "yaml", "numpy"}
 
 

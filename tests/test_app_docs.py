@@ -22,7 +22,7 @@ import pytest
 import zoo
 from tests.conftest import ROOT
 from zoo.cli.main import main
-from zoo.manifest import model_facts
+from zoo.export.manifest import model_facts
 
 DOC = ROOT / "docs" / "apps.md"
 LANGUAGES = ("swift", "objc", "kotlin", "java")

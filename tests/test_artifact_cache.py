@@ -1,4 +1,4 @@
-"""The export cache (zoo.artifact_cache) on hand-made staging folders: no torch, no exports.
+"""The export cache (zoo.export.cache) on hand-made staging folders: no torch, no exports.
 
 Real files, real processes (kill -9, concurrent commits, a lock holder), and a read-only root
 read by an unprivileged user (the tests run as root, which ignores permission bits).
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, run_zoo
-from zoo.artifact_cache import ArtifactCache, CachedExport, cache_budget, parse_size
 from zoo.errors import ExportError, UsageError
+from zoo.export.cache import ArtifactCache, CachedExport, cache_budget, parse_size
 
 MANIFEST = "m.pt.manifest.json"
 
@@ -265,7 +265,7 @@ def test_a_killed_processs_staging_folder_is_a_leftover_that_clear_removes(
     proc = _python("""
         import os, signal, sys
         from pathlib import Path
-        from zoo.artifact_cache import ArtifactCache
+        from zoo.export.cache import ArtifactCache
         cache = ArtifactCache(Path(sys.argv[1]))
         with cache.staging() as staging:
             (staging / "half.pt").write_bytes(b"x" * 1000)
@@ -287,7 +287,7 @@ def test_a_killed_processs_staging_folder_is_a_leftover_that_clear_removes(
     proc = _python("""
         import os, signal, sys
         from pathlib import Path
-        from zoo.artifact_cache import ArtifactCache
+        from zoo.export.cache import ArtifactCache
         with ArtifactCache(Path(sys.argv[1])).staging() as staging:
             (staging / "half.pt").write_bytes(b"x")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -405,7 +405,7 @@ def test_a_waiter_names_the_lock_holder_and_gives_up_after_its_bound(
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import sys, time
         from pathlib import Path
-        from zoo.artifact_cache import ArtifactCache
+        from zoo.export.cache import ArtifactCache
         with ArtifactCache(Path(sys.argv[1])).lock(sys.argv[2]):
             print("held", flush=True)
             time.sleep(60)
@@ -431,7 +431,7 @@ def test_a_waiter_names_the_lock_holder_and_gives_up_after_its_bound(
 COMMITTER = """
 import sys, time
 from pathlib import Path
-from zoo.artifact_cache import ArtifactCache
+from zoo.export.cache import ArtifactCache
 root, key, tag, start = Path(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])
 cache = ArtifactCache(root)
 while time.time() < start:
@@ -471,7 +471,7 @@ def test_concurrent_commits_of_one_key_leave_one_valid_entry(cache: ArtifactCach
 READER = """
 import json, os, sys
 from pathlib import Path
-from zoo.artifact_cache import ArtifactCache
+from zoo.export.cache import ArtifactCache
 import fcntl, hashlib, shutil, tempfile  # everything the cache needs, before dropping root
 if os.geteuid() == 0:
     os.setgid(65534)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from tests.httpserver import state_dict_bytes
-from zoo.build import WeightsError, build_model
+from zoo.catalog.registry import default_registry
 from zoo.errors import UsageError
-from zoo.registry import default_registry
-from zoo.weights import UNTRAINED, ResolvedWeights
+from zoo.export.build import WeightsError, build_model
+from zoo.weights.resolve import UNTRAINED, ResolvedWeights
 
 
 def local(path: Path) -> ResolvedWeights:
@@ -142,8 +142,8 @@ def _registry_with(builder: object) -> tuple[object, object]:
     """A registry where plugin 'contract_test' provides architecture 'contract_arch' with
     ``builder``, and a copy of single_conv's card that uses it."""
     import zoo
-    from zoo.plugins import PluginHost
-    from zoo.registry import Registry
+    from zoo.catalog.plugins import PluginHost
+    from zoo.catalog.registry import Registry
 
     class Builders:
         @zoo.hookimpl

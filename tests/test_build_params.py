@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from zoo.registry import builtin_registry_path, default_registry, read_registry_file
+from zoo.catalog.registry import builtin_registry_path, default_registry, read_registry_file
 
 CARDS = read_registry_file(builtin_registry_path())  # plain data: no plugin, no torch
 VARIANTS = [(c.name, False) for c in CARDS] + [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from zoo import paths
-from zoo.cache import WeightsCache
+from zoo.weights.cache import WeightsCache
 
 DATA = b"weights bytes " * 1000
 SHA = hashlib.sha256(DATA).hexdigest()

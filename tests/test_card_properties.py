@@ -21,11 +21,11 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from zoo.catalog.registry import Registry, builtin_registry_path, parse_card, read_registry_file
+from zoo.catalog.schema import ModelCard
+from zoo.catalog.yamlio import _StrictLoader, parse_yaml
 from zoo.cli.main import main
 from zoo.errors import CardError
-from zoo.registry import Registry, builtin_registry_path, parse_card, read_registry_file
-from zoo.schema import ModelCard
-from zoo.yamlio import _StrictLoader, parse_yaml
 
 SETTINGS = settings(
     max_examples=60, deadline=None,

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from tests.conftest import BUILTIN_MODELS, run_zoo
-from zoo.registry import builtin_registry_path
-from zoo.schema import ModelCard
-from zoo.yamlio import load_yaml
+from zoo.catalog.registry import builtin_registry_path
+from zoo.catalog.schema import ModelCard
+from zoo.catalog.yamlio import load_yaml
 
 SEVEN = BUILTIN_MODELS
 
@@ -379,9 +379,9 @@ def test_card_text_is_printed_literally_never_as_markup_or_escapes(
 def test_plugin_errors_are_shown_as_text_by_zoo_plugins(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from zoo.catalog.plugins import PluginHost, hookimpl
+    from zoo.catalog.registry import Registry
     from zoo.cli.catalog import cmd_plugins
-    from zoo.plugins import PluginHost, hookimpl
-    from zoo.registry import Registry
 
     class Hostile:
         @hookimpl

@@ -162,12 +162,12 @@ def test_a_constant_model_is_verified_with_a_warning(tmp_path: Path) -> None:
     import torch
 
     import zoo
+    from zoo.catalog.plugins import PluginHost
+    from zoo.catalog.registry import Registry
     from zoo.export.base import ExportOptions
     from zoo.export.pipeline import export_artifact
     from zoo.export.verify import verify
-    from zoo.plugins import PluginHost
-    from zoo.registry import Registry
-    from zoo.weights import UNTRAINED
+    from zoo.weights.resolve import UNTRAINED
 
     class Constant(torch.nn.Module):
         def __init__(self, classes: int) -> None:
@@ -273,7 +273,7 @@ def test_load_artifact_runs_in_a_confined_child_unless_in_process(genuine: Path,
                                                                   picture: Path) -> None:
     import numpy as np
 
-    from zoo.runner import UntrainedWarning, load_artifact
+    from zoo.inference.predictor import UntrainedWarning, load_artifact
 
     artifact = genuine / "single_conv.pt"
     with pytest.warns(UntrainedWarning):

@@ -62,7 +62,7 @@ def picture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_plugin_code_redirects_stdout_and_names_the_plugin(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from zoo.plugins import plugin_code
+    from zoo.catalog.plugins import plugin_code
 
     stdout = sys.stdout
     with plugin_code("chatty", "testing"):
@@ -188,7 +188,7 @@ def test_a_broken_exporter_breaks_only_its_own_format(site: dict[str, Path]) -> 
     info = run_zoo(["info", "single_conv"], env=env)
     assert info.returncode == 0 and "BROKEN-EXPORTER" not in info.stdout, (
         "zoo info must survive a format whose exporter module exits on import "
-        f"(get_exporter needs zoo.plugins.plugin_code): rc={info.returncode}, "
+        f"(get_exporter needs zoo.catalog.plugins.plugin_code): rc={info.returncode}, "
         f"stdout={info.stdout[-300:]!r}, stderr={info.stderr[-300:]!r}")
     rows = {ln.split()[0]: ln for ln in info.stdout.splitlines()[1:] if ln.strip()
             for ln in [ln.strip("│ ")] if ln}

@@ -124,10 +124,9 @@ def test_changed_or_extra_files_fail_verify(lraspp: tuple[Path, dict], tmp_path:
 
 def test_inspect_catches_structure_and_contract_problems(lraspp: tuple[Path, dict],
                                                          tmp_path: Path) -> None:
-    from zoo_plugins.formats.coreml import SPEC_PATH, read_spec
-
     from zoo.export import get_exporter
-    from zoo.manifest import Manifest
+    from zoo.export.manifest import Manifest
+    from zoo_plugins.formats.coreml import SPEC_PATH, read_spec
 
     exporter = get_exporter("coreml")
     artifact, data = lraspp
@@ -196,9 +195,9 @@ def test_image_input_and_int8_weights(image_int8: tuple[Path, dict]) -> None:
 @pytest.mark.parametrize("name", ["single_conv", "lraspp_mobilenet_v3_large"])
 def test_image_fold_reproduces_the_cards_normalisation(name: str) -> None:
     import torch
-    from zoo_plugins.formats.coreml import image_fold, normalized
 
     import zoo
+    from zoo_plugins.formats.coreml import image_fold, normalized
 
     card = zoo.get(name)
     pre = card.preprocessing

@@ -1,4 +1,4 @@
-"""zoo.distributions reads entry points and versions exactly as importlib.metadata does."""
+"""zoo.catalog.distributions reads entry points and versions exactly as importlib.metadata does."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo import distributions
+from zoo.catalog import distributions
 
 
 def _from_metadata(group: str) -> list[tuple[str, str, str]]:

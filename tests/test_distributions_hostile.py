@@ -14,8 +14,8 @@ import pytest
 
 from tests.conftest import run_zoo
 from tests.test_registry import card_data, write_registry
-from zoo import distributions
-from zoo.registry import Registry
+from zoo.catalog import distributions
+from zoo.catalog.registry import Registry
 
 
 def _dist(site: Path, name: str, entry_points: bytes, metadata: bytes | None = None) -> Path:

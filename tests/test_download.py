@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.httpserver import HTTPTestServer, state_dict_bytes
-from zoo.download import check_url_allowed, download, download_file, size_limit
 from zoo.errors import DownloadError, HashMismatchError
+from zoo.weights.download import check_url_allowed, download, download_file, size_limit
 
 FAST = {"backoff": 0.01, "progress": "never"}
 

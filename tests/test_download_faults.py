@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from tests.httpserver import HTTPTestServer, simulate_full_disk, tmpfs
-from zoo.cache import WeightsCache
-from zoo.download import download
 from zoo.errors import DownloadError
-from zoo.urls import follow_redirect
+from zoo.weights.cache import WeightsCache
+from zoo.weights.download import download
+from zoo.weights.urls import follow_redirect
 
 FAST = {"backoff": 0.01, "progress": "never"}
 DATA = os.urandom(300_000)
@@ -273,7 +273,7 @@ def test_redirect_messages_carry_no_secrets(http_server: HTTPTestServer, tmp_pat
 HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from zoo.cache import WeightsCache
+    from zoo.weights.cache import WeightsCache
     with WeightsCache(Path(sys.argv[1])).lock("k", what="tiny weights v1"):
         print("held", flush=True)
         time.sleep(60)

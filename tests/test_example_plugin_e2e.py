@@ -194,7 +194,7 @@ def test_the_plugin_guide_commands_are_real() -> None:
 
 
 def test_the_plugin_guide_names_every_hook() -> None:
-    from zoo import hookspecs
+    from zoo.catalog import hookspecs
 
     hooks = sorted(n for n in vars(hookspecs) if n.startswith("zoo_"))
     assert hooks == ["zoo_builders", "zoo_exporters", "zoo_models"]

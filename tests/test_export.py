@@ -299,15 +299,14 @@ def test_cache_lists_and_clears_exports(tmp_path: Path) -> None:
 
 
 def test_a_plugin_can_add_an_export_format(tmp_path: Path) -> None:
-    from zoo_plugins.formats.torchscript import TorchScriptExporter
-
     import zoo
+    from zoo.catalog.plugins import PluginHost
+    from zoo.catalog.registry import Registry
     from zoo.export import available_formats, get_exporter
     from zoo.export.base import ExportOptions
     from zoo.export.pipeline import export_artifact
-    from zoo.plugins import PluginHost
-    from zoo.registry import Registry
-    from zoo.weights import UNTRAINED
+    from zoo.weights.resolve import UNTRAINED
+    from zoo_plugins.formats.torchscript import TorchScriptExporter
 
     class HalfPrecision(TorchScriptExporter):
         name = "torchscript_fp16"

@@ -20,10 +20,16 @@ import zoo
 from tests.conftest import ROOT
 from tests.export_helpers import make_weights, sha256_file
 from tests.httpserver import HTTPTestServer
-from zoo.postprocessing import class_shares, label_image, overlay, png_bytes, resize_labels
-from zoo.preprocessing import input_size_for, load_image
-from zoo.runner import UntrainedWarning
-from zoo.schema import OutputContract, Preprocessing
+from zoo.catalog.schema import OutputContract, Preprocessing
+from zoo.inference.postprocessing import (
+    class_shares,
+    label_image,
+    overlay,
+    png_bytes,
+    resize_labels,
+)
+from zoo.inference.predictor import UntrainedWarning
+from zoo.inference.preprocessing import input_size_for, load_image
 
 H, W = 200, 320  # the test image: 320 wide, 200 high
 
@@ -227,9 +233,9 @@ heavy = lambda: sorted({m.split(".")[0] for m in sys.modules} & {"torch", "PIL",
 before = heavy()
 names = sorted(n for n in dir(zoo) if n in ("load", "preprocess", "postprocess", "colorize"))
 f = zoo.preprocess
-import zoo.preprocessing
+import zoo.inference.preprocessing
 print(json.dumps({"before": before, "after": heavy(), "dir": names,
-                  "same": f is zoo.preprocessing.preprocess and zoo.load.__module__}))
+                  "same": f is zoo.inference.preprocessing.preprocess and zoo.load.__module__}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=120, check=False)
@@ -238,7 +244,7 @@ print(json.dumps({"before": before, "after": heavy(), "dir": names,
     assert out["before"] == []
     assert out["after"] == ["PIL", "numpy", "torch"]
     assert out["dir"] == ["colorize", "load", "postprocess", "preprocess"]
-    assert out["same"] == "zoo.runner"
+    assert out["same"] == "zoo.inference.predictor"
 
 
 # -- hostile images: bounded before decoding ---------------------------------------------------
@@ -265,7 +271,7 @@ def tall_png() -> bytes:
 
 
 def test_hostile_headers_are_refused_before_decoding(tmp_path: Path) -> None:
-    from zoo.preprocessing import ImageLimitError, image_size
+    from zoo.inference.preprocessing import ImageLimitError, image_size
 
     deeplab = zoo.get("deeplabv3_resnet50")  # shorter side to 520: 1x100000 would be 52M wide
     tall = tmp_path / "tall.png"
@@ -306,7 +312,7 @@ def test_hostile_headers_are_refused_before_decoding(tmp_path: Path) -> None:
 def test_limits_come_from_arguments_then_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from zoo.preprocessing import ImageLimitError
+    from zoo.inference.preprocessing import ImageLimitError
 
     card = zoo.get("single_conv")
     pixels = make_image(height=20, width=30)  # 600 pixels, aspect 1.5
@@ -333,7 +339,7 @@ def test_limits_come_from_arguments_then_environment(
 def test_raising_the_limit_past_pillows_own_is_honoured(tmp_path: Path) -> None:
     """Above Pillow's hard limit (2 x MAX_IMAGE_PIXELS) zoo's own limit decides: the forged
     header is then accepted and the missing pixel data is what fails, as a usage error."""
-    from zoo.preprocessing import ImageLimitError, image_size
+    from zoo.inference.preprocessing import ImageLimitError, image_size
 
     forged = tmp_path / "big.png"
     forged.write_bytes(png_with_header(20_000, 20_000))  # 400M pixels: Pillow alone refuses
@@ -347,7 +353,7 @@ _MEMORY_PROBE = """
 import json, os, resource, sys, warnings
 warnings.simplefilter("error")
 import zoo
-from zoo.preprocessing import preprocess
+from zoo.inference.preprocessing import preprocess
 card = zoo.get("deeplabv3_resnet50")
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

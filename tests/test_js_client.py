@@ -58,7 +58,7 @@ def varied_weights(name: str, folder: Path) -> Path:
     import torch
 
     import zoo
-    from zoo.registry import default_registry
+    from zoo.catalog.registry import default_registry
 
     card = zoo.get(name)
     torch.manual_seed(1)

@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.conftest import BUILTIN_MODELS, ROOT
 from tests.plugins import install
 
-_SOURCES = ("pyproject.toml", "README.md", "registry.yaml", "zoo", "plugins")
+_SOURCES = ("pyproject.toml", "README.md", "zoo", "zoo_plugins")
 
 
 def test_wheel_install_works_from_any_folder(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_wheel_install_works_from_any_folder(tmp_path: Path) -> None:
                    check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("zoo-*.whl")
     target = install([wheel], tmp_path / "site")
-    catalogue = target / "zoo" / "registry.yaml"
+    catalogue = target / "zoo" / "catalog" / "registry.yaml"
     assert catalogue.is_file() and not catalogue.is_symlink()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -110,7 +110,7 @@ def example_on_sys_path(site: dict[str, Path], monkeypatch: pytest.MonkeyPatch) 
 @pytest.mark.usefixtures("example_on_sys_path")
 def test_example_model_builds_lazily_matches_its_card_and_scripts() -> None:
     import zoo
-    from zoo.registry import default_registry
+    from zoo.catalog.registry import default_registry
 
     card = zoo.get(EXAMPLE_MODEL)
     assert card.plugin == "example"

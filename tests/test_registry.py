@@ -17,17 +17,17 @@ import pytest
 import yaml
 
 from tests.conftest import BUILTIN_MODELS, ROOT
-from zoo.errors import CardError, PluginError, UnknownModelError, ZooError
-from zoo.plugins import PluginHost, hookimpl
-from zoo.registry import (
+from zoo.catalog.plugins import PluginHost, hookimpl
+from zoo.catalog.registry import (
     BUILTIN_SOURCE,
     Registry,
     builtin_registry_path,
     default_registry,
     read_registry_file,
 )
-from zoo.schema import ModelCard
-from zoo.yamlio import load_yaml
+from zoo.catalog.schema import ModelCard
+from zoo.catalog.yamlio import load_yaml
+from zoo.errors import CardError, PluginError, UnknownModelError, ZooError
 
 BUILTIN = BUILTIN_MODELS
 
@@ -56,7 +56,7 @@ def test_builtin_catalogue_has_the_seven_models_with_their_plugins() -> None:
         "deeplabv3_resnet50": "deeplabv3",
         "fcn_resnet101": "fcn",
         "fcn_resnet50": "fcn",
-        "lraspp_mobilenet_v3_large": "fcn",
+        "lraspp_mobilenet_v3_large": "lraspp",
         "single_conv": "single_conv",
     }
     assert reg.source("single_conv") == BUILTIN_SOURCE
@@ -442,7 +442,7 @@ def test_hostile_registry_files_are_one_line_card_errors(
 
 
 def test_the_fast_yaml_reader_agrees_with_pyyaml() -> None:
-    from zoo.yamlio import _fast_load, _StrictLoader
+    from zoo.catalog.yamlio import _fast_load, _StrictLoader
 
     example = ROOT / "examples" / "zoo-example-plugin" / "zoo_example_plugin" / "models.yaml"
     for path in (builtin_registry_path(), example):

@@ -24,12 +24,12 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from zoo import registry_cache
+from zoo.catalog import compiled as registry_cache
+from zoo.catalog.compiled import compile_file, summarize
+from zoo.catalog.plugins import PluginHost, hookimpl
+from zoo.catalog.registry import Registry, builtin_registry_path, parse_registry_bytes
+from zoo.catalog.yamlio import load_yaml
 from zoo.errors import CardError, UnknownModelError
-from zoo.plugins import PluginHost, hookimpl
-from zoo.registry import Registry, builtin_registry_path, parse_registry_bytes
-from zoo.registry_cache import compile_file, summarize
-from zoo.yamlio import load_yaml
 
 
 def card_data(name: str, **changes: Any) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def test_changed_added_and_removed_sources_are_seen_on_the_next_run(
 def test_plugin_card_data_is_compiled_once_and_recompiled_when_it_changes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    registry_module = importlib.import_module("zoo.registry")  # zoo.registry is the function
+    registry_module = importlib.import_module("zoo.catalog.registry")
     calls: list[str] = []
     real = registry_module.parse_card
 
@@ -367,7 +367,7 @@ def test_a_read_only_prewarmed_zoo_home_serves_hits_and_misses(
 
 _COMPILE = """
 import sys
-from zoo.registry import Registry
+from zoo.catalog.registry import Registry
 reg = Registry(extra_files=[sys.argv[1]])
 print(len(reg.names()), reg.get("many_0299").name)
 """

@@ -21,9 +21,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from zoo_plugins.formats.canonical import canonical_code, canonicalize
 
 from tests.conftest import ROOT, run_zoo
+from zoo_plugins.formats.canonical import canonical_code, canonicalize
 
 FLAGSHIP = "deeplabv3_resnet50"
 SIZE = 64
@@ -34,10 +34,10 @@ EXPORT = r"""
 import io, json, sys, warnings
 from pathlib import Path
 import torch
-from zoo.build import build_model
+from zoo.export.build import build_model
 from zoo.export.base import ExportOptions
-from zoo.registry import default_registry
-from zoo.weights import UNTRAINED
+from zoo.catalog.registry import default_registry
+from zoo.weights.resolve import UNTRAINED
 from zoo_plugins.formats.torchscript import LiteExporter, TorchScriptExporter
 
 plan = json.loads(sys.argv[1])

@@ -64,7 +64,7 @@ def calibrate(model: torch.nn.Module, num_classes: int, seed: int = 1) -> torch.
 
 def calibrated_weights(name: str, folder: Path, seed: int = 1) -> Path:
     """A weights file for built-in model ``name`` made by :func:`calibrate`."""
-    from zoo.registry import default_registry
+    from zoo.catalog.registry import default_registry
 
     card = zoo.get(name)
     torch.manual_seed(seed)
@@ -145,7 +145,7 @@ def test_single_conv_eager_and_lite_artifact_agree_at_the_image_size(
         "street.color.png", "street.labels.png", "street.overlay.png"]  # no temp files left
 
     # the same through the Python API: the artifact's predictor, and the helpers by hand
-    from zoo.runner import load_artifact
+    from zoo.inference.predictor import load_artifact
 
     np.testing.assert_array_equal(load_artifact(artifact).predict(image_file), labels_a)
     model = zoo.load("single_conv", weights=weights)

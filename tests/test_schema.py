@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from zoo.registry import builtin_registry_path
-from zoo.schema import ModelCard, WeightsSource
-from zoo.yamlio import load_yaml
+from zoo.catalog.registry import builtin_registry_path
+from zoo.catalog.schema import ModelCard, WeightsSource
+from zoo.catalog.yamlio import load_yaml
 
 
 def builtin_cards() -> list[dict[str, Any]]:

@@ -16,9 +16,9 @@ import torch.nn as nn
 
 from tests.conftest import run_zoo
 from tests.export_helpers import fetch
-from zoo.build import build_model
-from zoo.registry import default_registry
-from zoo.weights import ResolvedWeights
+from zoo.catalog.registry import default_registry
+from zoo.export.build import build_model
+from zoo.weights.resolve import ResolvedWeights
 
 
 # Verbatim from seed 003 ("Image Segmentation - Single Layer Model", models/single_conv.py).

@@ -20,7 +20,7 @@ def test_an_online_zoo_offline_value_keeps_a_remote_store(
         value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """ZOO_OFFLINE=off used to keep weights online but drop an s3:// store silently."""
     from zoo.cli.store_options import store_from_args
-    from zoo.weights import env_offline
+    from zoo.weights.resolve import env_offline
 
     monkeypatch.setenv("ZOO_OFFLINE", value)
     args = argparse.Namespace(store="s3://bucket/prefix", store_option=[], publish=False,
@@ -34,7 +34,7 @@ def test_a_bad_zoo_offline_value_is_the_same_error_everywhere(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from zoo.cli.store_options import store_from_args
     from zoo.errors import UsageError
-    from zoo.weights import env_offline
+    from zoo.weights.resolve import env_offline
 
     monkeypatch.setenv("ZOO_OFFLINE", "sometimes")
     args = argparse.Namespace(store="s3://bucket/prefix", store_option=[], publish=False,
@@ -54,8 +54,8 @@ def test_a_bad_zoo_offline_value_is_the_same_error_everywhere(
 def test_one_size_grammar_for_fetch_cache_prune_and_the_budget(
         text: str, expected: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """--max-size 500MB meant 500,000,000 bytes in fetch and 524,288,000 in the cache."""
-    from zoo.artifact_cache import cache_budget, parse_size
     from zoo.cli.fetch import _size
+    from zoo.export.cache import cache_budget, parse_size
 
     assert settings.parse_size(text) == expected
     assert _size(text) == expected
@@ -71,8 +71,8 @@ def test_bad_sizes_are_refused_with_the_grammar(text: str) -> None:
 
 
 def test_sizes_print_one_way() -> None:
-    from zoo.artifact_cache import _human
     from zoo.cli.output import human_bytes
+    from zoo.export.cache import _human
 
     for n, text in ((0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (168312177, "160.5 MiB"),
                     (5 << 40, "5.0 TiB"), (5 << 30, "5.0 GiB")):
@@ -81,9 +81,9 @@ def test_sizes_print_one_way() -> None:
 
 def test_warnings_take_one_channel_and_are_escaped(
         capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    from zoo._core.fs import warn_once
     from zoo._core.log import cli_handler, use_logging
-    from zoo.artifact_cache import _warn_stderr
-    from zoo.fsutil import warn_once
+    from zoo.export.cache.base import _warn_stderr
 
     warn("evil \x1b[31mred\x1b[0m\r\nsecond line", once=False)
     _warn_stderr("from the export cache \x07")

@@ -180,7 +180,7 @@ def test_folder_artifact_roundtrip(export_dir: Path, tmp_path: Path) -> None:
     for rel, data in inside.items():
         (folder / "model.mlpackage" / rel).write_bytes(data)
     raw = json.loads((export_dir / "single_conv.pt.manifest.json").read_text())
-    from zoo.store.local import tree_digest
+    from zoo.store.export_folder import tree_digest
     from zoo.store.record import ObjectRef
 
     refs = [ObjectRef(rel, sha(data), len(data)) for rel, data in sorted(inside.items())]

@@ -17,7 +17,7 @@ from tests.conftest import run_zoo
 from tests.s3server import S3Store
 from zoo.store import open_store
 from zoo.store.errors import StoreError, StoreRefusedError
-from zoo.urls import redact_text
+from zoo.weights.urls import redact_text
 
 pytest.importorskip("fsspec")
 CONTROL = ("\x1b", "\r", "\x07")

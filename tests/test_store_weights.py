@@ -212,8 +212,8 @@ def test_the_python_api_and_zoo_run_take_weights_from_the_store(
     import torch
 
     import zoo
+    from zoo.catalog.registry import Registry
     from zoo.errors import DownloadError
-    from zoo.registry import Registry
 
     registry_file = tiny_registry(http_server, tmp_path)
     store = file_store(tmp_path)

@@ -118,7 +118,7 @@ def test_inspect_rejects_damaged_and_mislabelled_models(
     lraspp_fp32: tuple[Path, dict, Path], tmp_path: Path
 ) -> None:
     from zoo.export import get_exporter
-    from zoo.manifest import Manifest
+    from zoo.export.manifest import Manifest
 
     exporter = get_exporter("tflite")
     artifact, manifest, _ = lraspp_fp32

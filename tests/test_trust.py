@@ -20,10 +20,10 @@ SMALL = (64, 96)
 
 def _export(tmp_path: Path, fmt: str = "torchscript", registry=None, name: str = "single_conv",
             out: str = "o"):
+    from zoo.catalog.registry import default_registry
     from zoo.export.base import ExportOptions
     from zoo.export.pipeline import export_artifact
-    from zoo.registry import default_registry
-    from zoo.weights import UNTRAINED
+    from zoo.weights.resolve import UNTRAINED
 
     registry = registry or default_registry()
     card = registry.get(name)
@@ -68,6 +68,7 @@ def _replace_with_module(artifact: Path, body: str) -> None:
     import importlib.util
 
     import torch
+
     from zoo_plugins.formats.torchscript import _read_zip_extra
 
     embedded = _read_zip_extra(artifact, "manifest.json")
@@ -177,7 +178,7 @@ def test_file_names_in_a_manifest_are_bare_names(exported: Path, tmp_path: Path,
 
 
 def test_the_schema_publishes_the_bare_name_rule() -> None:
-    from zoo.manifest import Manifest
+    from zoo.export.manifest import Manifest
 
     schema = json.dumps(Manifest.model_json_schema())
     assert "bare file name" in schema and '"pattern"' in schema
@@ -188,7 +189,7 @@ def _rewrite_manifest(artifact: Path, change) -> None:
     who controls both files would."""
     import torch
 
-    from zoo.manifest import Manifest
+    from zoo.export.manifest import Manifest
 
     sidecar = artifact.with_name(artifact.name + ".manifest.json")
     data = json.loads(sidecar.read_text())
@@ -240,8 +241,8 @@ def test_a_hanging_runtime_is_bounded(exported: Path, tmp_path: Path) -> None:
 def _plugin_registry(build_source: str, tmp_path: Path, package: str):
     """A registry whose 'single_conv' builder comes from a plugin package in ``tmp_path``."""
     import zoo
-    from zoo.plugins import PluginHost
-    from zoo.registry import Registry
+    from zoo.catalog.plugins import PluginHost
+    from zoo.catalog.registry import Registry
 
     pkg = tmp_path / package
     pkg.mkdir(exist_ok=True)
@@ -274,7 +275,7 @@ def test_a_builder_with_the_wrong_channel_count_is_refused(tmp_path: Path) -> No
     from zoo.errors import PluginError
     from zoo.export.base import ExportOptions
     from zoo.export.pipeline import export_artifact
-    from zoo.weights import UNTRAINED
+    from zoo.weights.resolve import UNTRAINED
 
     registry, card = _plugin_registry(BUILD.format(extra=2), tmp_path, "wrong_channels_plugin")
     card = card.model_copy(update={"num_params": 3 * 25 * 9 + 25})  # only the channels lie
@@ -291,7 +292,7 @@ def test_a_builder_with_the_wrong_parameter_count_is_refused(tmp_path: Path) -> 
     from zoo.errors import PluginError
     from zoo.export.base import ExportOptions
     from zoo.export.pipeline import export_artifact
-    from zoo.weights import UNTRAINED
+    from zoo.weights.resolve import UNTRAINED
 
     registry, card = _plugin_registry(BUILD.format(extra=0), tmp_path, "wrong_params_plugin")
     card = card.model_copy(update={"num_params": 999})
@@ -304,7 +305,7 @@ def test_editing_a_plugins_builder_invalidates_its_cache_entries(tmp_path: Path)
     from zoo.export.base import ExportOptions
     from zoo.export.identity import package_digest
     from zoo.export.pipeline import export_artifact
-    from zoo.weights import UNTRAINED
+    from zoo.weights.resolve import UNTRAINED
 
     registry, card = _plugin_registry(BUILD.format(extra=0), tmp_path, "editable_plugin")
     options = ExportOptions(input_size=SMALL)

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 
 from tests.httpserver import HTTPTestServer, card_with_weights, write_registry
 from zoo.cli.main import main
-from zoo.download import download
 from zoo.errors import DownloadError, UsageError, ZooError
-from zoo.urls import check_url_allowed, follow_redirect, is_loopback, redact_url
-from zoo.weights import apply_mirror, env_offline, resolve_weights
+from zoo.weights.download import download
+from zoo.weights.resolve import apply_mirror, env_offline, resolve_weights
+from zoo.weights.urls import check_url_allowed, follow_redirect, is_loopback, redact_url
 
 SECRET = "S3CR3T"
 DATA = b"weights" * 1000

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from tests.httpserver import HTTPTestServer, card_with_weights, readonly, state_dict_bytes
-from zoo.cache import WeightsCache
+from zoo.catalog.registry import default_registry
+from zoo.catalog.schema import ModelCard
 from zoo.errors import DownloadError, HashMismatchError, UsageError
-from zoo.registry import default_registry
-from zoo.schema import ModelCard
-from zoo.weights import ResolvedWeights, apply_mirror, env_offline, resolve_weights
+from zoo.weights.cache import WeightsCache
+from zoo.weights.resolve import ResolvedWeights, apply_mirror, env_offline, resolve_weights
 
 WEIGHTS = state_dict_bytes("single_conv")
 SHA = hashlib.sha256(WEIGHTS).hexdigest()
@@ -318,7 +318,7 @@ def test_waiting_for_a_stuck_download_is_bounded_by_the_deadline(
     url = http_server.serve("/w.pth", WEIGHTS)
     card = card_with_weights("single_conv", "tiny", url, WEIGHTS)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom zoo.cache import WeightsCache\n"
+        [sys.executable, "-c", "import sys, time\nfrom zoo.weights.cache import WeightsCache\n"
          f"with WeightsCache().lock({SHA!r}, what='x'):\n print('held', flush=True)\n"
          " time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:

@@ -23,11 +23,11 @@ import torch
 
 from tests.conftest import ROOT, run_zoo
 from tests.httpserver import HTTPTestServer, state_dict_bytes
-from zoo.build import WeightsError, build_model, weights_budget
-from zoo.cache import WeightsCache
+from zoo.catalog.registry import Registry
 from zoo.errors import DownloadError, PluginError
-from zoo.registry import Registry
-from zoo.weights import ResolvedWeights, resolve_weights
+from zoo.export.build import WeightsError, build_model, weights_budget
+from zoo.weights.cache import WeightsCache
+from zoo.weights.resolve import ResolvedWeights, resolve_weights
 
 CARD = Registry().get("single_conv")
 WEIGHTS = state_dict_bytes("single_conv")
@@ -65,8 +65,8 @@ PEAK = textwrap.dedent("""
     import json, resource, sys
     from pathlib import Path
     import torch
-    from zoo.build import WeightsError, load_state_dict, weights_budget
-    from zoo.registry import Registry
+    from zoo.export.build import WeightsError, load_state_dict, weights_budget
+    from zoo.catalog.registry import Registry
     budget = weights_budget(Registry().get("single_conv"))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:

@@ -10,8 +10,10 @@ the first time one of them is looked up. ``read_manifest`` reads an artifact's m
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
+from zoo import _compat
 from zoo.api import get, list_models, registry
 from zoo.errors import (
     CardError,
@@ -25,32 +27,37 @@ from zoo.errors import (
 )
 
 if TYPE_CHECKING:
+    from zoo.catalog.plugins import hookimpl
+    from zoo.catalog.schema import ModelCard, OutputContract, Preprocessing, WeightsSource
+    from zoo.export.manifest import Manifest
     from zoo.inference.manifests import read_manifest
-    from zoo.manifest import Manifest
-    from zoo.plugins import hookimpl
-    from zoo.postprocessing import colorize, overlay, postprocess
-    from zoo.preprocessing import preprocess
-    from zoo.runner import Predictor, load, load_artifact
-    from zoo.schema import ModelCard, OutputContract, Preprocessing, WeightsSource
+    from zoo.inference.postprocessing import colorize, overlay, postprocess
+    from zoo.inference.predictor import Predictor, load, load_artifact
+    from zoo.inference.preprocessing import preprocess
 
 __version__ = "0.1.0"
 
+_compat.install()  # old module paths (zoo.schema, zoo.manifest, ...) keep importing
+# ``zoo.registry`` is the function above; the old module of that name is already loaded, so
+# ``import zoo.registry`` finds it here and never rebinds the attribute to a module.
+sys.modules.setdefault("zoo.registry", sys.modules["zoo.catalog.registry"])
+
 #: public name -> the module that defines it, imported on first access
 _LAZY = {
-    "ModelCard": "zoo.schema",
-    "OutputContract": "zoo.schema",
-    "Preprocessing": "zoo.schema",
-    "WeightsSource": "zoo.schema",
-    "colorize": "zoo.postprocessing",
-    "overlay": "zoo.postprocessing",
+    "ModelCard": "zoo.catalog.schema",
+    "OutputContract": "zoo.catalog.schema",
+    "Preprocessing": "zoo.catalog.schema",
+    "WeightsSource": "zoo.catalog.schema",
+    "colorize": "zoo.inference.postprocessing",
+    "overlay": "zoo.inference.postprocessing",
     "read_manifest": "zoo.inference.manifests",
-    "Manifest": "zoo.manifest",
-    "hookimpl": "zoo.plugins",
-    "load": "zoo.runner",
-    "load_artifact": "zoo.runner",
-    "Predictor": "zoo.runner",
-    "postprocess": "zoo.postprocessing",
-    "preprocess": "zoo.preprocessing",
+    "Manifest": "zoo.export.manifest",
+    "hookimpl": "zoo.catalog.plugins",
+    "load": "zoo.inference.predictor",
+    "load_artifact": "zoo.inference.predictor",
+    "Predictor": "zoo.inference.predictor",
+    "postprocess": "zoo.inference.postprocessing",
+    "preprocess": "zoo.inference.preprocessing",
 }
 
 __all__ = [

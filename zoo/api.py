@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.registry import Registry, default_registry
+from zoo.catalog.registry import Registry, default_registry
 
 if TYPE_CHECKING:
-    from zoo.schema import ModelCard
+    from zoo.catalog.schema import ModelCard
 
 
 def registry(extra_files: list[str | Path] | None = None) -> Registry:

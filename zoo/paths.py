@@ -7,9 +7,9 @@ Nothing here creates folders: the code that writes into one creates it.
 Layout::
 
     ZOO_HOME/
-      weights/      downloaded weights, content-addressed (see zoo.cache)
-      artifacts/    the export cache (zoo.artifact_cache): entries, records/, locks/
-      registry/     compiled registry sources (zoo.registry_cache; rebuilt when missing)
+      weights/      downloaded weights, content-addressed (see zoo.weights.cache)
+      artifacts/    the export cache (zoo.export.cache): entries, records/, locks/
+      registry/     compiled registry sources (zoo.catalog.compiled; rebuilt when missing)
       locks/        locks of output folders while exports are installed into them
       store/records team-store records already read (content-addressed: a record file's
                     name is its sha256, so a cached copy is proved by its name)

@@ -1,5 +1,5 @@
 """``zoo cache list|verify|clear|prune|path``: look after the caches under ZOO_HOME
-(downloaded weights, and the export cache of :mod:`zoo.artifact_cache`)."""
+(downloaded weights, and the export cache of :mod:`zoo.export.cache`)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def _row(entry: Any) -> dict[str, Any]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """``zoo cache list``."""
-    from zoo.cache import WeightsCache
+    from zoo.weights.cache import WeightsCache
 
     if args.artifacts:
         return _list_artifacts(args)
@@ -104,7 +104,7 @@ def _export_row(e: Any) -> dict[str, Any]:
 
 
 def _list_artifacts(args: argparse.Namespace) -> int:
-    from zoo.artifact_cache import ArtifactCache
+    from zoo.export.cache import ArtifactCache
 
     rows = [_export_row(e) for e in ArtifactCache().entries()]
     if args.json:
@@ -121,7 +121,7 @@ def _list_artifacts(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """``zoo cache verify``: exit 1 when a bad file was found (and removed)."""
-    from zoo.cache import WeightsCache
+    from zoo.weights.cache import WeightsCache
 
     cache = WeightsCache()
     results = cache.verify(remove=True)
@@ -156,7 +156,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _verify_artifacts() -> tuple[dict[str, Any], list[str], bool]:
     """The export cache's part of ``zoo cache verify``: JSON fields, text lines, any bad."""
-    from zoo.artifact_cache import ArtifactCache
+    from zoo.export.cache import ArtifactCache
 
     cache = ArtifactCache()
     results = cache.verify()
@@ -182,8 +182,8 @@ def _verify_artifacts() -> tuple[dict[str, Any], list[str], bool]:
 
 def cmd_clear(args: argparse.Namespace) -> int:
     """``zoo cache clear [NAME]``."""
-    from zoo.artifact_cache import ArtifactCache
-    from zoo.cache import WeightsCache
+    from zoo.export.cache import ArtifactCache
+    from zoo.weights.cache import WeightsCache
 
     weights = WeightsCache()
     leftovers = weights.leftovers() if args.name is None else []
@@ -212,8 +212,8 @@ def cmd_clear(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """``zoo cache prune [--max-size SIZE]``: evict least recently used exports."""
-    from zoo.artifact_cache import BUDGET_ENV, ArtifactCache, parse_size
     from zoo.errors import UsageError
+    from zoo.export.cache import BUDGET_ENV, ArtifactCache, parse_size
 
     cache = ArtifactCache()
     budget = cache.budget

@@ -3,7 +3,7 @@
 None of these import torch: they read cards, which are plain data. ``zoo list`` reads only
 the compiled summaries (no pydantic, no rich) and prints its table itself, so it stays fast
 with thousands of cards. Card text reaches the terminal as text: never as rich markup, and
-with control characters shown as escapes (:func:`zoo._names.printable`).
+with control characters shown as escapes (:func:`zoo._core.names.printable`).
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from zoo._names import printable
+from zoo._core.names import printable
+from zoo.catalog.compiled import Summary, summarize
 from zoo.cli.output import human_bytes, human_count, print_json
-from zoo.registry_cache import Summary, summarize
 
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from zoo.registry import Registry
-    from zoo.schema import ModelCard
+    from zoo.catalog.registry import Registry
+    from zoo.catalog.schema import ModelCard
 
 
 def output_contract(card: ModelCard) -> str:
@@ -141,7 +141,7 @@ def cmd_info(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace, registry: Registry | None) -> int:
-    from zoo.plugins import get_host
+    from zoo.catalog.plugins import get_host
 
     host = registry.host if registry else get_host()
     summaries = registry.summaries() if registry else []
@@ -177,7 +177,7 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry | None) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     if args.which == "manifest":
-        from zoo.manifest import Manifest
+        from zoo.export.manifest import Manifest
 
         schema = Manifest.model_json_schema()
     elif args.which == "plan":
@@ -185,7 +185,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
         schema = plan_schema()
     else:
-        from zoo.schema import ModelCard
+        from zoo.catalog.schema import ModelCard
 
         schema = ModelCard.model_json_schema()
     print(json.dumps(schema, indent=2))

@@ -17,14 +17,14 @@ MAX_SIDE = 8192  # the card schema's bound on input sizes
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from zoo.catalog.registry import Registry
+    from zoo.catalog.schema import ModelCard
     from zoo.export.base import Exporter, ExportOptions
     from zoo.export.custody import Custody
+    from zoo.export.manifest import Manifest
     from zoo.export.pipeline import ExportOutcome
-    from zoo.manifest import Manifest
-    from zoo.registry import Registry
-    from zoo.schema import ModelCard
     from zoo.store.config import StoreConfig
-    from zoo.weights import ResolvedWeights
+    from zoo.weights.resolve import ResolvedWeights
 
 _HW = re.compile(r"^(\d+)[xX](\d+)$")
 

@@ -1,7 +1,7 @@
 """``zoo fetch NAME``: get a model's weights into the cache, verified, and print the path.
 
 The weights options (``--weights``, ``--mirror``, ``--offline``, ...) are added by
-:func:`add_weights_options` and turned into a :class:`~zoo.weights.ResolvedWeights` by
+:func:`add_weights_options` and turned into a :class:`~zoo.weights.resolve.ResolvedWeights` by
 :func:`weights_from_args`, so any command that needs weights shares them.
 """
 
@@ -22,10 +22,10 @@ from zoo.cli.output import error_line
 from zoo.errors import UsageError
 
 if TYPE_CHECKING:
-    from zoo.schema import ModelCard
-    from zoo.weights import ResolvedWeights, WeightsMirror
+    from zoo.catalog.schema import ModelCard
+    from zoo.weights.resolve import ResolvedWeights, WeightsMirror
 
-# zoo.download/zoo.weights import requests; `zoo --help` must stay light, so the defaults
+# zoo.weights.download and .resolve import requests; `zoo --help` must stay light, so the defaults
 # are repeated here (tests/test_fetch_cli.py checks they agree).
 DEFAULT_DEADLINE = 3600.0
 DEFAULT_MAX_SIZE = 4 << 30
@@ -169,7 +169,7 @@ def weights_from_args(args: argparse.Namespace, card: ModelCard,
                       store: WeightsMirror | None = None) -> ResolvedWeights:
     """Resolve the weights the options in ``args`` ask for (card weights from the team
     ``store`` first, when one is given); warns loudly when untrained."""
-    from zoo.weights import env_offline, resolve_weights
+    from zoo.weights.resolve import env_offline, resolve_weights
 
     env_offline_value = env_offline()  # a bad ZOO_OFFLINE is an error even with --offline
     deadline = getattr(args, "deadline", DEFAULT_DEADLINE)

@@ -14,9 +14,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from zoo.catalog.schema import ModelCard
 from zoo.cli.catalog import safe_text
 from zoo.cli.output import human_bytes, human_count
-from zoo.schema import ModelCard
 
 if TYPE_CHECKING:
     from zoo.export.support import FormatSupport

@@ -19,7 +19,7 @@ from zoo.cli.output import error_line
 from zoo.errors import ZooError
 
 if TYPE_CHECKING:  # imported for real only when a command needs it
-    from zoo.registry import Registry
+    from zoo.catalog.registry import Registry
 
 EPILOG = f"""\
 examples:
@@ -165,7 +165,7 @@ def _version() -> str:
 
 def load_registry(args: argparse.Namespace) -> Registry:
     """The registry for this invocation: default, or fresh with ``--registry`` files merged."""
-    from zoo.registry import Registry, default_registry
+    from zoo.catalog.registry import Registry, default_registry
 
     extra = [*getattr(args, "top_registry", []), *getattr(args, "registry", [])]
     return Registry(extra_files=extra) if extra else default_registry()

@@ -3,7 +3,7 @@
 This is the printing edge: every line zoo writes for a human passes :func:`shown` (through
 :func:`error_line`, or the consoles :func:`stdout_console` makes), so text that came from a
 card, a store, a plugin or an exception can neither carry a credential (URL user info,
-signed-URL parameters: :func:`zoo.urls.redact_text`) nor steer the terminal (control
+signed-URL parameters: :func:`zoo.weights.urls.redact_text`) nor steer the terminal (control
 characters are shown escaped: :func:`zoo._core.names.printable`). JSON escapes control
 characters itself and keeps data as it is.
 """
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # rich costs ~30 ms to import: only commands that draw with i
 def shown(text: str) -> str:
     """``text`` as it may reach a terminal: secrets masked, control characters escaped."""
     from zoo._core.names import printable
-    from zoo.urls import redact_text
+    from zoo.weights.urls import redact_text
 
     return printable(redact_text(text))
 

@@ -21,7 +21,7 @@ from zoo.errors import UsageError, ZooError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from zoo.runner import Predictor
+    from zoo.inference.predictor import Predictor
 
 OUTPUTS = ("labels", "color", "overlay")
 EPILOG = """\
@@ -106,7 +106,7 @@ def _check_inputs(args: argparse.Namespace) -> None:
     """Usage errors that need no model: missing, unreadable or over-limit images (read from
     their headers, nothing decoded), clashing output names, an output that is not a folder."""
     from zoo.cli.output import check_output_folder
-    from zoo.preprocessing import image_size
+    from zoo.inference.preprocessing import image_size
 
     check_output_folder(args.output)
     seen: dict[str, Path] = {}
@@ -131,7 +131,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
         registry = load_registry(args)
         card = registry.get(args.name)
         card.palette_named(args.palette)  # an unknown palette fails before any download
-        from zoo.runner import eager_predictor
+        from zoo.inference.predictor import eager_predictor
         from zoo.store.config import weights_store
 
         store = weights_store(None, True if args.offline else None)  # ZOO_STORE, if set
@@ -144,7 +144,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
                          "artifact in zoo's own process (drop one of them)")
     import warnings
 
-    from zoo.runner import UntrainedWarning, load_artifact, read_manifest
+    from zoo.inference.predictor import UntrainedWarning, load_artifact, read_manifest
 
     _, manifest = read_manifest(args.artifact)
     if manifest.model.name != args.name:
@@ -171,7 +171,7 @@ def _predictor(args: argparse.Namespace) -> Predictor:
 
 def _segment(predictor: Predictor, path: Path, args: argparse.Namespace,
              palette: list[tuple[int, int, int]]) -> dict[str, Any]:
-    from zoo.postprocessing import (
+    from zoo.inference.postprocessing import (
         class_shares,
         colorize,
         label_image,
@@ -179,7 +179,7 @@ def _segment(predictor: Predictor, path: Path, args: argparse.Namespace,
         png_bytes,
         postprocess,
     )
-    from zoo.preprocessing import load_image, preprocess
+    from zoo.inference.preprocessing import load_image, preprocess
 
     image = load_image(path)
     width, height = image.size
@@ -208,7 +208,7 @@ def _write_all(files: dict[Path, bytes]) -> None:
     leaves a half set of PNGs (or half a PNG) for an app to find."""
     import tempfile
 
-    from zoo.fsutil import FILE_MODE
+    from zoo._core.fs import FILE_MODE
 
     temps: list[tuple[str, Path]] = []
     dest = next(iter(files))

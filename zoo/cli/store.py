@@ -144,7 +144,7 @@ def _progress(args: argparse.Namespace) -> Any:
 def cmd_publish(args: argparse.Namespace) -> int:
     from zoo.cli.output import print_json
     from zoo.store.embedded import embedded_problems
-    from zoo.store.local import exports_in
+    from zoo.store.export_folder import exports_in
 
     config = _config(args)
     progress = _progress(args)

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from zoo.export.manifest import Manifest
     from zoo.export.verify import Provenance, RunLimits
-    from zoo.manifest import Manifest
 
 EPILOG = """\
 verdicts:
@@ -163,7 +163,7 @@ def verify_and_report(artifact: Path, *, as_json: bool = False, time_limit: floa
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     if report.untrained:
-        from zoo.manifest import UNTRAINED_WARNING
+        from zoo.export.manifest import UNTRAINED_WARNING
 
         console.print(f"[bold yellow]{UNTRAINED_WARNING}[/]")
     return 0 if passed else 1

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from zoo.catalog.plugins import PluginHost, as_callable, get_host, warn
 from zoo.errors import PluginError, UsageError
 from zoo.export.base import Exporter, ExportOptions, Prepared
-from zoo.plugins import PluginHost, as_callable, get_host, warn
 
 __all__ = [
     "ExportOptions", "Exporter", "Prepared", "available_formats", "format_plugin", "get_exporter",
@@ -45,7 +45,7 @@ def get_exporter(fmt: str, host: PluginHost | None = None) -> Exporter:
     if fmt not in refs:
         raise UsageError(f"unknown format {fmt!r}; choose from {', '.join(sorted(refs))}")
     plugin, ref = refs[fmt]
-    from zoo.plugins import plugin_code
+    from zoo.catalog.plugins import plugin_code
 
     with plugin_code(plugin, f"loading format {fmt!r}"):
         obj = as_callable(ref) if isinstance(ref, str) else ref

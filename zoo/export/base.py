@@ -37,8 +37,8 @@ from zoo.errors import UsageError
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from zoo.manifest import Manifest
-    from zoo.schema import ModelCard
+    from zoo.catalog.schema import ModelCard
+    from zoo.export.manifest import Manifest
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from zoo.fsutil import human_size
+from zoo._core.fs import human_size
 
 __all__ = ["ContainerError", "FolderLimits", "ZipEntry", "ZipLimits", "check_folder",
            "check_zip", "name_problem", "read_zip_entry"]

@@ -17,13 +17,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.manifest import CodeIdentity
+from zoo.export.manifest import CodeIdentity
 
 if TYPE_CHECKING:
+    from zoo.catalog.registry import Registry
+    from zoo.catalog.schema import ModelCard
     from zoo.export.base import Exporter, ExportOptions
-    from zoo.registry import Registry
-    from zoo.schema import ModelCard
-    from zoo.weights import ResolvedWeights
+    from zoo.weights.resolve import ResolvedWeights
 
 #: Distributions whose versions shape every export.
 RUNTIME_DISTS = ("torch", "torchvision")

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from zoo.catalog.schema import ModelCard, OutputContract
 from zoo.errors import ExportError, PluginError, UsageError
 from zoo.export import get_exporter
 from zoo.export.base import Exporter, ExportOptions, Prepared
 from zoo.export.checksums import update_sums
 from zoo.export.custody import Custody
-from zoo.manifest import (
+from zoo.export.manifest import (
     EMBEDDED_NAME,
     SIDECAR_SUFFIX,
     UNTRAINED_WARNING,
@@ -42,14 +43,13 @@ from zoo.manifest import (
     model_facts,
     tree_digest,
 )
-from zoo.schema import ModelCard, OutputContract
-from zoo.urls import redact_url
+from zoo.weights.urls import redact_url
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from zoo.registry import Registry
-    from zoo.weights import ResolvedWeights
+    from zoo.catalog.registry import Registry
+    from zoo.weights.resolve import ResolvedWeights
 
 GOLDEN_MAX_SIDE = 256
 GOLDEN_SEEDS = {"noise": 0, "scene": 1}
@@ -146,8 +146,8 @@ def export_artifact(
     or pulled bytes may be served (default: any verified bytes); with ``require_signed``, a
     run that would have to export locally raises :class:`ExportError` instead.
     """
+    from zoo.catalog.registry import default_registry
     from zoo.export.cache import ArtifactCache
-    from zoo.registry import default_registry
 
     custody = custody or Custody()
     say = log or (lambda _msg: None)
@@ -288,8 +288,8 @@ def _produce(
 ) -> None:
     import torch
 
-    from zoo.build import build_model
-    from zoo.plugins import plugin_code
+    from zoo.catalog.plugins import plugin_code
+    from zoo.export.build import build_model
 
     say(f"building {card.name} ({weights.source})")
     model = build_model(card, weights, keep_aux=options.keep_aux, registry=registry)
@@ -351,7 +351,7 @@ def _produce(
         with plugin_code(format_code.plugin, f"format {exporter.name!r} save"):
             exporter.save(prepared, artifact, {EMBEDDED_NAME: manifest.embedded().to_json()})
     except OSError as exc:  # a full or read-only disk, passed through by plugin_code
-        from zoo.fsutil import disk_error_message
+        from zoo._core.fs import disk_error_message
 
         hint = "set ZOO_HOME to another folder (the export cache stages there)"
         raise ExportError(disk_error_message(exc, artifact, home_hint=hint)) from exc
@@ -367,8 +367,8 @@ def _produce(
 
 def artifact_facts(artifact: Path, name: str) -> ArtifactFacts:
     """Size and sha256 of a file artifact, or of every file of a folder artifact."""
+    from zoo._core.fs import sha256_file
     from zoo.export.verify import artifact_files
-    from zoo.fsutil import sha256_file
 
     if artifact.is_file():
         return ArtifactFacts(file=name, size=artifact.stat().st_size,
@@ -383,8 +383,8 @@ def _scratch_runnable(exporter: Exporter, prepared: Prepared, format_code: CodeI
                       options: ExportOptions) -> Callable[..., Any]:
     """Save the prepared artifact to a scratch folder and load it through its runtime module
     in this process (for fidelity and artifact-referenced golden outputs)."""
+    from zoo.catalog.plugins import plugin_code
     from zoo.export.runtime import load_in_process
-    from zoo.plugins import plugin_code
 
     scratch = Path(tempfile.mkdtemp(prefix="zoo-scratch-"))
     path = scratch / f"scratch{exporter.suffix}"
@@ -471,7 +471,7 @@ def _install(cache: Any, entry: Any, name: str, out_dir: Path, hit: bool,
     """Copy the cached files into ``out_dir`` and update SHA256SUMS, under a folder lock."""
     from filelock import FileLock
 
-    from zoo.manifest import Manifest
+    from zoo.export.manifest import Manifest
     from zoo.paths import zoo_home
 
     manifest_name = f"{name}{SIDECAR_SUFFIX}"

@@ -14,13 +14,13 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo._core.fs import sha256_file
 from zoo.errors import UsageError
-from zoo.fsutil import sha256_file
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-    from zoo.schema import ModelCard
+    from zoo.catalog.schema import ModelCard
 
 SYNTHETIC_COUNT = 8
 SYNTHETIC_SEED = 1234
@@ -57,7 +57,7 @@ def image_batches(card: ModelCard, folder: Path, size: tuple[int, int]) -> list[
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UsageError(f"--calibrate {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    from zoo.preprocessing import load_image, preprocess
+    from zoo.inference.preprocessing import load_image, preprocess
 
     batches = []
     for file in files:

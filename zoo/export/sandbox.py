@@ -206,11 +206,11 @@ def copy_artifact(artifact: Path, folder: Path) -> Path:
 
 def artifact_digest(path: Path) -> str:
     """The manifest's hash of an artifact: the file's sha256, or a folder's tree digest."""
-    from zoo.fsutil import sha256_file
+    from zoo._core.fs import sha256_file
 
     if path.is_file():
         return sha256_file(path)
-    from zoo.manifest import FileFacts, tree_digest
+    from zoo.export.manifest import FileFacts, tree_digest
 
     files = []
     for root, _dirs, names in os.walk(path):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from zoo.catalog.schema import ModelCard
 from zoo.errors import ZooError
 from zoo.export import available_formats, get_exporter
-from zoo.schema import ModelCard
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from zoo._core.fs import sha256_file
 from zoo.errors import UsageError, ZooError
 from zoo.export.checksums import SUMS_NAME, read_sums
+from zoo.export.manifest import Manifest, sidecar_paths
 from zoo.export.sandbox import DEFAULT_MEMORY_LIMIT
-from zoo.fsutil import sha256_file
-from zoo.manifest import Manifest, sidecar_paths
 
 MAX_MANIFEST_BYTES = 16 << 20
 #: zoo's policy: a manifest may not loosen the check beyond these, whatever it records.

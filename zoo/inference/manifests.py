@@ -2,7 +2,7 @@
 inside it, checked against each other when both exist.
 
 ``zoo.read_manifest(path)`` takes an artifact (a file or a folder such as ``.mlpackage``) or
-its ``<artifact>.manifest.json`` and returns the typed :class:`~zoo.manifest.Manifest`. The
+its ``<artifact>.manifest.json`` and returns the typed :class:`~zoo.export.manifest.Manifest`. The
 embedded copy is read by the format's exporter without running anything (it parses the
 container only). A sidecar whose content differs from the embedded copy is refused: one of
 them was edited, and an app must not guess which.
@@ -17,7 +17,7 @@ from zoo.errors import ExportError, UsageError
 
 if TYPE_CHECKING:
     from zoo.export.base import Exporter
-    from zoo.manifest import Manifest
+    from zoo.export.manifest import Manifest
 
 MAX_MANIFEST_BYTES = 16 << 20
 
@@ -65,7 +65,7 @@ def read_embedded(exporter: Exporter, artifact: Path, time_limit: float = 120.0)
 def _parse(text: str | bytes, where: str) -> Manifest:
     from pydantic import ValidationError
 
-    from zoo.manifest import Manifest
+    from zoo.export.manifest import Manifest
 
     if len(text) > MAX_MANIFEST_BYTES:
         raise UsageError(f"{where}: {len(text)} bytes is larger than any zoo manifest")
@@ -85,7 +85,7 @@ def read_manifest(path: str | Path) -> Manifest:
     Raises :class:`UsageError` when there is no manifest to read or it is not valid, and
     :class:`ExportError` when the sidecar and the embedded copy disagree.
     """
-    from zoo.manifest import SIDECAR_SUFFIX, sidecar_paths
+    from zoo.export.manifest import SIDECAR_SUFFIX, sidecar_paths
 
     artifact, sidecar = sidecar_paths(Path(path))
     if not artifact.exists() and not sidecar.is_file():

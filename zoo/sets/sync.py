@@ -70,7 +70,7 @@ def sync(plan_path: Path, options: SyncOptions | None = None, *,
          report: Report = _silent) -> SyncResult:
     """Make the plan's output folder match the plan (see the module docstring)."""
     from zoo._core.locks import LockTimeout, OwnedLocks
-    from zoo.registry import default_registry
+    from zoo.catalog.registry import default_registry
 
     options = options or SyncOptions()
     plan_path = Path(plan_path)
@@ -261,11 +261,11 @@ def _worker_init(threads: int) -> None:
 def realize(entry: Entry, folder: Path, store: StoreSpec | None) -> LockedArtifact:
     """Export (or pull, or take from the cache) one entry into ``folder``; its lock record."""
     from zoo import __version__
+    from zoo.catalog.registry import default_registry
     from zoo.export import get_exporter
     from zoo.export.base import ExportOptions
     from zoo.export.pipeline import export_artifact
-    from zoo.registry import default_registry
-    from zoo.weights import UNTRAINED, resolve_weights
+    from zoo.weights.resolve import UNTRAINED, resolve_weights
 
     registry = default_registry()
     card = registry.get(entry.model)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.store.local import (
+from zoo.store.export_folder import (
     ManifestFacts,
     manifest_problems,
     parse_manifest,

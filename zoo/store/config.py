@@ -193,7 +193,7 @@ class StoreConfig:
         the store put into ``staging`` (``{"kind": "pulled", "store", "record", "signer"}``),
         or None (see :meth:`pull_into` for what is reported)."""
         from zoo.store.errors import StoreError
-        from zoo.urls import redact_url
+        from zoo.weights.urls import redact_url
 
         try:
             result = self.pull(identity, staging, include_sums=False)
@@ -242,7 +242,7 @@ class StoreConfig:
         """Why the export at ``path`` may not be signed here (None: it may)."""
         from zoo.export.cache import ArtifactCache
         from zoo.export.custody import Custody, describe
-        from zoo.store.local import SIDECAR, collect
+        from zoo.store.export_folder import SIDECAR, collect
         from zoo.store.provenance import check_provenance
 
         local = collect(Path(path))
@@ -280,7 +280,7 @@ class StoreConfig:
         sha = result.weights_sha256
         if sha is None:
             return None
-        from zoo.cache import WeightsCache
+        from zoo.weights.cache import WeightsCache
 
         entry = WeightsCache().find(sha)
         if entry is None:
@@ -289,7 +289,7 @@ class StoreConfig:
         return {"sha256": sha, "size": entry.size, "uploaded": sent}
 
     def fetch_weights(self, sha256: str, dest: Path, max_size: int | None) -> str | None:
-        """The weights pipeline's store callback (:class:`zoo.weights.WeightsMirror`): the
+        """The weights pipeline's store callback (:class:`zoo.weights.resolve.WeightsMirror`): the
         sha256 of the weights written to ``dest``, or None. A store that cannot be used
         (unreachable, a bad URL or option, a missing fsspec driver) or bytes that fail their
         hash warn (one line) and count as a miss: the card's URLs come next."""
@@ -305,9 +305,9 @@ class StoreConfig:
 
 def weights_store(url: str | None, offline: bool | None) -> StoreConfig | None:
     """The team store the Python API and ``zoo run`` ask for card weights (a
-    :class:`zoo.weights.WeightsMirror`): ``url``, else ``ZOO_STORE``; None for ``""``, or for a
-    remote store while offline (``offline`` None: ``ZOO_OFFLINE`` decides)."""
-    from zoo.weights import env_offline
+    :class:`zoo.weights.resolve.WeightsMirror`): ``url``, else ``ZOO_STORE``; None for ``""``,
+    or for a remote store while offline (``offline`` None: ``ZOO_OFFLINE`` decides)."""
+    from zoo.weights.resolve import env_offline
 
     url = (os.environ.get(STORE_ENV, "") if url is None else url).strip()
     if not url:

@@ -20,7 +20,7 @@ def embedded_problems(folder: Path, statement: Statement) -> list[str]:
 
     from zoo.errors import ZooError
     from zoo.export import get_exporter
-    from zoo.manifest import Manifest
+    from zoo.export.manifest import Manifest
 
     try:
         exporter = get_exporter(statement.format)

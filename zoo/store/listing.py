@@ -55,7 +55,7 @@ class RecordsMixin(StoreBase):
         if self.record_cache is None:
             return
         with contextlib.suppress(OSError):
-            from zoo.fsutil import atomic_write_bytes
+            from zoo._core.fs import atomic_write_bytes
 
             atomic_write_bytes(self.record_cache / f"{digest}.json", blob)
 
@@ -145,7 +145,7 @@ class RecordsMixin(StoreBase):
             for digest, tomb in list(found.items()):
                 if not (memory / f"{digest}.json").exists():
                     with contextlib.suppress(OSError):
-                        from zoo.fsutil import atomic_write_bytes
+                        from zoo._core.fs import atomic_write_bytes
 
                         atomic_write_bytes(memory / f"{digest}.json", tomb.to_bytes())
             with contextlib.suppress(OSError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zoo.fsutil import sha256_file
+from zoo._core.fs import sha256_file
 from zoo.store.keys import PublicKey
 from zoo.store.record import Record, RecordError, parse_record, signature_status
 from zoo.store.revocation import describe, revoked_by

@@ -16,11 +16,11 @@ from zoo.store.base import (
     _weights_sha256,
 )
 from zoo.store.errors import StoreRefusedError
-from zoo.store.keys import SigningKey
-from zoo.store.listing import RecordsMixin
-from zoo.store.local import (
+from zoo.store.export_folder import (
     collect,
 )
+from zoo.store.keys import SigningKey
+from zoo.store.listing import RecordsMixin
 from zoo.store.record import (
     SUMS_NAME,
     Record,

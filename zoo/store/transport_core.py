@@ -23,7 +23,8 @@ every folder on the way is opened without following symbolic links and the file 
 ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO cannot block the read), then checked with ``fstat``; a
 symbolic link, FIFO, socket or device is refused with a one-line reason
 (:class:`NotRegularFile`, listed in :attr:`Transport.refused`). Messages carry the store URL
-and exception texts only through :func:`zoo.urls.redact_url` / :func:`~zoo.urls.redact_text`.
+and exception texts only through :func:`zoo._core.redact.redact_url` /
+:func:`~zoo._core.redact.redact_text`.
 """
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from zoo.store.errors import StoreConfigError, StoreError, StoreUnavailableError
-from zoo.urls import redact_text
-from zoo.urls import redact_url as redact
+from zoo.weights.urls import redact_text
+from zoo.weights.urls import redact_url as redact
 
 Progress = Callable[[int], None]
 

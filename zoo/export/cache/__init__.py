@@ -43,6 +43,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from zoo._core.fs import atomic_write_text, sha256_file
 from zoo.errors import ExportError, UsageError  # noqa: F401 (UsageError: re-exported)
 from zoo.export.cache.budget import (
     BUDGET_ENV,
@@ -65,7 +66,6 @@ from zoo.export.cache.entries import (
 from zoo.export.cache.files import _disk_error, _remove, _tree
 from zoo.export.cache.housekeeping import HousekeepingMixin
 from zoo.export.cache.install import InstallMixin
-from zoo.fsutil import atomic_write_text, sha256_file
 
 __all__ = ["BUDGET_ENV", "ArtifactCache", "CachedExport", "Leftover", "cache_budget",
            "parse_size", "read_provenance"]

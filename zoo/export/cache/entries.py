@@ -18,7 +18,7 @@ BUSY_TIMEOUT = 10.0  # seconds clear/evict wait for an entry in use
 STALE_TEMP_AGE = 60.0  # seconds: a temp file untouched this long belongs to no live writer
 FICLONE = 0x40049409  # Linux ioctl: share the source's extents (btrfs, xfs, ...)
 RENAME_EXCHANGE = 2  # Linux renameat2 flag: swap two names atomically
-SIDECAR_SUFFIX = ".manifest.json"  # zoo.manifest.SIDECAR_SUFFIX (not imported: pydantic)
+SIDECAR_SUFFIX = ".manifest.json"  # zoo.export.manifest.SIDECAR_SUFFIX (not imported: pydantic)
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX64 = HEX64
 

@@ -10,6 +10,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from zoo._core.fs import sha256_file
 from zoo.errors import ExportError
 from zoo.export.cache.base import CacheBase
 from zoo.export.cache.entries import (
@@ -25,7 +26,6 @@ from zoo.export.cache.files import (
     _remove,
     _tree,
 )
-from zoo.fsutil import sha256_file
 
 
 class InstallMixin(CacheBase):

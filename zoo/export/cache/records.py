@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 
+from zoo._core.fs import atomic_write_text, read_json_record, sha256_file
 from zoo.export.cache.base import CacheBase
 from zoo.export.cache.entries import (
     BUSY_TIMEOUT,
@@ -26,7 +27,6 @@ from zoo.export.cache.files import (
     _remove,
     _tree,
 )
-from zoo.fsutil import atomic_write_text, read_json_record, sha256_file
 
 
 class RecordsMixin(CacheBase):
