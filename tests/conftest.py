@@ -65,4 +65,4 @@ def run_zoo(
     )
 
 
-pytest_plugins = ["tests.httpserver", "tests.s3server"]
+pytest_plugins = ["tests.support.httpserver", "tests.support.s3server"]
