@@ -3,7 +3,8 @@ every failure of the machine it runs on into one line.
 
 The plugins are real packages (``tests/support/plugins/zoo-test-unruly``,
 ``tests/support/plugins/zoo-test-broken-exporter``), built into wheels and pip-installed into
-their own folders; ``zoo`` runs in a subprocess with those folders on ``PYTHONPATH``, as a user's would.
+their own folders; ``zoo`` runs in a subprocess with those folders on ``PYTHONPATH``, as a
+user's would.
 """
 
 from __future__ import annotations

@@ -20,16 +20,18 @@ from zoo.cli.export_opts import (
 )
 from zoo.cli.output import error_line
 from zoo.errors import UsageError
+from zoo.weights.policy import (  # light: no requests (zoo --help must stay fast)
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_MIN_RATE,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    DownloadPolicy,
+)
 
 if TYPE_CHECKING:
     from zoo.catalog.schema import ModelCard
     from zoo.weights.resolve import ResolvedWeights, WeightsMirror
-
-# zoo.weights.download and .resolve import requests; `zoo --help` must stay light, so the defaults
-# are repeated here (tests/test_fetch_cli.py checks they agree).
-DEFAULT_DEADLINE = 3600.0
-DEFAULT_MAX_SIZE = 4 << 30
-DEFAULT_MIN_RATE = 1024
 
 EPILOG = """\
 weights sources (--weights):
@@ -89,13 +91,13 @@ def add_weights_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--offline", action="store_true", default=None,
                    help="use the cache only; fail at once if the weights are not there "
                    "(env ZOO_OFFLINE=1)")
-    g.add_argument("--timeout", type=_positive_float, default=30.0, metavar="S",
+    g.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="S",
                    help="stall window: a connection, or a transfer getting less than "
                    "--min-rate over S seconds, is cut and retried (default 30)")
     g.add_argument("--min-rate", type=_size, default=DEFAULT_MIN_RATE, metavar="BYTES",
                    help="slowest transfer accepted, bytes/s averaged over --timeout, e.g. "
                    "10KiB (default 1KiB)")
-    g.add_argument("--retries", type=_non_negative_int, default=3, metavar="N",
+    g.add_argument("--retries", type=_non_negative_int, default=DEFAULT_RETRIES, metavar="N",
                    help="retries on stalls, dropped connections and 5xx (default 3)")
     g.add_argument("--deadline", type=_non_negative_float, default=DEFAULT_DEADLINE,
                    metavar="S", help="the most one fetch spends getting weights, waiting for "
@@ -165,22 +167,33 @@ def progress_mode(args: argparse.Namespace) -> str:
     return "always" if getattr(args, "progress", False) else "auto"
 
 
+def policy_from_args(args: argparse.Namespace) -> DownloadPolicy:
+    """The :class:`~zoo.weights.policy.DownloadPolicy` the weights options in ``args`` ask
+    for (commands without some of the options get that option's default). A bad
+    ``ZOO_OFFLINE`` is an error here, even with --offline."""
+    from zoo.weights.resolve import env_offline
+
+    env_offline_value = env_offline()
+    return DownloadPolicy(
+        mirror=getattr(args, "mirror", None),
+        offline=True if getattr(args, "offline", None) else env_offline_value,
+        allow_http=getattr(args, "allow_http", False),
+        timeout=getattr(args, "timeout", DEFAULT_TIMEOUT),
+        min_rate=getattr(args, "min_rate", DEFAULT_MIN_RATE),
+        retries=getattr(args, "retries", DEFAULT_RETRIES),
+        deadline=getattr(args, "deadline", DEFAULT_DEADLINE) or None,
+        max_size=getattr(args, "max_size", DEFAULT_MAX_SIZE),
+        progress=progress_mode(args),
+    )
+
+
 def weights_from_args(args: argparse.Namespace, card: ModelCard,
                       store: WeightsMirror | None = None) -> ResolvedWeights:
     """Resolve the weights the options in ``args`` ask for (card weights from the team
     ``store`` first, when one is given); warns loudly when untrained."""
-    from zoo.weights.resolve import env_offline, resolve_weights
+    from zoo.weights.resolve import resolve_weights
 
-    env_offline_value = env_offline()  # a bad ZOO_OFFLINE is an error even with --offline
-    deadline = getattr(args, "deadline", DEFAULT_DEADLINE)
-    weights = resolve_weights(
-        card, args.weights, mirror=args.mirror,
-        offline=True if args.offline else env_offline_value,
-        allow_http=args.allow_http, progress=progress_mode(args), timeout=args.timeout,
-        retries=args.retries, deadline=deadline or None,
-        max_size=getattr(args, "max_size", DEFAULT_MAX_SIZE),
-        min_rate=getattr(args, "min_rate", DEFAULT_MIN_RATE), store=store,
-    )
+    weights = resolve_weights(card, args.weights, policy_from_args(args), store=store)
     if weights.untrained:
         untrained_warning(card.name)
     return weights

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from zoo.catalog.registry import Registry
     from zoo.export.base import Exporter
     from zoo.inference.preprocessing import ImageLike
+    from zoo.weights.policy import DownloadPolicy
     from zoo.weights.resolve import ResolvedWeights
 
 RGBTriple = tuple[int, int, int]
@@ -156,10 +157,11 @@ def load(
     """
     from zoo.export.build import build_model
     from zoo.store.config import weights_store
+    from zoo.weights.policy import DownloadPolicy
 
     card, reg = _card(name, registry)
-    resolved = resolve(card, weights, mirror=mirror, offline=offline, progress=progress,
-                       store=weights_store(store, offline))
+    policy = DownloadPolicy(mirror=mirror, offline=offline, progress=progress)
+    resolved = resolve(card, weights, policy, store=weights_store(store, offline))
     if resolved.untrained:
         warnings.warn(untrained_message(card.name), UntrainedWarning, stacklevel=2)
     return build_model(card, resolved, keep_aux=keep_aux, registry=reg)
@@ -172,11 +174,12 @@ def _card(name: str | ModelCard, registry: Registry | None) -> tuple[ModelCard, 
     return (name if isinstance(name, ModelCard) else reg.get(name)), reg
 
 
-def resolve(card: ModelCard, weights: str | Path | None, **options: Any) -> ResolvedWeights:
+def resolve(card: ModelCard, weights: str | Path | None, policy: DownloadPolicy | None = None,
+            **options: Any) -> ResolvedWeights:
     """``zoo.weights.resolve.resolve_weights`` for a spec that may also be a ``Path``."""
     from zoo.weights.resolve import resolve_weights
 
-    return resolve_weights(card, None if weights is None else str(weights), **options)
+    return resolve_weights(card, None if weights is None else str(weights), policy, **options)
 
 
 def untrained_message(name: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-
 _SUBMODULES = {"cache", "download", "housekeeping", "resolve", "urls", "watchdog"}
 
 

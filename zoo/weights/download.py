@@ -53,6 +53,7 @@ from zoo._core.fs import (
     warn_once,
 )
 from zoo.errors import DownloadError, HashMismatchError
+from zoo.weights.policy import DEFAULT_MAX_SIZE, DEFAULT_MIN_RATE
 from zoo.weights.urls import (
     MAX_REDIRECTS,
     check_url_allowed,
@@ -75,8 +76,6 @@ __all__ = ["DownloadResult", "check_url_allowed", "download", "download_file", "
 
 CHUNK = 1 << 20
 BACKOFF_CAP = 8.0
-DEFAULT_MAX_SIZE = 4 << 30  # 4 GiB: the most an unpinned download may hold
-DEFAULT_MIN_RATE = 1024  # bytes/s averaged over a --timeout window; below it, stalled
 REDIRECTS = (301, 302, 303, 307, 308)
 Log = Callable[[str], None]
 

@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
@@ -39,20 +39,16 @@ from zoo._core.fs import DISK_ERRNOS, disk_error_message
 from zoo.catalog.schema import ModelCard, WeightsSource
 from zoo.errors import DownloadError, HashMismatchError, UsageError
 from zoo.weights.cache import CacheEntry, WeightsCache, body_problem
-from zoo.weights.download import (
-    DEFAULT_MAX_SIZE,
-    DEFAULT_MIN_RATE,
-    download,
-    hash_matches,
-    size_limit,
-)
+from zoo.weights.download import download, hash_matches, size_limit
+from zoo.weights.policy import DEFAULT_DEADLINE, PROGRESS_MODES, DownloadPolicy
 from zoo.weights.urls import parse_pin, redact_url, split_path_pin, url_problem
 
 MIRROR_ENV = "ZOO_MIRROR"
 OFFLINE_ENV = "ZOO_OFFLINE"
 UNTRAINED_SOURCE = "none (untrained)"
-PROGRESS_MODES = ("auto", "always", "never")
-DEFAULT_DEADLINE = 3600.0  # seconds for one resolution: lock wait, attempts, retries
+__all__ = ["DEFAULT_DEADLINE", "PROGRESS_MODES", "UNTRAINED", "DownloadPolicy",
+           "ResolvedWeights", "WeightsMirror", "apply_mirror", "env_mirror", "env_offline",
+           "resolve_weights", "ways_out"]
 
 
 @dataclass(frozen=True)
@@ -156,40 +152,33 @@ def _hash_label(expected: str) -> str:
 def resolve_weights(
     card: ModelCard,
     spec: str | None = None,
+    policy: DownloadPolicy | None = None,
     *,
-    mirror: str | None = None,
-    offline: bool | None = None,
-    allow_http: bool = False,
-    progress: str = "auto",
-    timeout: float = 30.0,
-    retries: int = 3,
-    deadline: float | None = DEFAULT_DEADLINE,
-    max_size: int | None = DEFAULT_MAX_SIZE,
-    min_rate: float = DEFAULT_MIN_RATE,
     store: WeightsMirror | None = None,
+    **options: Any,
 ) -> ResolvedWeights:
     """Turn a ``--weights`` spec into a verified local file (downloading into the cache).
 
-    ``timeout`` is the stall window (less than ``min_rate`` bytes/s over it is a stall),
-    ``deadline`` (None: none) bounds the whole resolution, waiting for another process's
-    download included, and ``max_size`` (None: none) caps a download of unannounced size.
-    Raises UsageError (exit 2) for a spec that names nothing or a bad ``ZOO_OFFLINE`` /
-    mirror, DownloadError for network, disk, offline and refusal failures (message names
-    the URL and the ways out), HashMismatchError when bytes do not match their pin.
-    ``store``: asked for card weights before their URLs (offline too: only a store that works
-    offline should be passed then).
+    ``policy`` says how to fetch (:class:`~zoo.weights.policy.DownloadPolicy`: mirror,
+    offline, stall window ``timeout`` and ``min_rate``, ``retries``, ``deadline`` over the
+    whole resolution, waiting for another process's download included, ``max_size`` of an
+    unpinned download, progress); keyword ``options`` (the same names) change single fields
+    of it, as older callers pass them. Raises UsageError (exit 2) for a spec that names
+    nothing, a bad policy or a bad ``ZOO_OFFLINE`` / mirror, DownloadError for network,
+    disk, offline and refusal failures (message names the URL and the ways out),
+    HashMismatchError when bytes do not match their pin. ``store``: asked for card weights
+    before their URLs (offline too: only a store that works offline should be passed then).
     """
-    if progress not in PROGRESS_MODES:
-        raise ValueError(f"progress must be one of {PROGRESS_MODES}, not {progress!r}")
-    origin = "--mirror"
+    policy = DownloadPolicy.of(policy, **options)
+    mirror, origin = policy.mirror, "--mirror"
     if mirror is None:
         mirror, origin = env_mirror(), MIRROR_ENV
     if mirror and (problem := _mirror_problem(mirror)) is not None:
         raise UsageError(f"{origin} {redact_url(mirror)!r} {problem}; use an http(s) base URL "
                          "such as https://host[:port]")
-    ctx = _Context(card, mirror, env_offline() if offline is None else offline, allow_http,
-                   progress, timeout, retries, max_size, min_rate,
-                   None if deadline is None else time.monotonic() + deadline, deadline, store)
+    offline = env_offline() if policy.offline is None else policy.offline
+    ends = None if policy.deadline is None else time.monotonic() + policy.deadline
+    ctx = _Context(card, policy, mirror, offline, ends, store)
     if spec is None:
         if card.default_weights is None:
             raise UsageError(
@@ -220,16 +209,10 @@ def _cache_failure(exc: OSError, cache: WeightsCache) -> str:
 @dataclass
 class _Context:
     card: ModelCard
-    mirror: str | None
-    offline: bool
-    allow_http: bool
-    progress: str
-    timeout: float
-    retries: int
-    max_size: int | None
-    min_rate: float
+    policy: DownloadPolicy
+    mirror: str | None  # the policy's, else ZOO_MIRROR's
+    offline: bool  # the policy's, else ZOO_OFFLINE's
     ends: float | None  # time.monotonic() deadline
-    deadline: float | None
     store: WeightsMirror | None = None
 
     @property
@@ -246,12 +229,12 @@ class _Context:
             return None
         left = self.ends - time.monotonic()
         if left <= 0:
-            raise DownloadError(f"the --deadline of {self.deadline:g} s is over; "
+            raise DownloadError(f"the --deadline of {self.policy.deadline:g} s is over; "
                                 f"{ways_out(self.card)}")
         return left
 
     def _note(self, message: str) -> None:
-        if self.progress != "never":
+        if self.policy.progress != "never":
             print(f"zoo: {message}", file=sys.stderr)
 
     def dispatch(self, spec: str) -> ResolvedWeights:
@@ -328,7 +311,7 @@ class _Context:
                        "taken from the team store (pin the card's full sha256 to use the store)")
             return None
         part = cache.part_path(f"store-{expected}")
-        limit = size_limit(src.size, src.size_exact) or self.max_size
+        limit = size_limit(src.size, src.size_exact) or self.policy.max_size
         try:
             sha = self.store.fetch_weights(expected, part, limit)
             if sha != expected or (src.size is not None and src.size_exact
@@ -421,11 +404,9 @@ class _Context:
             try:
                 result = download(
                     url, cache.part_path(key), expected_sha256=expected, expected_size=size,
-                    size_exact=size_exact, allow_http=self.allow_http, timeout=self.timeout,
-                    retries=self.retries, progress=self.progress,
-                    label=f"{self.card.name} {label}", log=self._note,
-                    deadline=self.remaining(), max_size=self.max_size, min_rate=self.min_rate,
+                    size_exact=size_exact, label=f"{self.card.name} {label}", log=self._note,
                     home_hint=self.home_hint,
+                    **self.policy.transfer_options(deadline=self.remaining()),
                 )
             except HashMismatchError as exc:
                 raise HashMismatchError(
