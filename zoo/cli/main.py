@@ -35,6 +35,8 @@ examples:
                                     checksums + golden parity in a clean runtime process
   zoo run deeplabv3_resnet50 photo.jpg --artifact models/deeplabv3_resnet50.ptl
                                     label, colour and overlay PNGs + classes present
+  zoo bench lraspp_mobilenet_v3_large --size 520
+                                    size, latency vs eager, SQNR per format -> NAME.bench.json
 
 environment:
   ZOO_HOME       cache root (default: the platform's user cache folder)
@@ -79,7 +81,7 @@ def _common(dest: str = "registry") -> argparse.ArgumentParser:
 #: commands defined in this module; the others live in their own modules (_EXTRA_MODULES)
 _CORE_COMMANDS = frozenset({"list", "info", "plugins", "schema"})
 _EXTRA_MODULES = ("zoo.cli.fetch", "zoo.cli.cache", "zoo.cli.verify", "zoo.cli.run",
-                  "zoo.cli.store", "zoo.cli.sync")
+                  "zoo.cli.store", "zoo.cli.sync", "zoo.cli.bench")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
