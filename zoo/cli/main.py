@@ -37,6 +37,7 @@ examples:
                                     label, colour and overlay PNGs + classes present
   zoo bench lraspp_mobilenet_v3_large --size 520
                                     size, latency vs eager, SQNR per format -> NAME.bench.json
+  zoo site -o site --bench NAME.bench.json   a static, offline catalogue site (index.html)
 
 environment:
   ZOO_HOME       cache root (default: the platform's user cache folder)
@@ -81,7 +82,7 @@ def _common(dest: str = "registry") -> argparse.ArgumentParser:
 #: commands defined in this module; the others live in their own modules (_EXTRA_MODULES)
 _CORE_COMMANDS = frozenset({"list", "info", "plugins", "schema"})
 _EXTRA_MODULES = ("zoo.cli.fetch", "zoo.cli.cache", "zoo.cli.verify", "zoo.cli.run",
-                  "zoo.cli.store", "zoo.cli.sync", "zoo.cli.bench")
+                  "zoo.cli.store", "zoo.cli.sync", "zoo.cli.bench", "zoo.cli.site")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
