@@ -6,7 +6,6 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
 EPILOG = """\
 the plan (zoo.toml, at the app repository's root):
@@ -28,7 +27,13 @@ modes:
   zoo sync --dry-run       what each artifact would be (present, cache, pull or export), sizes
   zoo sync --jobs 2        local worker processes (threads split between them)
   zoo sync --shard 2/4     a deterministic quarter of the plan (CI matrices); writes no lock:
-                           each shard publishes (--store), a last `zoo sync` assembles the lock
+                           each shard publishes to --store, and a last `zoo sync --store URL`
+                           assembles the lock from the store (pulls, no export work)
+  zoo sync --ray [ADDR]    one Ray task per export on an existing Ray cluster (HOST:PORT of
+                           the head node, ray://HOST:PORT, or RAY_ADDRESS / the local one);
+                           with --store each task publishes there, else returns the bytes
+  zoo sync --publish       publish what this run exported to --store (the lock names the
+                           records); add --sign KEY to sign them
   `zoo schema plan` prints the plan's JSON Schema.
 """
 
@@ -53,19 +58,31 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    help="only the I-th of N deterministic slices of the plan")
     p.add_argument("--verify", action="store_true",
                    help="re-hash artifacts already in place (default: size and stat)")
+    p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="run each export as a task on an existing Ray cluster (needs "
+                   "zoo[ray]; ADDRESS: HOST:PORT or ray://HOST:PORT; default RAY_ADDRESS, "
+                   "else the cluster on this machine)")
+    p.add_argument("--ray-retries", type=_retries, default=3, metavar="N",
+                   help="times Ray reruns a task whose worker or node dies (default 3)")
     p.add_argument("--json", action="store_true",
-                   help="one JSON object per artifact on stdout")
+                   help="one JSON object per finished artifact on stdout")
     p.add_argument("--wait", type=float, default=600.0, metavar="S",
                    help="seconds to wait for another zoo sync of the same folder (default 600)")
     from zoo.cli.store_options import add_store_options
 
-    add_store_options(p, publish=False, sign=False)
+    add_store_options(p, no_store=True, require=True)
     p.set_defaults(handler=cmd_sync)
 
 
 def _jobs(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number 1..64")
+    return int(text)
+
+
+def _retries(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number 0..100")
     return int(text)
 
 
@@ -77,8 +94,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    import json
-
+    from zoo.errors import UsageError
     from zoo.sets.sync import StoreSpec, SyncOptions, sync
 
     store = None
@@ -86,26 +102,30 @@ def cmd_sync(args: argparse.Namespace) -> int:
     import os
 
     url = url or (None if args.no_store else os.environ.get("ZOO_STORE", "").strip() or None)
+    sharded = args.shard is not None and args.shard[1] > 1
+    if args.publish and not url:
+        raise UsageError("--publish needs a store: pass --store URL or set ZOO_STORE")
+    if args.sign is not None and not args.publish and not sharded:
+        raise UsageError("--sign only makes sense with --publish (or --shard I/N)")
+    if args.ray is not None and args.jobs > 1:
+        raise UsageError("--ray and --jobs both choose where exports run: use one")
+    if args.ray is not None:
+        from zoo.sets.on_ray import resolve_address
+
+        resolve_address(args.ray)  # a malformed address is a usage error before any work
     if url:
         store = StoreSpec(url, tuple(args.store_option or []),
                           tuple(str(p) for p in args.trusted_key or []),
-                          bool(args.require_signed))
+                          bool(args.require_signed),
+                          publish=bool(args.publish or sharded) and not args.locked,
+                          sign=str(args.sign) if args.sign is not None else None)
     options = SyncOptions(locked=args.locked, dry_run=args.dry_run, jobs=args.jobs,
-                          shard=args.shard, verify=args.verify, store=store, wait=args.wait)
-    total = {"n": 0}
+                          shard=args.shard, verify=args.verify, store=store, wait=args.wait,
+                          ray=args.ray, ray_retries=args.ray_retries)
+    from zoo.cli.sync_progress import SyncDisplay
 
-    def report(event: dict[str, Any]) -> None:
-        total["n"] += 1
-        if args.json:
-            sys.stdout.write(json.dumps(event, sort_keys=True) + "\n")
-            sys.stdout.flush()
-            return
-        from zoo.cli.output import human_bytes
-
-        size = human_bytes(event["size"]) if event.get("size") is not None else "?"
-        print(f"zoo: {event['action']:<15} {event['key']}  ({size})", file=sys.stderr)
-
-    result = sync(args.plan, options, report=report)
+    with SyncDisplay(as_json=args.json, enabled=None if not args.dry_run else False) as show:
+        result = sync(args.plan, options, report=show.finished, watch=show.watch)
     if not args.json:
         what = "would sync" if args.dry_run else "synced"
         lock = f"; wrote {result.lock_path}" if result.wrote_lock else ""

@@ -6,8 +6,10 @@ folder (``OUT/.zoo-sync/staging``); only when all of them are there (and, with `
 all match the lock byte for byte) are they moved into place, one rename per name; the lock is
 written last, atomically. A killed sync leaves only staging, which the next run clears. Two
 syncs of one folder at once: the second waits for the first's lock (a clear error after a
-bound). Work fans out over local processes (``--jobs``) or CI shards (``--shard I/N``); zoo
-schedules nothing across machines itself.
+bound). Work fans out over local processes (``--jobs``), CI shards (``--shard I/N``, each
+publishing to the team store) or an existing Ray cluster (``--ray``, :mod:`zoo.sets.on_ray`);
+zoo schedules nothing across machines itself. Whatever the mode, the lock and the bytes are
+the same.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ class StoreSpec:
     options: tuple[str, ...] = ()
     trusted_keys: tuple[str, ...] = ()
     require_signed: bool = False
+    publish: bool = False  # publish what this run exported (shards and Ray tasks do)
+    sign: str | None = None  # a private key (PEM) to sign what is published
 
 
 @dataclass
@@ -49,6 +53,9 @@ class SyncOptions:
     verify: bool = False
     store: StoreSpec | None = None
     wait: float = LOCK_WAIT  # seconds to wait for another sync of the same folder
+    ray: str | None = None  # a Ray cluster's address ("auto": RAY_ADDRESS or the local one)
+    ray_retries: int = 3  # Ray's max_retries for a task whose worker or node dies
+    ray_deadline: float = 20.0  # seconds to reach the Ray cluster
 
 
 @dataclass
@@ -60,15 +67,22 @@ class SyncResult:
 
 
 Report = Callable[[dict[str, Any]], None]
+#: watch(key, state): state is "running", "done" or "failed" (for progress displays)
+Watch = Callable[[str, str], None]
 
 
 def _silent(_event: dict[str, Any]) -> None:
     return None
 
 
+def _unwatched(_key: str, _state: str) -> None:
+    return None
+
+
 def sync(plan_path: Path, options: SyncOptions | None = None, *,
-         report: Report = _silent) -> SyncResult:
-    """Make the plan's output folder match the plan (see the module docstring)."""
+         report: Report = _silent, watch: Watch = _unwatched) -> SyncResult:
+    """Make the plan's output folder match the plan (see the module docstring).
+    ``report`` gets one event per finished artifact; ``watch`` each export's state changes."""
     from zoo._core.locks import LockTimeout, OwnedLocks
     from zoo.catalog.registry import default_registry
 
@@ -100,7 +114,7 @@ def sync(plan_path: Path, options: SyncOptions | None = None, *,
             from None
     try:
         with OwnedLocks(work).hold("sync", options.wait, what=f"zoo sync {plan_path}"):
-            _run(mine, entries, root, work, lock, digest, options, report, result)
+            _run(mine, entries, root, work, lock, digest, options, report, result, watch)
     except LockTimeout as exc:
         raise UsageError(f"another zoo sync is writing {root}: held by {exc.holder}; wait for "
                          "it, or end it") from None
@@ -182,7 +196,8 @@ def _would(entry: Entry, locked: LockedArtifact | None) -> tuple[str, int | None
 
 
 def _run(mine: list[Entry], entries: list[Entry], root: Path, work: Path, lock: Lock | None,
-         digest: str, options: SyncOptions, report: Report, result: SyncResult) -> None:
+         digest: str, options: SyncOptions, report: Report, result: SyncResult,
+         watch: Watch = _unwatched) -> None:
     staging = work / "staging"
     shutil.rmtree(staging, ignore_errors=True)  # what a killed sync left
     locked = lock.by_key() if lock else {}
@@ -198,7 +213,8 @@ def _run(mine: list[Entry], entries: list[Entry], root: Path, work: Path, lock: 
             report(event)
         else:
             todo.append(entry)
-    for artifact in _realize(todo, staging, options):
+            watch(entry.key, "queued")
+    for artifact in _realize(todo, staging, options, watch):
         made[artifact.key] = artifact
         if options.locked:
             _same_bytes(locked[artifact.key], artifact)
@@ -235,21 +251,48 @@ def _slot(entry: Entry) -> str:
     return hashlib.sha256(entry.key.encode()).hexdigest()[:16]
 
 
-def _realize(todo: list[Entry], staging: Path, options: SyncOptions
-             ) -> Iterator[LockedArtifact]:
-    """Make each entry in ``staging/<slot>`` (in order, or over ``options.jobs`` processes)."""
+def _realize(todo: list[Entry], staging: Path, options: SyncOptions,
+             watch: Watch = _unwatched) -> Iterator[LockedArtifact]:
+    """Make each entry in ``staging/<slot>`` (in order, over ``options.jobs`` processes, or as
+    Ray tasks), yielding each as it finishes."""
     staging.mkdir(parents=True, exist_ok=True)
+    if options.ray is not None:
+        from zoo.sets.on_ray import realize_on_ray
+
+        yield from realize_on_ray(todo, staging, options, watch)
+        return
     jobs = max(1, min(options.jobs, len(todo)))
     if jobs == 1:
         for entry in todo:
-            yield realize(entry, staging / _slot(entry), options.store)
+            watch(entry.key, "running")
+            try:
+                artifact = realize(entry, staging / _slot(entry), options.store)
+            except BaseException:
+                watch(entry.key, "failed")
+                raise
+            watch(entry.key, "done")
+            yield artifact
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
                              initargs=(threads,)) as pool:
-        futures = [pool.submit(realize, e, staging / _slot(e), options.store) for e in todo]
-        for future in futures:
-            yield future.result()
+        futures = {pool.submit(realize, e, staging / _slot(e), options.store): e for e in todo}
+        queued = list(todo)
+        for entry in queued[:jobs]:  # the pool starts work in submission order
+            watch(entry.key, "running")
+        started = jobs
+        for future in as_completed(futures):
+            entry = futures[future]
+            if started < len(queued):
+                watch(queued[started].key, "running")
+                started += 1
+            try:
+                artifact = future.result()
+            except BaseException:
+                watch(entry.key, "failed")
+                raise
+            watch(entry.key, "done")
+            yield artifact
 
 
 def _worker_init(threads: int) -> None:
@@ -283,21 +326,20 @@ def realize(entry: Entry, folder: Path, store: StoreSpec | None) -> LockedArtifa
     outcome = export_artifact(card, weights, entry.format, folder, options, registry=registry,
                               pull=config.pull_for_export if config is not None else None,
                               custody=custody)
-    files = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        if rel == "SHA256SUMS":
-            continue
-        from zoo._core.fs import sha256_file
-
-        files.append(LockedFile(rel, sha256_file(path), path.stat().st_size))
     manifest = outcome.manifest
     prov = outcome.provenance
+    record, signer = (prov.get("record"), prov.get("signer")) if prov.get("kind") == "pulled" \
+        else (None, None)
+    if config is not None and store is not None and store.publish and record is None:
+        published = config.publish(outcome.artifact)  # idempotent: an identical record is kept
+        record = published.record.digest
+        sig = published.record.signature
+        signer = sig.public_key.fingerprint if sig is not None else None
     return LockedArtifact(
         key=entry.key, model=entry.model, format=entry.format, precision=entry.precision,
         input_size=entry.input_size, folder=entry.folder, artifact=outcome.artifact.name,
         identity=manifest.export.identity or "", weights=weights.sha256 or "untrained",
-        manifest_sha256=sha256_of(outcome.manifest_path), files=tuple(files),
+        manifest_sha256=sha256_of(outcome.manifest_path), files=folder_files(folder),
         source=outcome.source,
         code={"zoo": __version__,
               "builder": f"{manifest.export.builder.plugin} "
@@ -306,8 +348,19 @@ def realize(entry: Entry, folder: Path, store: StoreSpec | None) -> LockedArtifa
               "exporter": f"{manifest.export.exporter.plugin} "
                           f"{manifest.export.exporter.source_sha256[:12]}"
               if manifest.export.exporter else ""},
-        store_record=prov.get("record") if prov.get("kind") == "pulled" else None,
-        signer=prov.get("signer") if prov.get("kind") == "pulled" else None)
+        store_record=record, signer=signer)
+
+
+def folder_files(folder: Path) -> tuple[LockedFile, ...]:
+    """Every file under ``folder`` but SHA256SUMS (written at install), sorted, hashed."""
+    from zoo._core.fs import sha256_file
+
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel != "SHA256SUMS":
+            files.append(LockedFile(rel, sha256_file(path), path.stat().st_size))
+    return tuple(files)
 
 
 def sha256_of(path: Path) -> str:
@@ -319,7 +372,8 @@ def sha256_of(path: Path) -> str:
 def _store_config(store: StoreSpec | None) -> tuple[Any, Any]:
     from zoo.store.config import custody_for, store_config
 
-    config = store_config(store.url, options=list(store.options),
+    config = store_config(store.url, options=list(store.options), publish=store.publish,
+                          sign=Path(store.sign) if store.sign else None,
                           trusted_keys=[Path(p) for p in store.trusted_keys]) if store else None
     custody = custody_for(config, trusted_keys=[Path(p) for p in store.trusted_keys]
                           if store else None,
