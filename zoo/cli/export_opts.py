@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,9 +91,10 @@ def _precision(args: argparse.Namespace, exporter: Exporter) -> str:
     return args.quantize or args.precision or exporter.default_precision()
 
 
-def export_options(args: argparse.Namespace, card: ModelCard, exporter: Exporter,
-                   fingerprint: bool = True) -> ExportOptions:
-    """The :class:`ExportOptions` the arguments ask for (``fingerprint``: hash --calibrate)."""
+def export_options(args: argparse.Namespace, card: ModelCard,
+                   exporter: Exporter) -> ExportOptions:
+    """The :class:`ExportOptions` the arguments ask for (a --calibrate folder is hashed: its
+    content shapes the export identity)."""
     from zoo.export.base import ExportOptions
 
     input_size = args.input_size or tuple(card.preprocessing.input_size)
@@ -112,10 +114,9 @@ def export_options(args: argparse.Namespace, card: ModelCard, exporter: Exporter
             raise UsageError("--calibrate goes with --precision int8")
         if not args.calibrate.is_dir():
             raise UsageError(f"--calibrate {args.calibrate}: not a folder of images")
-        if fingerprint:
-            from zoo.export.quantize import folder_fingerprint
+        from zoo.export.quantize import folder_fingerprint
 
-            extra["calibrate"] = folder_fingerprint(args.calibrate)
+        extra["calibrate"] = folder_fingerprint(args.calibrate)
     elif precision == "int8":
         extra["calibrate"] = "synthetic"
     if args.bytecode_version is not None and args.bytecode_version < 1:
@@ -127,14 +128,29 @@ def export_options(args: argparse.Namespace, card: ModelCard, exporter: Exporter
     )
 
 
-def check_export_args(args: argparse.Namespace, card: ModelCard) -> None:
-    """Usage errors that need no work: catch them before any download or build."""
+@dataclass(frozen=True)
+class ExportRequest:
+    """What ``--format`` and its options ask for, turned into objects and checked once at
+    the command line's edge (before any download or build)."""
+
+    exporter: Exporter
+    options: ExportOptions
+    output: Path
+    calibrate_dir: Path | None
+    verify: bool
+
+
+def export_request(args: argparse.Namespace, card: ModelCard,
+                   registry: Registry | None = None) -> ExportRequest:
+    """The checked :class:`ExportRequest` of ``args``; usage errors that need no work (unknown
+    format, missing extra, unsupported model, bad output folder or option) raise here."""
     from zoo.export import available_formats, get_exporter
 
-    formats = available_formats()
+    host = registry.host if registry is not None else None
+    formats = available_formats(host)
     if args.format not in formats:
         raise UsageError(f"unknown format {args.format!r}; choose from {', '.join(formats)}")
-    exporter = get_exporter(args.format)
+    exporter = get_exporter(args.format, host)
     exporter.check_available()
     reason = exporter.supports(card)
     if reason is not None:
@@ -142,35 +158,36 @@ def check_export_args(args: argparse.Namespace, card: ModelCard) -> None:
     check_output_folder(args.output)  # a file, a file's child, a read-only folder: exit 2
     if args.keep_aux and "aux" not in card.output.optional_keys:
         raise UsageError(f"model {card.name!r} has no auxiliary head; drop --keep-aux")
-    exporter.check_options(export_options(args, card, exporter, fingerprint=False), card)
+    options = export_options(args, card, exporter)
+    exporter.check_options(options, card)
+    return ExportRequest(exporter, options, args.output, args.calibrate, args.verify)
 
 
 def run_export(
-    args: argparse.Namespace, card: ModelCard, weights: ResolvedWeights, registry: Registry,
-    store: StoreConfig | None = None,
+    request: ExportRequest, args: argparse.Namespace, card: ModelCard,
+    weights: ResolvedWeights, registry: Registry, store: StoreConfig | None = None,
 ) -> int:
     """Export (or pull from the team ``store``), install into ``--output``, print a summary;
     optionally publish and verify."""
     from zoo.cli.store_options import custody_from_args
-    from zoo.export import get_exporter
     from zoo.export.pipeline import export_artifact
 
     custody = custody_from_args(args, store)
-    options = export_options(args, card, get_exporter(args.format))
     quiet = getattr(args, "quiet", False)
 
     def log(message: str) -> None:
         if not quiet:
             print(f"zoo: {message}", file=sys.stderr)
 
-    outcome = export_artifact(card, weights, args.format, args.output, options,
-                              registry=registry, log=log, calibrate_dir=args.calibrate,
+    outcome = export_artifact(card, weights, request.exporter, request.output,
+                              request.options, registry=registry, log=log,
+                              calibrate_dir=request.calibrate_dir,
                               pull=store.pull_for_export if store is not None else None,
-                              custody=custody)
+                              custody=custody, options_checked=True)
     _summary(outcome, quiet)
     if store is not None and store.publish_after:
         _publish_outcome(store, outcome, custody, weights, quiet, log)
-    if args.verify:
+    if request.verify:
         from zoo.cli.verify import provenance_from_args, verify_and_report
 
         return verify_and_report(outcome.artifact, provenance=provenance_from_args(args))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from zoo.cli.export_opts import (
     add_export_options,
-    check_export_args,
+    export_request,
     publish_weights,
     run_export,
 )
@@ -234,8 +234,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     card = registry.get(args.name)
     if args.weights is not None and not args.weights.strip():
         raise UsageError("--weights needs a value: NAME, URL, PATH or none")
+    request = None
     if args.format is not None:
-        check_export_args(args, card)  # before any download or build
+        request = export_request(args, card, registry)  # before any download or build
     elif args.sign is not None:
         raise UsageError("--sign signs published artifacts: add --format F --publish "
                          "(weights are checked against the card's pin, not signed)")
@@ -243,8 +244,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     store = store_from_args(args, signatures=args.format is not None)
     weights = weights_from_args(args, card, store)
-    if args.format is not None:
-        return run_export(args, card, weights, registry, store)
+    if request is not None:
+        return run_export(request, args, card, weights, registry, store)
     if store is not None and store.publish_after:
         publish_weights(store, weights, getattr(args, "quiet", False))
     if weights.path is not None:

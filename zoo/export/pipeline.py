@@ -127,7 +127,7 @@ def export_identity(card: ModelCard, weights: ResolvedWeights, exporter: Exporte
 def export_artifact(
     card: ModelCard,
     weights: ResolvedWeights,
-    fmt: str,
+    fmt: str | Exporter,
     out_dir: Path,
     options: ExportOptions,
     *,
@@ -136,8 +136,13 @@ def export_artifact(
     calibrate_dir: Path | None = None,
     pull: Callable[[str, Path], dict[str, Any] | None] | None = None,
     custody: Custody | None = None,
+    options_checked: bool = False,
 ) -> ExportOutcome:
     """Produce (or reuse from the cache) the artifact for ``card`` and install it in ``out_dir``.
+
+    ``fmt`` is a format name or the format's :class:`Exporter` already looked up;
+    ``options_checked`` says the caller already ran ``exporter.check_options`` on ``options``
+    (the command line does, before downloading anything).
 
     ``calibrate_dir`` holds calibration images for int8; its content must already be
     fingerprinted in ``options.extra['calibrate']`` (it shapes the identity). ``pull(key,
@@ -152,8 +157,9 @@ def export_artifact(
     custody = custody or Custody()
     say = log or (lambda _msg: None)
     registry = registry or default_registry()
-    exporter = get_exporter(fmt, registry.host)
-    exporter.check_options(options, card)
+    exporter = get_exporter(fmt, registry.host) if isinstance(fmt, str) else fmt
+    if not options_checked:
+        exporter.check_options(options, card)
     name = artifact_file_name(card, exporter, options)
     key, builder, format_code = export_identity(card, weights, exporter, options, registry)
     cache = ArtifactCache()
