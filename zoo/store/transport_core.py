@@ -1,30 +1,10 @@
-"""One store's file system, reached through fsspec: bounded retries, plain errors, hashing.
-
-Everything the store does to its URL goes through :class:`Transport`: small reads and writes
-(records), listings, and object transfers that hash the bytes as they stream. Errors are
-classified once (:func:`classify`): throttling (503 / SlowDown), 5xx, timeouts and refused
-connections are retried ``attempts`` times with exponential backoff, then raise
-:class:`~zoo.store.errors.StoreUnavailableError`; a missing bucket, denied access or missing
-credentials raise :class:`~zoo.store.errors.StoreError` at once, each naming the way out.
-The libraries' own retries are turned off (s3fs ``retries=1``, botocore
-``total_max_attempts=1``) so the number of attempts is exactly ours.
-
-S3 (s3fs) gets two transfers of its own, both through s3fs's client (``fs._call_s3``):
-uploads of ``multipart_threshold`` bytes or more are *resumable* multipart uploads (a killed
-publish leaves its parts; the next one lists them, checks their MD5 ETags against the local
-bytes and sends only what is missing), and large downloads fetch ranges concurrently while a
-worker thread writes and hashes the previous window. ``file://`` stores write a temporary
-file under ``tmp/`` and rename it into place, so a reader never sees a partial object.
-
-A store is hostile until checked. :meth:`Transport.check_root` tells a missing, unreachable or
-unreadable store from an empty one (a ``file://`` store's folder must exist; an S3 store's
-bucket must answer). A ``file://`` store is read through real folders to regular files only:
-every folder on the way is opened without following symbolic links and the file with
-``O_NOFOLLOW | O_NONBLOCK`` (a FIFO cannot block the read), then checked with ``fstat``; a
-symbolic link, FIFO, socket or device is refused with a one-line reason
-(:class:`NotRegularFile`, listed in :attr:`Transport.refused`). Messages carry the store URL
-and exception texts only through :func:`zoo._core.redact.redact_url` /
-:func:`~zoo._core.redact.redact_text`.
+"""The ground the store's transport stands on: file systems opened from URLs (fsspec, with
+the libraries' own retries turned off so the number of attempts is exactly ours), failures
+classified once (:func:`classify`: throttling, 5xx, timeouts and refused connections are
+retried with backoff; a missing bucket, denied access or missing credentials are not), the
+exceptions for bytes that are not what a listing promised (:class:`SizeMismatch`,
+:class:`NotRegularFile`), and copying while hashing. :class:`~zoo.store.transport.Transport`
+(its module docstring has the whole picture) builds on :class:`TransportCore`.
 """
 from __future__ import annotations
 
