@@ -142,8 +142,12 @@ def test_invalid_card_in_a_file_names_file_model_and_field(tmp_path: Path) -> No
     path = write_registry(tmp_path / "extra.yaml", card_data("fine_model"), bad)
     with pytest.raises(CardError) as info:
         Registry(extra_files=[path])
+    lines = path.read_text().splitlines()
+    second = lines.index("- name: bad_colours")  # the second card's palette, item 2, value 1
+    line = next(i for i in range(second, len(lines)) if lines[i].strip() == "- 300") + 1
     assert str(info.value) == (
-        f"{path}: model 'bad_colours': field palette.2.1: Input should be less than or equal to 255"
+        f"{path}:{line}: model 'bad_colours': field palette.2.1: Input should be less than or "
+        "equal to 255"
     )
 
 
@@ -249,7 +253,7 @@ def test_the_same_file_twice_from_one_plugin_is_a_clash(tmp_path: Path) -> None:
     assert reg.conflicts == {"twice": ["plugin 'me' (in-process)"] * 2}
 
 
-def test_plugin_with_an_invalid_card_is_disabled_and_others_keep_working(
+def test_a_plugins_invalid_card_disables_only_that_card(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bad = card_data("bad_plugin_model")
@@ -258,16 +262,19 @@ def test_plugin_with_an_invalid_card_is_disabled_and_others_keep_working(
         good=CardsPlugin([card_data("good_model")]), bad=CardsPlugin([card_data("sibling"), bad])
     )
     reg = Registry(host=host)
-    assert "good_model" in reg.names()
-    assert "sibling" not in reg.names() and "bad_plugin_model" not in reg.names()
-    info = host.plugins["bad"]
-    assert not info.ok
-    assert info.error == (
-        "invalid model card: plugin 'bad': model 'bad_plugin_model': "
-        "labels has 5 entries but num_classes is 23"
-    )
-    assert host.plugins["good"].ok
-    assert capsys.readouterr().err == f"zoo: warning: plugin 'bad' disabled: {info.error}\n"
+    assert "good_model" in reg.names() and "sibling" in reg.names()
+    assert "bad_plugin_model" not in reg.names()
+    assert host.plugins["bad"].ok and host.plugins["good"].ok
+    detail = "model 'bad_plugin_model': labels has 5 entries but num_classes is 23"
+    assert reg.problems() == [("bad", detail)]
+    with pytest.raises(CardError) as info:
+        reg.get("bad_plugin_model")
+    assert str(info.value) == (
+        f"model 'bad_plugin_model' is unavailable: plugin 'bad' (in-process): {detail}; the "
+        "plugin must fix this card (its other models work)")
+    assert capsys.readouterr().err == (
+        f"zoo: warning: plugin 'bad': {detail}; this model is unavailable, the plugin's other "
+        "models are not affected\n")
 
 
 def test_plugin_whose_hook_raises_is_disabled(capsys: pytest.CaptureFixture[str]) -> None:
@@ -286,7 +293,6 @@ def test_plugin_whose_hook_raises_is_disabled(capsys: pytest.CaptureFixture[str]
     ("plugin", "reason"),
     [
         (CardsPlugin({"name": "not a list"}), "zoo_models() must return a list, got dict"),
-        (CardsPlugin([42]), "each model must be a mapping, got int"),
         (CardsPlugin([], builders=["not", "a", "dict"]), "zoo_builders() must return a dict"),
     ],
 )
@@ -294,6 +300,13 @@ def test_plugin_returning_the_wrong_shape_is_disabled(plugin: CardsPlugin, reaso
     host = host_with(odd=plugin)
     Registry(host=host)
     assert reason in (host.plugins["odd"].error or "")
+
+
+def test_an_item_that_is_no_card_is_that_items_problem() -> None:
+    host = host_with(odd=CardsPlugin([42, card_data("fine_one")]))
+    reg = Registry(host=host)
+    assert host.plugins["odd"].ok and "fine_one" in reg.names()
+    assert reg.problems() == [("odd", "each model must be a mapping, got int")]
 
 
 def test_two_plugins_claiming_one_name(capsys: pytest.CaptureFixture[str]) -> None:
@@ -368,7 +381,8 @@ def test_a_card_cannot_name_an_import_path(
     path = write_registry(tmp_path / "evil.yaml", card_data("evil", architecture=arch))
     with pytest.raises(CardError) as info:
         Registry(extra_files=[path])
-    assert str(info.value).startswith(f"{path}: model 'evil': field architecture: ")
+    line = path.read_text().splitlines().index(f"  architecture: {arch}") + 1
+    assert str(info.value).startswith(f"{path}:{line}: model 'evil': field architecture: ")
     assert "import paths such as 'module:function' are not allowed" in str(info.value)
     assert module not in sys.modules and not marker.exists()
 

@@ -430,7 +430,7 @@ def test_errors_still_name_file_line_and_field_after_a_good_compile(tmp_path: Pa
         with pytest.raises(CardError) as info:
             Registry(extra_files=[path])
         assert str(info.value) == (
-            f"{path}: model 'a_one': output.channels is 23 but num_classes is 24"
+            f"{path}:3: model 'a_one': output.channels is 23 but num_classes is 24"
         )
     assert entry_of(path).read_bytes() == entry  # no entry for an invalid source
     path.write_text(good)

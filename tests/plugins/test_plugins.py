@@ -94,6 +94,7 @@ def test_example_plugin_appears_in_list_info_and_plugins(site: dict[str, Path]) 
         "status": "ok",
         "models": [EXAMPLE_MODEL],
         "error": None,
+        "problems": [],
     }
 
 
@@ -186,14 +187,34 @@ def test_plugin_that_raises_on_import(site: dict[str, Path]) -> None:
     )
 
 
-def test_plugin_returning_an_invalid_card(site: dict[str, Path]) -> None:
-    assert_isolated_failure(
-        site,
-        "zoo-test-invalid-card",
-        "invalid_card",
-        "invalid model card: plugin 'invalid_card': model 'invalid_plugin_bad_card': "
-        "palette has 2 colours but num_classes is 3",
-    )
+def test_plugin_returning_an_invalid_card_loses_that_card_only(site: dict[str, Path]) -> None:
+    """Issue 21: one bad card disabled every card of its plugin."""
+    env = pythonpath(site["zoo-example-plugin"], site["zoo-test-invalid-card"])
+    detail = "model 'invalid_plugin_bad_card': palette has 2 colours but num_classes is 3"
+    result = run_zoo(["list", "--json"], env=env)
+    assert result.returncode == 0, result.stderr
+    names = {r["name"] for r in json.loads(result.stdout)}
+    assert names == {*BUILTIN, EXAMPLE_MODEL, "invalid_plugin_good_card"}
+    assert result.stderr.splitlines() == [
+        f"zoo: warning: plugin 'invalid_card': {detail}; this model is unavailable, the "
+        "plugin's other models are not affected"]
+
+    row = plugin_rows(env)["invalid_card"]
+    assert (row["status"], row["models"], row["problems"], row["error"]) == (
+        "partial", ["invalid_plugin_good_card"], [detail], None)
+    table = run_zoo(["plugins"], env=env)
+    line = next(ln for ln in table.stdout.splitlines() if ln.strip().startswith("invalid_card"))
+    assert "partial" in line and "invalid_plugin_good_card" in line
+    assert "invalid_plugin_bad_card" in table.stdout
+
+    info = run_zoo(["info", "invalid_plugin_bad_card"], env=env)
+    assert info.returncode == 2
+    assert info.stderr.splitlines()[-1] == (
+        "zoo: error: model 'invalid_plugin_bad_card' is unavailable: plugin 'invalid_card' "
+        f"(zoo-test-invalid-card 0.1.0): {detail}; the plugin must fix this card (its other "
+        "models work)")
+    good = run_zoo(["info", "invalid_plugin_good_card", "--json"], env=env)
+    assert good.returncode == 0 and json.loads(good.stdout)["plugin"] == "invalid_card"
 
 
 def test_plugin_whose_hook_raises(site: dict[str, Path]) -> None:
@@ -227,7 +248,12 @@ def test_two_plugins_claiming_one_model_name(site: dict[str, Path]) -> None:
     assert EXAMPLE_MODEL not in names
     assert "clash_only_model" in names  # the plugin itself stays enabled
     assert listing.stderr.splitlines() == [
-        f"zoo: warning: {both}; it is unavailable until one is removed"
+        f"zoo: warning: {both}; it is unavailable until one is removed",
+        # the clash plugin registers no builder: its remaining card is listed, and said so
+        "zoo: warning: model 'clash_only_model': no plugin provides architecture 'clash_arch' "
+        "(known: deeplabv3_mobilenet_v3_large, deeplabv3_resnet101, deeplabv3_resnet50, "
+        "fcn_resnet101, fcn_resnet50, lraspp_mobilenet_v3_large, single_conv, tiny_segnet); "
+        "install the plugin or fix 'architecture'",
     ]
 
     info = run_zoo(["info", EXAMPLE_MODEL], env=env)

@@ -11,8 +11,11 @@ Compiling a source validates every card and writes one entry, ``ZOO_HOME/registr
 The header holds the *stamp* (entry format, zoo version, a digest of the code that parses and
 validates cards, pydantic and PyYAML versions), the source's identity (a file's path, size,
 mtime, ctime, inode, device and sha256; a plugin's data: the sha256 of its canonical JSON),
-every card's name, the length and blake2b digest of each card's JSON, and the length and sha256
-of the *summaries*: one row per card of the columns ``zoo list`` shows. Looking a card up
+every card's name, the length and blake2b digest of each card's JSON, the length and sha256
+of the *summaries* (one row per card of the columns ``zoo list`` shows) and the *broken* cards
+of a plugin's source: the cards that failed validation, each with its name and the reason (a
+plugin's bad card disables only itself, and the reason is a function of the source's bytes and
+the stamped code, so it is cached like a good card). Looking a card up
 reads the header (names, for clash detection across sources) and that card's bytes, which are
 validated again before a :class:`~zoo.catalog.schema.ModelCard` is returned; ``zoo list`` reads the
 header and the summaries, never a card.
@@ -24,8 +27,11 @@ copy a stat); a card's bytes must hash to their digest. Under a ``ZOO_HOME`` tha
 can write to (:func:`zoo.paths.home_problem`) no entry is read or written. Anything else is
 a miss, and the source is compiled again. Entries are written to a temporary file and
 renamed, so concurrent compilers leave one valid entry, and a read-only or missing
-``ZOO_HOME`` costs speed, never correctness. A source with an invalid card gets no entry: its
-error comes from the parse, naming file, line and field, every time.
+``ZOO_HOME`` costs speed, never correctness. A registry file the user named that holds an
+invalid card gets no entry: its error comes from the parse, naming file, line and field, every
+time. What is *not* in an entry: anything that depends on other sources or on which plugins are
+installed (name clashes, whether a card's ``architecture`` has a builder); the registry decides
+those on every run.
 """
 
 from __future__ import annotations
@@ -46,13 +52,13 @@ from zoo.errors import CardError
 if TYPE_CHECKING:
     from zoo.catalog.schema import ModelCard
 
-FORMAT = 2
+FORMAT = 3
 MAGIC = b"ZOOREG"
 MAX_ENTRIES = 256  # entries kept; the least recently written go first
 #: the modules whose code decides what a compiled card is
 #: the code that decides a compiled entry, relative to the zoo package
 _CODE = ("catalog/schema.py", "_core/names.py", "catalog/yamlio.py", "catalog/registry.py",
-         "catalog/compiled.py")
+         "catalog/parsing.py", "catalog/compiled.py")
 
 
 class Summary(NamedTuple):
@@ -80,6 +86,24 @@ def summarize(card: ModelCard) -> Summary:
                    default.size if default else None, card.architecture, card.plugin)
 
 
+class Broken(NamedTuple):
+    """A card of a plugin's source that failed validation: its name (None when it has no
+    usable one) and the one-line reason, naming where (file and line, or the plugin), the
+    model and the field."""
+
+    name: str | None
+    reason: str
+
+
+#: what parsing a source gives: its valid cards and its broken ones
+Parsed = tuple[list["ModelCard"], list[Broken]]
+
+
+def _split(parsed: list[ModelCard] | Parsed) -> Parsed:
+    """A parse's result as (cards, broken): a strict parse returns the cards alone."""
+    return parsed if isinstance(parsed, tuple) else (parsed, [])
+
+
 class _Digests(Sequence[str]):
     """The card digests of an entry, sliced from one string as they are asked for."""
 
@@ -104,8 +128,10 @@ class Compiled:
 
     def __init__(self, names: list[str], summaries: list[Summary] | Callable[[], list[Summary]],
                  read: Callable[[int], bytes], digests: Sequence[str] | None = None,
-                 cards: Sequence[ModelCard | None] | None = None) -> None:
+                 cards: Sequence[ModelCard | None] | None = None,
+                 broken: Sequence[Broken] = ()) -> None:
         self.names = names
+        self.broken = list(broken)  # the source's cards that failed validation
         self._summaries = summaries
         self._read = read
         self._digests = digests
@@ -225,6 +251,11 @@ def _well_formed(header: dict[str, Any]) -> bool:
     if not (isinstance(names, list) and isinstance(lengths, list) and isinstance(digests, str)
             and isinstance(header.get("source"), dict) and type(body) is int):
         return False
+    broken = header.get("broken")
+    if not (isinstance(broken, list) and all(
+            isinstance(b, list) and len(b) == 2 and (b[0] is None or isinstance(b[0], str))
+            and isinstance(b[1], str) for b in broken)):
+        return False
     if not (isinstance(summaries, list) and len(summaries) == 2
             and type(summaries[0]) is int and summaries[0] >= 0 and isinstance(summaries[1], str)):
         return False
@@ -276,7 +307,8 @@ def _compiled_from(entry: _Entry) -> Compiled:
             raise StaleEntry("summaries name other cards")
         return found
 
-    return Compiled(names, summaries, read, digests)
+    broken = [Broken(name, reason) for name, reason in header["broken"]]
+    return Compiled(names, summaries, read, digests, broken=broken)
 
 
 # -- writing entries -------------------------------------------------------------------------
@@ -290,19 +322,21 @@ def _build(cards: Sequence[ModelCard]) -> tuple[list[Summary], list[bytes]]:
     return summaries, blobs
 
 
-def _in_memory(summaries: list[Summary], blobs: list[bytes]) -> Compiled:
-    return Compiled([s.name for s in summaries], summaries, blobs.__getitem__)
+def _in_memory(summaries: list[Summary], blobs: list[bytes], broken: list[Broken]) -> Compiled:
+    return Compiled([s.name for s in summaries], summaries, blobs.__getitem__, broken=broken)
 
 
 def _write_entry(path: Path, source: dict[str, Any], summaries: list[Summary],
-                 blobs: list[bytes]) -> None:
-    """Write an entry for ``blobs`` (the cards' JSON, in order) and their summaries."""
+                 blobs: list[bytes], broken: Sequence[Broken] = ()) -> None:
+    """Write an entry for ``blobs`` (the cards' JSON, in order), their summaries and the
+    source's broken cards."""
     table = json.dumps([list(s) for s in summaries], separators=(",", ":")).encode()
     lengths = [len(blob) for blob in blobs]
     header = {"stamp": stamp(), "source": source, "body": len(table) + sum(lengths),
               "names": [s.name for s in summaries], "lengths": lengths,
               "digests": "".join(map(_digest, blobs)),
-              "summaries": [len(table), hashlib.sha256(table).hexdigest()]}
+              "summaries": [len(table), hashlib.sha256(table).hexdigest()],
+              "broken": [list(b) for b in broken]}
     _write(path, header, lambda fh: (fh.write(table), fh.writelines(blobs)))
 
 
@@ -363,14 +397,15 @@ def _stat_key(st: os.stat_result) -> dict[str, int]:
             "ino": st.st_ino, "dev": st.st_dev}
 
 
-def compile_file(path: Path, parse: Callable[[bytes, Path], list[ModelCard]],
-                 fresh: bool = False) -> Compiled:
+def compile_file(path: Path, parse: Callable[[bytes, Path], list[ModelCard] | Parsed],
+                 fresh: bool = False, kind: str = "file") -> Compiled:
     """Registry file ``path`` compiled: from its entry when up to date (and not ``fresh``),
-    else parsed by ``parse`` (which raises :class:`CardError` naming file, line and field)
-    and stored."""
+    else parsed by ``parse`` (which raises :class:`CardError` naming file, line and field,
+    or returns the broken cards beside the valid ones) and stored. ``kind`` keeps the entries
+    of different parses of one file apart (a user's file is strict, a plugin's card by card)."""
     path = Path(path)
     where = os.path.abspath(path)
-    entry_path = _entry_path("file", where)
+    entry_path = _entry_path(kind, where)
     checked_ns = time.time_ns()
     try:
         st = os.stat(path)
@@ -384,12 +419,12 @@ def compile_file(path: Path, parse: Callable[[bytes, Path], list[ModelCard]],
         # The source's bytes are hashed every time (a registry file is small): an entry never
         # stands in for bytes whose digest it does not record, whatever their stat says.
         return _compiled_from(entry)
-    cards = parse(data, path)
+    cards, broken = _split(parse(data, path))
     summaries, blobs = _build(cards)
-    source = {"kind": "file", "path": where, **_stat_key(st), "checked_ns": checked_ns,
+    source = {"kind": kind, "path": where, **_stat_key(st), "checked_ns": checked_ns,
               "sha256": digest}
-    _write_entry(entry_path, source, summaries, blobs)
-    return _in_memory(summaries, blobs)
+    _write_entry(entry_path, source, summaries, blobs, broken)
+    return _in_memory(summaries, blobs, broken)
 
 
 def _read(path: Path) -> bytes:
@@ -400,27 +435,32 @@ def _read(path: Path) -> bytes:
 
 
 def compile_data(ident: str, items: list[Any],
-                 parse: Callable[[list[Any]], list[ModelCard]], fresh: bool = False) -> Compiled:
+                 parse: Callable[[list[Any]], list[ModelCard] | Parsed],
+                 fresh: bool = False) -> Compiled:
     """Card dicts a plugin returned, compiled: keyed by ``ident`` (the plugin) and the sha256
     of their canonical JSON. Data that is not plain JSON is validated every time."""
     try:
         canonical = json.dumps(items, sort_keys=True, separators=(",", ":"), allow_nan=True)
     except (TypeError, ValueError):
-        summaries, blobs = _build(parse(items))
-        return _in_memory(summaries, blobs)
+        cards, broken = _split(parse(items))
+        summaries, blobs = _build(cards)
+        return _in_memory(summaries, blobs, broken)
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     entry_path = _entry_path("data", ident)
     entry = None if fresh else _read_entry(entry_path)
     if entry is not None and entry.header["source"] == {"kind": "data", "ident": ident,
                                                         "sha256": digest}:
         return _compiled_from(entry)
-    summaries, blobs = _build(parse(items))
-    _write_entry(entry_path, {"kind": "data", "ident": ident, "sha256": digest}, summaries, blobs)
-    return _in_memory(summaries, blobs)
+    cards, broken = _split(parse(items))
+    summaries, blobs = _build(cards)
+    _write_entry(entry_path, {"kind": "data", "ident": ident, "sha256": digest}, summaries, blobs,
+                 broken)
+    return _in_memory(summaries, blobs, broken)
 
 
-def compile_cards(cards: list[ModelCard]) -> Compiled:
-    """Card objects a plugin handed over: summarized, kept as they are."""
+def compile_cards(cards: list[ModelCard], broken: Sequence[Broken] = ()) -> Compiled:
+    """Card objects a plugin handed over: summarized, kept as they are (``broken``: the items
+    beside them that were no cards)."""
     summaries = [summarize(card) for card in cards]
     return Compiled([s.name for s in summaries], summaries,
-                    lambda i: cards[i].model_dump_json().encode(), cards=cards)
+                    lambda i: cards[i].model_dump_json().encode(), cards=cards, broken=broken)

@@ -2,16 +2,20 @@
 
 Sources, in order: zoo's ``registry.yaml``; each plugin's ``zoo_models`` hook; the files in
 ``ZOO_REGISTRY`` (``os.pathsep``-separated); files passed explicitly (``--registry``). A bad
-card in a registry *file* is an error naming the file, the model and the field; a bad card
-from a *plugin* disables that plugin only. A name defined by two sources is unavailable and
-names both.
+card in a registry *file* is an error naming the file, the line, the model and the field; a bad
+card from a *plugin* disables that card only (``zoo plugins`` shows it as the plugin's problem,
+``zoo info NAME`` says why it is unavailable); a plugin whose hook fails, or whose YAML file
+cannot be read, is disabled. A name defined by two sources, or twice by one, is unavailable
+and names both places.
 
 Pay for what you use: each source is compiled once into ``ZOO_HOME/registry``
 (:mod:`zoo.catalog.compiled`), so listing reads names and a few columns, and looking a model up
 validates that one card. Nothing here imports pydantic until a card is asked for.
 
 A card's ``architecture`` names a builder that a plugin registered with ``zoo_builders``;
-nothing is ever imported on a card's say-so.
+nothing is ever imported on a card's say-so. Whether a builder exists is decided on every run
+(plugins come and go), never cached: ``zoo list``, ``info`` and ``plugins`` report a card whose
+architecture no plugin provides, without importing any builder.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from zoo._core.names import printable
 from zoo.catalog.compiled import (
+    Broken,
     Compiled,
     StaleEntry,
     Summary,
@@ -32,95 +37,33 @@ from zoo.catalog.compiled import (
     compile_data,
     compile_file,
 )
+from zoo.catalog.parsing import (
+    parse_card,
+    parse_each,
+    parse_plugin_file,
+    parse_registry_bytes,
+    read_registry_file,
+)
 from zoo.errors import CardError, PluginError, UnknownModelError
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError
-
     from zoo.catalog.plugins import PluginHost
     from zoo.catalog.schema import ModelCard
 
+__all__ = [
+    "BUILTIN_SOURCE", "REGISTRY_ENV", "Registry", "builtin_registry_path", "default_registry",
+    "env_registry_files", "parse_card", "parse_registry_bytes", "read_registry_file",
+    "reset_default_registry",
+]
+
 BUILTIN_SOURCE = "built-in registry.yaml"
 REGISTRY_ENV = "ZOO_REGISTRY"
-_MAX_ERRORS = 10  # validation errors shown for one card
+_SHOWN = 5  # model names one grouped warning shows
 
 
 def builtin_registry_path() -> Path:
     """Where the installed built-in catalogue lives."""
     return Path(__file__).with_name("registry.yaml")
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _loc_part(part: Any) -> str:
-    """One step of a field path: a plain name as it is, anything odd (a key holding spaces,
-    newlines or control characters) quoted, so the error stays one readable line."""
-    text = str(part)[:80]
-    return text if text.isidentifier() or text.isdigit() else repr(text)
-
-
-def _format_validation(exc: ValidationError) -> str:
-    errors = exc.errors()
-    parts = []
-    for err in errors[:_MAX_ERRORS]:
-        loc = ".".join(_loc_part(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        # card-wide rules (palette vs labels vs classes) name their fields in the message
-        parts.append(f"field {loc}: {msg}" if loc else msg)
-    if len(errors) > _MAX_ERRORS:
-        parts.append(f"and {len(errors) - _MAX_ERRORS} more")
-    return "; ".join(parts)
-
-
-def parse_card(data: Any, where: str) -> ModelCard:
-    """Validate one card; errors name ``where`` (file or plugin), the model and the field."""
-    from pydantic import ValidationError
-
-    from zoo.catalog.schema import ModelCard
-
-    if isinstance(data, ModelCard):
-        return data
-    if not isinstance(data, dict):
-        raise CardError(f"{where}: each model must be a mapping, got {type(data).__name__}")
-    name = data.get("name", "<no name>")
-    label = _short(name) if isinstance(name, str) else f"<{type(name).__name__} name>"
-    try:
-        return ModelCard.model_validate(data)
-    except ValidationError as exc:
-        message = f"{where}: model {label}: {_format_validation(exc)}"
-        raise CardError(printable(message)) from exc
-
-
-def parse_registry_bytes(data: bytes, path: Path) -> list[ModelCard]:
-    """Validate every card of a registry file's bytes (``models:`` list); errors name the
-    file and, for YAML, the line; for cards, the model and the field."""
-    from zoo.catalog.yamlio import decode_utf8, parse_yaml
-
-    doc = parse_yaml(decode_utf8(data, path), path)
-    if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
-        raise CardError(f"{path}: expected a mapping with a 'models:' list of model cards")
-    unknown = set(doc) - {"version", "models"}
-    if unknown:
-        shown = ", ".join(sorted(_short(k, 40) for k in unknown)[:_MAX_ERRORS])
-        raise CardError(printable(f"{path}: unknown top-level keys [{shown}]; use 'models:'"))
-    items: list[Any] = doc["models"]
-    cards = []
-    for i, item in enumerate(items):
-        cards.append(parse_card(item, str(path)))
-        items[i] = None  # the raw data can go: a large catalogue is held once, not twice
-    return cards
-
-
-def read_registry_file(path: Path) -> list[ModelCard]:
-    """Load and validate every card in a registry YAML file (``models:`` list)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise CardError(f"cannot read registry file {path}: {exc.strerror or exc}") from exc
-    return parse_registry_bytes(data, Path(path))
 
 
 def env_registry_files() -> list[Path]:
@@ -148,16 +91,46 @@ def _file_identity(path: Path) -> tuple[int, int] | str:
 
 
 class _Origin:
-    """One compiled source and how to compile it again if its entry proves stale."""
+    """One compiled source, how to compile it again if its entry proves stale, and how to
+    say where in it a card is (for a name it defines twice)."""
 
-    __slots__ = ("compiled", "label", "plugin", "recompile")
+    __slots__ = ("compiled", "label", "path", "plugin", "recompile", "spots")
 
     def __init__(self, label: str, compiled: Compiled, plugin: str | None,
-                 recompile: Callable[[], Compiled] | None) -> None:
+                 recompile: Callable[[], Compiled] | None,
+                 spots: Callable[[str], list[str]] | None = None) -> None:
         self.label = label
         self.compiled = compiled
         self.plugin = plugin  # the plugin that contributed these cards, if one did
         self.recompile = recompile
+        self.spots = spots or (lambda name: [])  # where card NAME is in the source
+
+    def owner(self) -> str:
+        """Who answers for this source's cards: the plugin (with its distribution), or the
+        registry file."""
+        return self.label
+
+
+def _file_spots(path: Path) -> Callable[[str], list[str]]:
+    """Where a registry file defines a model: ``FILE:LINE`` for each card of that name."""
+    def spots(name: str) -> list[str]:
+        from zoo.catalog.parsing import lines_of_model
+
+        lines = lines_of_model(path, name)
+        return [f"{path}:{line}" for line in lines] or [str(path)]
+    return spots
+
+
+def _item_spots(items: Sequence[Any], what: str) -> Callable[[str], list[str]]:
+    """Where a plugin's zoo_models() list holds a model: its item numbers."""
+    def spots(name: str) -> list[str]:
+        found = [i + 1 for i, item in enumerate(items) if _item_name(item) == name]
+        return [f"zoo_models() item {i} ({what})" for i in found]
+    return spots
+
+
+def _item_name(item: Any) -> Any:
+    return item.get("name") if isinstance(item, dict) else getattr(item, "name", None)
 
 
 class Registry:
@@ -169,6 +142,9 @@ class Registry:
         self.host = host or get_host()
         self._where: dict[str, tuple[_Origin, int]] = {}
         self._conflicts: dict[str, list[str]] = {}
+        self._clashing: dict[str, list[_Origin]] = {}  # the sources of each conflict
+        self._broken: dict[str, tuple[_Origin, Broken]] = {}  # plugins' invalid cards, by name
+        self._broken_all: list[tuple[_Origin, Broken]] = []  # named or not
         self._builders: dict[str, _Builder] = {}
         self._cards: dict[str, ModelCard] = {}
         self._sorted: list[str] | None = None  # names(), sorted when first asked
@@ -190,12 +166,14 @@ class Registry:
             seen.add(identity)
             self._add_file(Path(path), str(path))
 
-    def _add_file(self, path: Path, label: str, plugin: str | None = None) -> None:
+    def _add_file(self, path: Path, label: str) -> None:
         def recompile() -> Compiled:
             return compile_file(path, parse_registry_bytes, fresh=True)
 
         compiled = compile_file(path, parse_registry_bytes)
-        self._add(_Origin(label, compiled, plugin, recompile))
+        if compiled.broken:  # never from a strict parse; a user's file has no broken cards
+            raise CardError(compiled.broken[0].reason)
+        self._add(_Origin(label, compiled, None, recompile, _file_spots(path)))
 
     def _load_plugin_models(self) -> None:
         for plugin, items in self.host.call_each("zoo_models"):
@@ -208,9 +186,13 @@ class Registry:
                 continue
             for origin in origins:
                 self._add(origin)
+                self._add_broken(origin)
 
     def _plugin_origins(self, plugin: str, items: Any, label: str) -> list[_Origin]:
-        """A plugin's cards: its YAML files, its card dicts and its ModelCard objects."""
+        """A plugin's cards: its YAML files, its card dicts and its ModelCard objects, each
+        card validated on its own (an invalid one is recorded as broken, the rest stay); a
+        hook result that is no list, or a YAML file that cannot be read, is the plugin's
+        failure (CardError)."""
         where = f"plugin {plugin!r}"
         if not isinstance(items, list | tuple):
             raise CardError(
@@ -218,29 +200,46 @@ class Registry:
             )
         origins: list[_Origin] = []
         dicts: list[Any] = []
-        objects: list[ModelCard] = []
+        others: list[Any] = []
         for item in items:
             if isinstance(item, str | Path):
                 path = Path(item)
                 origins.append(_Origin(
-                    label, compile_file(path, parse_registry_bytes), plugin,
-                    lambda p=path: compile_file(p, parse_registry_bytes, fresh=True)))
+                    label, compile_file(path, parse_plugin_file, kind="plugin-file"), plugin,
+                    lambda p=path: compile_file(p, parse_plugin_file, fresh=True,
+                                                kind="plugin-file"),
+                    _file_spots(path)))
             elif isinstance(item, dict):
                 dicts.append(item)
             else:  # a ModelCard, or something parse_card refuses by name
-                objects.append(parse_card(item, where))
+                others.append(item)
 
-        def parse(data: list[Any]) -> list[ModelCard]:
-            return [parse_card(item, where) for item in data]
+        def parse(data: list[Any]) -> tuple[list[ModelCard], list[Broken]]:
+            return parse_each(data, where)
 
         if dicts:
             ident = f"{plugin}\0{label}"
             origins.append(_Origin(
                 label, compile_data(ident, dicts, parse), plugin,
-                lambda: compile_data(ident, dicts, parse, fresh=True)))
-        if objects:
-            origins.append(_Origin(label, compile_cards(objects), plugin, None))
+                lambda: compile_data(ident, dicts, parse, fresh=True),
+                _item_spots(items, "a card dict")))
+        if others:
+            objects, broken = parse_each(others, where)
+            origins.append(_Origin(label, compile_cards(objects, broken), plugin, None,
+                                   _item_spots(items, "a ModelCard")))
         return origins
+
+    def _add_broken(self, origin: _Origin) -> None:
+        """Record (and warn once about) the invalid cards a plugin's source holds: each is
+        unavailable, with its reason; the source's other cards are not affected."""
+        from zoo.catalog.plugins import warn
+
+        for item in origin.compiled.broken:
+            self._broken_all.append((origin, item))
+            if item.name is not None:
+                self._broken.setdefault(item.name, (origin, item))
+            warn(printable(f"plugin {origin.plugin!r}: {_detail(origin, item)}; this model is "
+                           "unavailable, the plugin's other models are not affected"))
 
     def _load_builders(self) -> None:
         from zoo.catalog.plugins import warn
@@ -270,13 +269,40 @@ class Registry:
         for index, name in enumerate(names):
             if name in self._conflicts:
                 self._conflicts[name].append(source)
+                self._clashing[name].append(origin)
             elif name in self._where:
-                first = self._where.pop(name)[0].label
-                self._conflicts[name] = [first, source]
-                warn(printable(f"model {name!r} is defined by both {first} and {source}; "
-                               "it is unavailable until one is removed"))
+                first = self._where.pop(name)[0]
+                self._conflicts[name] = [first.label, source]
+                self._clashing[name] = [first, origin]
+                warn(f"{self._clash_text(name)}; it is unavailable until one is removed")
             else:
                 self._where[name] = (origin, index)
+
+    def _one_owner(self, name: str) -> bool:
+        """Whether every definition of clashing ``name`` comes from one plugin or one file."""
+        origins = self._clashing[name]
+        if all(o.plugin is not None for o in origins):
+            return len({o.plugin for o in origins}) == 1
+        return all(o is origins[0] for o in origins)
+
+    def _clash_text(self, name: str) -> str:
+        """What is wrong with clashing ``name``, naming where each definition is."""
+        origins = self._clashing[name]
+        if not self._one_owner(name):
+            return printable(f"model {name!r} is defined by both "
+                             f"{' and '.join(self._conflicts[name])}")
+        spots: list[str] = []
+        seen: list[_Origin] = []
+        for origin in origins:
+            if not any(origin is o for o in seen):
+                seen.append(origin)
+                spots += origin.spots(name)
+        if len(spots) < len(origins):  # one file handed over twice
+            spots.append("the same file listed twice by zoo_models()")
+        times = "twice" if len(origins) == 2 else f"{len(origins)} times"
+        owner = origins[0].owner() if origins[0].plugin else f"registry file {origins[0].label}"
+        where = f" ({' and '.join(spots)})" if spots else ""
+        return printable(f"{owner} defines model {name!r} {times}{where}")
 
     def _owner(self, origin: _Origin, plugin: str | None, architecture: str) -> str | None:
         """The plugin a card belongs to: the one that contributed it, else the card's own
@@ -354,6 +380,11 @@ class Registry:
             return card
         if name in self._conflicts:
             sources = " and ".join(self._conflicts[name])
+            if self._one_owner(name):
+                text = self._clash_text(name)
+                if self._clashing[name][0].plugin is not None:
+                    raise PluginError(f"{text}; the plugin must rename or drop one of them")
+                raise CardError(f"{text}; rename or drop one of them")
             if all(src.startswith("plugin ") for src in self._conflicts[name][1:]):
                 raise PluginError(printable(
                     f"model {name!r} is defined by both {sources}; uninstall or rename one "
@@ -362,6 +393,11 @@ class Registry:
             raise CardError(printable(
                 f"model {name!r} is defined by both {sources}; rename it in one of the "
                 "registry files (or drop the file)"))
+        if name in self._broken:
+            origin, item = self._broken[name]
+            raise CardError(printable(
+                f"model {name!r} is unavailable: {origin.label}: {_detail(origin, item)}; "
+                "the plugin must fix this card (its other models work)"))
         known = sorted([*self._where, *self._conflicts])
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         if not close:
@@ -410,6 +446,47 @@ class Registry:
         """Model names defined more than once, with every source that defined them."""
         return {k: list(v) for k, v in self._conflicts.items()}
 
+    # -- problems ------------------------------------------------------------------------
+
+    def missing_builder(self, name: str, architecture: str) -> str | None:
+        """Why model ``name`` cannot be built: no plugin registered its ``architecture``
+        (naming the builders that are known); None when one did. Imports nothing."""
+        if architecture in self._builders:
+            return None
+        return self._no_builder([name], architecture)
+
+    def _no_builder(self, names: Sequence[str], architecture: str) -> str:
+        known = ", ".join(sorted(self._builders)) or "none"
+        shown = ", ".join(repr(n) for n in names[:_SHOWN])
+        if len(names) > _SHOWN:
+            shown += f" and {len(names) - _SHOWN} more"
+        what = "model" if len(names) == 1 else "models"
+        return printable(f"{what} {shown}: no plugin provides architecture {architecture!r} "
+                         f"(known: {known}); install the plugin or fix 'architecture'")
+
+    def builder_problems(self, summaries: Sequence[Summary]) -> list[tuple[str | None, str]]:
+        """(owning plugin or None, message) for each group of ``summaries`` whose
+        architecture no plugin provides, one message an architecture (and owner)."""
+        groups: dict[tuple[str | None, str], list[str]] = {}
+        builders = self._builders
+        for s in summaries:
+            if s.architecture not in builders:
+                groups.setdefault((s.plugin, s.architecture), []).append(s.name)
+        return [(plugin, self._no_builder(names, arch))
+                for (plugin, arch), names in groups.items()]
+
+    def problems(self, summaries: Sequence[Summary] = ()) -> list[tuple[str | None, str]]:
+        """What makes part of the catalogue unusable, as (plugin or None, one line): plugins'
+        invalid cards, names defined twice, and (among ``summaries``) cards whose
+        architecture no plugin provides. None: a problem of the user's registry files."""
+        found: list[tuple[str | None, str]] = [
+            (origin.plugin, _detail(origin, item)) for origin, item in self._broken_all]
+        for name in self._conflicts:
+            text = f"{self._clash_text(name)}; it is unavailable until one is removed"
+            for plugin in dict.fromkeys(o.plugin for o in self._clashing[name]):
+                found.append((plugin, text))
+        return found + self.builder_problems(summaries)
+
     def builder_ref(self, card: ModelCard) -> tuple[str, Any]:
         """(plugin name, registered ref) of ``card``'s builder, without importing it.
 
@@ -417,11 +494,7 @@ class Registry:
         ``architecture`` is a key, never an import path."""
         entry = self._builders.get(card.architecture)
         if entry is None:
-            known = ", ".join(sorted(self._builders)) or "none"
-            raise PluginError(printable(
-                f"model {card.name!r}: no plugin provides architecture {card.architecture!r} "
-                f"(known: {known}); install the plugin or fix 'architecture'"
-            ))
+            raise PluginError(self._no_builder([card.name], card.architecture))
         return entry.plugin, entry.ref
 
     def builder(self, card: ModelCard) -> Callable[..., Any]:
@@ -432,6 +505,11 @@ class Registry:
         plugin, ref = self.builder_ref(card)
         with plugin_code(plugin, f"importing builder {ref!r} for model {card.name!r}"):
             return as_callable(ref)
+
+
+def _detail(origin: _Origin, item: Broken) -> str:
+    """A broken card's reason without the plugin's name in front (the caller names it)."""
+    return item.reason.removeprefix(f"plugin {origin.plugin!r}: ")
 
 
 _DEFAULT: Registry | None = None

@@ -98,8 +98,16 @@ def plain_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
     return "\n".join([head, *lines]) + "\n"
 
 
+def _warn(message: str) -> None:
+    from zoo.catalog.plugins import warn
+
+    warn(message)
+
+
 def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
     summaries = registry.summaries(args.pattern)
+    for _, problem in registry.builder_problems(summaries):
+        _warn(problem)  # listed, but `zoo fetch` cannot build them: say so now
     if getattr(args, "format", None):
         from zoo.errors import UsageError
         from zoo.export import available_formats
@@ -130,29 +138,43 @@ def cmd_list(args: argparse.Namespace, registry: Registry) -> int:
 
 def cmd_info(args: argparse.Namespace, registry: Registry) -> int:
     card = registry.get(args.name)
+    problem = registry.missing_builder(card.name, card.architecture)
+    if problem:
+        _warn(problem)
     if args.json:
         print_json(card.model_dump(mode="json"))
         return 0
     from zoo.cli.info_view import render_card
     from zoo.cli.output import stdout_console
 
-    stdout_console().print(render_card(card, registry.source(card.name)))
+    stdout_console().print(render_card(card, registry.source(card.name), problem))
     return 0
 
 
+_STATUS_STYLE = {"ok": "green", "partial": "yellow", "failed": "red"}
+
+
 def cmd_plugins(args: argparse.Namespace, registry: Registry | None) -> int:
+    """Every plugin, its models and its state: ``ok``; ``partial`` when some of its models
+    are unavailable or cannot be built (``problems`` says which and why); ``failed``."""
     from zoo.catalog.plugins import get_host
 
     host = registry.host if registry else get_host()
     summaries = registry.summaries() if registry else []
+    problems: dict[str | None, list[str]] = {}
+    for plugin, problem in registry.problems(summaries) if registry else []:
+        problems.setdefault(plugin, []).append(problem)
+    for problem in problems.pop(None, []):  # the user's registry files: no plugin row
+        _warn(problem)
     rows = [
         {
             "name": p.name,
             "module": p.module,
             "dist": p.dist,
-            "status": "ok" if p.ok else "failed",
+            "status": "failed" if not p.ok else "partial" if problems.get(p.name) else "ok",
             "models": [s.name for s in summaries if s.plugin == p.name],
             "error": p.error,
+            "problems": problems.get(p.name, []) if p.ok else [],
         }
         for p in host.plugins.values()
     ]
@@ -167,10 +189,10 @@ def cmd_plugins(args: argparse.Namespace, registry: Registry | None) -> int:
     for col in ("plugin", "distribution", "status", "models", "detail"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        status = safe_text("ok", "green") if r["status"] == "ok" else safe_text("failed", "red")
-        table.add_row(safe_text(r["name"]), safe_text(r["dist"]), status,
-                      safe_text(", ".join(r["models"]) or "-"),
-                      safe_text(r["error"] or r["module"]))
+        detail = r["error"] or "\n".join(r["problems"]) or r["module"]
+        table.add_row(safe_text(r["name"]), safe_text(r["dist"]),
+                      safe_text(r["status"], _STATUS_STYLE[r["status"]]),
+                      safe_text(", ".join(r["models"]) or "-"), safe_text(detail))
     stdout_console().print(table)
     return 0
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from zoo.export.support import FormatSupport
 
 
-def _facts(card: ModelCard, source: str) -> Table:
+def _facts(card: ModelCard, source: str, problem: str | None) -> Table:
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
@@ -55,6 +55,9 @@ def _facts(card: ModelCard, source: str) -> Table:
             ("output", f"{reads}: [N, {out.channels}, H, W] {out.semantics}, argmax over C"),
         )
     ]
+    builder = safe_text(f"unavailable: {problem}", "red") if problem else \
+        safe_text(card.architecture)
+    rows.insert(3, (safe_text("builder"), builder))
     rows += [(safe_text(link.title), safe_text(link.url)) for link in card.links]
     for key, value in rows:
         t.add_row(key, value)
@@ -132,8 +135,8 @@ def _file_name(name: str, row: FormatSupport) -> str:
     return f"{name}{'' if precision == 'fp32' else '.' + precision}{row.suffix}"
 
 
-def render_card(card: ModelCard, source: str) -> Panel:
-    """The whole card as one rich panel."""
-    body = Group(safe_text(card.description), Text(), _facts(card, source), Text(),
+def render_card(card: ModelCard, source: str, problem: str | None = None) -> Panel:
+    """The whole card as one rich panel; ``problem``: why its architecture has no builder."""
+    body = Group(safe_text(card.description), Text(), _facts(card, source, problem), Text(),
                  _weights(card), Text(), _formats(card), Text(), _labels(card))
     return Panel(body, title=safe_text(card.name, "bold"), title_align="left")

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+ROOT = HERE.parents[2]  # tests/support/plugins -> the checkout
 EXAMPLE = ROOT / "examples" / "zoo-example-plugin"
 
 #: distribution name -> source folder
@@ -31,6 +31,7 @@ SOURCES: dict[str, Path] = {
     "zoo-test-clash": HERE / "zoo-test-clash",
     "zoo-test-unruly": HERE / "zoo-test-unruly",
     "zoo-test-broken-exporter": HERE / "zoo-test-broken-exporter",
+    "zoo-test-card-problems": HERE / "zoo-test-card-problems",
 }
 
 _BUILD_LEFTOVERS = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__")

@@ -1,7 +1,7 @@
 """A plugin whose second card has 3 classes but only 2 palette colours.
 
-zoo must reject the plugin as a whole (its valid first card included), name the bad model
-and the rule, and keep every other plugin working.
+zoo must disable that card only (its valid first card stays listed), name the bad model and
+the rule in ``zoo plugins`` and ``zoo info``, and keep every other plugin working.
 """
 
 from typing import Any
@@ -16,13 +16,18 @@ def _card(name: str, palette: list[list[int]]) -> dict[str, Any]:
         "description": "A card from the zoo-test-invalid-card plugin.",
         "architecture": "test_arch",
         "license": "MIT",
-        "num_params": 1,
+        "num_params": 12,
         "num_classes": 3,
         "preprocessing": {"mean": [0, 0, 0], "std": [1, 1, 1], "input_size": [8, 8]},
         "output": {"kind": "tensor", "channels": 3},
         "labels": ["background", "cat", "dog"],
         "palette": palette,
     }
+
+
+@hookimpl
+def zoo_builders() -> dict[str, str]:
+    return {"test_arch": "zoo_test_invalid_card.model:build"}
 
 
 @hookimpl
