@@ -155,8 +155,8 @@ def _overlays(card: ModelCard, inputs: ModelInputs) -> str:
                             for i, label, _s in pic.classes[:8])
         figures.append(
             '<figure class="overlay">'
-            + tag("img", src=pic.image, alt=f"{pic.title}", loading="lazy")
-            + tag("img", src=pic.overlay, alt=f"{pic.title} with {card.name}'s labels: "
+            + tag("img", src=f"../{pic.image}", alt=f"{pic.title}", loading="lazy")
+            + tag("img", src=f"../{pic.overlay}", alt=f"{pic.title} with {card.name}'s labels: "
                   f"{present}", loading="lazy")
             + tag("figcaption", esc(pic.title) + ": " + swatches) + "</figure>\n")
     return (head + tag("p", esc(f"The eager model with weights {ov.weights}, "
