@@ -47,9 +47,13 @@ def _format_validation(exc: ValidationError, line_of: LineOf | None) -> tuple[in
     another line says its line."""
     errors = exc.errors()
     first: int | None = None
-    parts = []
+    parts: list[str] = []
+    said: set[tuple[Any, ...]] = set()
     for err in errors[:MAX_ERRORS]:
         path, msg = _explained(err)
+        if (path, msg) in said:  # a list two items short: said once
+            continue
+        said.add((path, msg))
         loc = ".".join(_loc_part(p) for p in path)
         line = line_of(path) if line_of is not None else None
         at = ""

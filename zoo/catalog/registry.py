@@ -121,10 +121,15 @@ def _file_spots(path: Path) -> Callable[[str], list[str]]:
     return spots
 
 
-def _item_spots(items: Sequence[Any], what: str) -> Callable[[str], list[str]]:
-    """Where a plugin's zoo_models() list holds a model: its item numbers."""
+def _item_spots(items: Sequence[Any], dicts: bool) -> Callable[[str], list[str]]:
+    """Where a plugin's zoo_models() list holds a model: the numbers of its card dicts
+    (``dicts``) or of its other items (ModelCard objects)."""
+    what = "a card dict" if dicts else "a ModelCard"
+
     def spots(name: str) -> list[str]:
-        found = [i + 1 for i, item in enumerate(items) if _item_name(item) == name]
+        found = [i + 1 for i, item in enumerate(items)
+                 if isinstance(item, dict) == dicts and not isinstance(item, str | Path)
+                 and _item_name(item) == name]
         return [f"zoo_models() item {i} ({what})" for i in found]
     return spots
 
@@ -222,11 +227,11 @@ class Registry:
             origins.append(_Origin(
                 label, compile_data(ident, dicts, parse), plugin,
                 lambda: compile_data(ident, dicts, parse, fresh=True),
-                _item_spots(items, "a card dict")))
+                _item_spots(items, dicts=True)))
         if others:
             objects, broken = parse_each(others, where)
             origins.append(_Origin(label, compile_cards(objects, broken), plugin, None,
-                                   _item_spots(items, "a ModelCard")))
+                                   _item_spots(items, dicts=False)))
         return origins
 
     def _add_broken(self, origin: _Origin) -> None:
