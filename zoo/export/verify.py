@@ -16,15 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from zoo._core.fs import sha256_file
 from zoo.errors import UsageError, ZooError
 from zoo.export.checksums import SUMS_NAME, read_sums
 from zoo.export.manifest import Manifest, sidecar_paths
+from zoo.export.manifest_files import (
+    EmbeddedUnreadable,
+    read_embedded,
+    read_manifest_file,
+)
 from zoo.export.sandbox import DEFAULT_MEMORY_LIMIT
 
-MAX_MANIFEST_BYTES = 16 << 20
 #: zoo's policy: a manifest may not loosen the check beyond these, whatever it records.
 POLICY = {"atol": 0.05, "rtol": 0.05, "min_argmax_agreement": 0.9}
 MAX_GOLDEN_PIXELS = 4096 * 4096
@@ -91,23 +93,6 @@ def locate(path: Path) -> tuple[Path, Path]:
     if not path.exists():
         raise UsageError(f"{path} does not exist; pass an artifact made by `zoo fetch --format`")
     return sidecar_paths(path)
-
-
-def read_manifest_file(sidecar: Path) -> Manifest:
-    """Parse a sidecar manifest, bounded in size; ValueError with a one-line reason."""
-    try:
-        size = sidecar.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise ValueError(f"{size} bytes is larger than any zoo manifest")
-        with open(sidecar, "rb") as fh:
-            text = fh.read(MAX_MANIFEST_BYTES + 1).decode("utf-8")
-        return Manifest.model_validate_json(text)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise ValueError(f"field {loc}: {err['msg']}") from None
-    except (UnicodeDecodeError, OSError) as exc:
-        raise ValueError(str(exc).splitlines()[0]) from None
 
 
 def _read_manifest(report: Report, sidecar: Path) -> Manifest | None:
@@ -195,20 +180,12 @@ def _check_hashes(report: Report, artifact: Path, sidecar: Path, manifest: Manif
 
 def _check_embedded(report: Report, exporter: Any, artifact: Path, manifest: Manifest,
                     time_limit: float, limits: RunLimits) -> bool:
-    from zoo.export.isolated import ChildFailed, run_child
-    from zoo.export.runtime import runtime_source
-
-    embedded = exporter.read_embedded(artifact)
-    where = "read from the container"
-    if embedded is None and "def read_embedded" in runtime_source(exporter.runtime) \
-            and exporter.runtime_unavailable() is None:
-        try:  # formats whose container only their runtime can parse (ExecuTorch)
-            answer = run_child(exporter.runtime, artifact, {"action": "embedded"}, time_limit,
-                               expected=_expected_digest(manifest),
-                               memory_limit=limits.memory, confine=limits.confine)
-            embedded, where = answer.get("embedded"), "read by the runtime in a child process"
-        except ChildFailed as exc:
-            return report.add("embedded manifest", False, str(exc))
+    try:
+        embedded, where = read_embedded(exporter, artifact, time_limit,
+                                        expected=_expected_digest(manifest),
+                                        memory_limit=limits.memory, confine=limits.confine)
+    except EmbeddedUnreadable as exc:
+        return report.add("embedded manifest", False, str(exc))
     if not isinstance(embedded, str):
         return report.add("embedded manifest", False,
                           "cannot read the manifest embedded in the artifact")

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from zoo.export.base import Exporter
     from zoo.export.manifest import Manifest
 
-MAX_MANIFEST_BYTES = 16 << 20
-
 
 def exporter_for(artifact: Path) -> Exporter | None:
     """The installed format whose suffix the artifact's name ends with (longest first)."""
@@ -38,44 +36,23 @@ def exporter_for(artifact: Path) -> Exporter | None:
     return matches[0] if matches else None
 
 
-def read_embedded(exporter: Exporter, artifact: Path, time_limit: float = 120.0) -> str | None:
-    """The manifest JSON embedded in ``artifact``: parsed from the container by the exporter
-    in this process, or, for formats whose container only their runtime can read (ExecuTorch
-    aborts its process on a corrupt file), by the runtime in an isolated child process."""
-    from zoo.export.isolated import ChildFailed, run_child
-    from zoo.export.runtime import runtime_source
+def _embedded(exporter: Exporter, artifact: Path) -> str | None:
+    from zoo.export.manifest_files import EmbeddedUnreadable, read_embedded
 
     try:
-        embedded = exporter.read_embedded(artifact)
-    except Exception as exc:  # hostile bytes: the reader parses, never runs
-        raise ExportError(f"{artifact}: cannot read the manifest embedded in it "
-                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
-    if embedded is None and "def read_embedded" in runtime_source(exporter.runtime) and \
-            exporter.runtime_unavailable() is None:
-        try:
-            answer = run_child(exporter.runtime, artifact, {"action": "embedded"}, time_limit)
-        except ChildFailed as exc:
-            raise ExportError(f"{artifact}: cannot read the manifest embedded in it ({exc})"
-                              ) from None
-        found = answer.get("embedded")
-        embedded = found if isinstance(found, str) else None
-    return embedded
+        return read_embedded(exporter, artifact)[0]
+    except EmbeddedUnreadable as exc:
+        raise ExportError(f"{artifact}: cannot read the manifest embedded in it ({exc})"
+                          ) from None
 
 
 def _parse(text: str | bytes, where: str) -> Manifest:
-    from pydantic import ValidationError
+    from zoo.export.manifest_files import parse_manifest
 
-    from zoo.export.manifest import Manifest
-
-    if len(text) > MAX_MANIFEST_BYTES:
-        raise UsageError(f"{where}: {len(text)} bytes is larger than any zoo manifest")
     try:
-        return Manifest.model_validate_json(text)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise UsageError(f"{where}: not a valid zoo manifest: field {loc}: {err['msg']}"
-                         ) from None
+        return parse_manifest(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{where}: not a valid zoo manifest: {exc}") from None
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -92,8 +69,10 @@ def read_manifest(path: str | Path) -> Manifest:
         raise UsageError(f"{path}: no such artifact or manifest; make one with "
                          "`zoo fetch NAME --format F`")
     exporter = exporter_for(artifact) if artifact.exists() else None
-    embedded = read_embedded(exporter, artifact) if exporter is not None else None
+    embedded = _embedded(exporter, artifact) if exporter is not None else None
     if sidecar.is_file():
+        from zoo._core.names import MAX_MANIFEST_BYTES
+
         with open(sidecar, "rb") as fh:
             blob = fh.read(MAX_MANIFEST_BYTES + 1)
         manifest = _parse(blob, str(sidecar))

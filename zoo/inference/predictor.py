@@ -206,7 +206,7 @@ def read_manifest(path: Path) -> tuple[Path, Manifest]:
             f"{artifact}: its manifest {sidecar.name} is missing beside it; zoo needs it for "
             "the preprocessing and output contract (re-export with `zoo fetch --format`)"
         )
-    from zoo.export.verify import read_manifest_file
+    from zoo.export.manifest_files import read_manifest_file
 
     try:
         manifest = read_manifest_file(sidecar)

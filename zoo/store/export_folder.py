@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo._core.fs import sha256_file
+from zoo._core.names import MAX_MANIFEST_BYTES
 from zoo.errors import UsageError
 from zoo.store.record import (
     HEX64,
@@ -29,7 +30,6 @@ from zoo.store.record import (
 )
 
 SIDECAR = ".manifest.json"
-MAX_MANIFEST_BYTES = 16 << 20
 _SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 
 
