@@ -8,6 +8,7 @@ pages of :data:`PAGE_SIZE`, so no page grows with the label count.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 from zoo.site.html import esc, tag
@@ -44,15 +45,21 @@ def hex_colour(rgb: Sequence[int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in rgb))
 
 
-def swatch(rgb: Sequence[int], label: str) -> str:
-    """One swatch: ``label`` (escaped) on ``rgb`` in the better-contrast text colour, with
-    the colour's values and the contrast ratio in its title."""
+@functools.lru_cache(maxsize=1 << 16)
+def _swatch_attrs(rgb: tuple[int, int, int]) -> str:
     fg = text_colour(rgb)
     ratio = contrast(rgb, fg)
     title = f"{hex_colour(rgb)} rgb({rgb[0]}, {rgb[1]}, {rgb[2]}); text contrast {ratio:.1f}:1"
-    return tag("span", esc(label), class_="swatch", title=title,
-               style=f"background:{hex_colour(rgb)};color:{hex_colour(fg)}",
-               data_contrast=f"{ratio:.2f}")
+    return (f' class="swatch" title="{title}" style="background:{hex_colour(rgb)};'
+            f'color:{hex_colour(fg)}" data-contrast="{ratio:.2f}"')
+
+
+def swatch(rgb: Sequence[int], label: str) -> str:
+    """One swatch: ``label`` (escaped) on ``rgb`` in the better-contrast text colour, with
+    the colour's values and the contrast ratio in its title (palettes repeat across cards:
+    each colour is worked out once)."""
+    r, g, b = (int(v) for v in rgb)
+    return f"<span{_swatch_attrs((r, g, b))}>{esc(label)}</span>"
 
 
 def page_count(classes: int) -> int:
