@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9_]+$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SHA256_HEX = "[0-9a-f]{64}"  # a sha256 in lowercase hex, for composing patterns
+SHA256_RE = re.compile(rf"^{SHA256_HEX}$")
+HEX64 = re.compile(SHA256_HEX)  # use with .fullmatch (``$`` would let a trailing newline in)
+SIDECAR_SUFFIX = ".manifest.json"  # <artifact>.manifest.json beside every artifact
+SUMS_LINE = re.compile(rf"^({SHA256_HEX}) [ *](.+)$")  # a line of SHA256SUMS (sha256sum -c)
 SHA256_PREFIX_RE = re.compile(r"^[0-9a-f]{8}$")
 #: a builder key a plugin registers with ``zoo_builders``: a name, never an import path
 ARCHITECTURE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")

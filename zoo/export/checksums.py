@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from zoo._core.fs import atomic_write_text
+from zoo._core.names import SUMS_LINE
 
 SUMS_NAME = "SHA256SUMS"
-_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 
 
 def read_sums(path: Path) -> dict[str, str]:
@@ -16,8 +15,8 @@ def read_sums(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     sums: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        match = _LINE.match(line.strip())
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = SUMS_LINE.match(line.strip())
         if match:
             sums[match.group(2)] = match.group(1)
     return sums

@@ -16,11 +16,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from zoo._core.names import SHA256_RE, SIDECAR_SUFFIX
 from zoo.catalog.schema import RGB, ModelCard, OutputContract, Preprocessing
 
 MANIFEST_VERSION: Literal[2] = 2
 EMBEDDED_NAME = "manifest.json"
-SIDECAR_SUFFIX = ".manifest.json"
 UNTRAINED_WARNING = (
     "UNTRAINED: exported with --weights none; the weights are random and the predictions "
     "are meaningless. Do not ship this artifact."
@@ -66,7 +66,7 @@ BARE_NAME = r"^(?!\.{1,2}$)[^/\\\x00-\x1f\x7f]{1,255}$"
 RELATIVE_PATH = r"^(?!/)(?!.*(^|/)\.{1,2}(/|$))[^\\\x00-\x1f\x7f]{1,1024}$"
 _BARE = re.compile(BARE_NAME)
 _RELATIVE = re.compile(RELATIVE_PATH)
-HEX64 = r"^[0-9a-f]{64}$"
+HEX64 = SHA256_RE.pattern
 MAX_SIDE = 8192  # golden inputs larger than this are refused (they would only cost memory)
 
 

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo._core.names import HEX64
 from zoo.errors import UsageError
 
 LOCK_NAME = "zoo.lock"
 LOCK_VERSION = 1
 MAX_LOCK_BYTES = 64 << 20
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEADER = "# zoo.lock: written by `zoo sync`; do not edit by hand (the checksum catches edits)."
 
 
@@ -149,7 +148,7 @@ def loads(text: str, where: str) -> Lock:
         for path in (artifacts[-1].folder, *(f.path for f in files)):
             if path.startswith("/") or "\\" in path or ".." in path.split("/"):
                 raise UsageError(f"{at}: {path[:80]!r} is not a path inside the output folder")
-        if not all(_HEX64.match(f.sha256) for f in files):
+        if not all(HEX64.fullmatch(f.sha256) for f in files):
             raise UsageError(f"{at}: a file's sha256 is not 64 hex digits")
     return Lock(plan=_field(data, "plan", str, where), artifacts=tuple(artifacts),
                 zoo=str(data.get("zoo", "")))

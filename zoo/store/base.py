@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo._core.names import SHA256_HEX
 from zoo.store.export_folder import (
     ManifestFacts,
     manifest_problems,
@@ -34,10 +35,10 @@ from zoo.store.transport import Transport
 Progress = Callable[[str, int, int], None]
 OBJECTS = "objects/sha256/"
 RECORDS = "records/"
-RECORD_KEY = re.compile(r"records/([0-9a-f]{64})/([0-9a-f]{64})\.json")
-OBJECT_KEY = re.compile(r"objects/sha256/([0-9a-f]{64})")
+RECORD_KEY = re.compile(rf"records/({SHA256_HEX})/({SHA256_HEX})\.json")
+OBJECT_KEY = re.compile(rf"objects/sha256/({SHA256_HEX})")
 WEIGHTS = "weights/sha256/"
-WEIGHTS_KEY = re.compile(r"weights/sha256/([0-9a-f]{64})")
+WEIGHTS_KEY = re.compile(rf"weights/sha256/({SHA256_HEX})")
 PAGE = 256
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zoo._core.fs import sha256_file
-from zoo._core.names import MAX_MANIFEST_BYTES
+from zoo._core.names import MAX_MANIFEST_BYTES, SIDECAR_SUFFIX
 from zoo.errors import UsageError
+from zoo.export.checksums import read_sums
 from zoo.store.record import (
     HEX64,
     SUMS_NAME,
@@ -29,8 +29,7 @@ from zoo.store.record import (
     check_object_path,
 )
 
-SIDECAR = ".manifest.json"
-_SUMS_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+SIDECAR = SIDECAR_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -249,16 +248,6 @@ def _folder_files(root: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def _read_sums(path: Path) -> dict[str, str]:
-    sums: dict[str, str] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            match = _SUMS_LINE.match(line.strip())
-            if match:
-                sums[match.group(2)] = match.group(1)
-    return sums
-
-
 def sums_text(files: list[ObjectRef] | tuple[ObjectRef, ...]) -> bytes:
     """A SHA256SUMS (``sha256sum -c`` format) for exactly these files."""
     return "".join(f"{f.sha256}  {f.path}\n" for f in sorted(files, key=lambda f: f.path)
@@ -326,7 +315,7 @@ def collect(path: Path) -> LocalExport:
             check_object_path(file.path, name)
         except RecordError as exc:
             raise UsageError(f"{file.path}: {exc}") from None
-    recorded = _read_sums(folder / SUMS_NAME)
+    recorded = read_sums(folder / SUMS_NAME)
     wrong = [f.path for f in files if recorded.get(f.path, f.sha256) != f.sha256]
     if wrong:
         raise UsageError(f"{folder / SUMS_NAME} disagrees with {', '.join(wrong[:3])} (changed "

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo._core.fs import sha256_file
+from zoo._core.names import SIDECAR_SUFFIX
 from zoo.store.keys import PublicKey
 from zoo.store.record import Record, RecordError, parse_record, signature_status
 from zoo.store.revocation import describe, revoked_by
@@ -36,7 +37,7 @@ def local_files(artifact: Path, sidecar: Path) -> dict[str, str]:
 def _mismatch(record: Record, files: dict[str, str], artifact: str) -> str | None:
     listed = {o.path: o.sha256 for o in record.statement.objects}
     mine = {p: s for p, s in listed.items() if p == artifact or p.startswith(f"{artifact}/")
-            or p == f"{artifact}.manifest.json"}
+            or p == f"{artifact}{SIDECAR_SUFFIX}"}
     if set(mine) != set(files):
         missing = sorted(set(files) ^ set(mine))[:3]
         return f"lists other files ({', '.join(missing)})"

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from zoo._core.names import HEX64, SIDECAR_SUFFIX
 from zoo.store.keys import SCHEME, PublicKey, SigningKey
 
 SCHEMA = "zoo-store-record/1"
@@ -34,7 +35,6 @@ MAX_RECORD_BYTES = 1 << 20
 MAX_OBJECTS = 50_000
 MAX_OBJECT_SIZE = 1 << 44  # 16 TiB: larger claims are nonsense
 SUMS_NAME = "SHA256SUMS"
-HEX64 = re.compile(r"[0-9a-f]{64}")
 _WORD = re.compile(r"[A-Za-z0-9_.+-]{1,100}")
 _BARE = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
@@ -234,7 +234,7 @@ def _check_statement(st: Statement) -> None:
         raise RecordError(f"the artifact {st.artifact!r} must be one file or one folder of "
                           "files")
     manifest = [o for o in st.objects if o.path == st.manifest]
-    if st.manifest != st.artifact + ".manifest.json" or not manifest:
+    if st.manifest != st.artifact + SIDECAR_SUFFIX or not manifest:
         raise RecordError(f"the manifest {st.manifest[:80]!r} is not among the objects")
     if manifest[0].sha256 != st.manifest_sha256:
         raise RecordError("manifest_sha256 differs from the manifest object's hash")

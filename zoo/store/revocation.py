@@ -27,6 +27,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from zoo._core.names import HEX64, SHA256_HEX
 from zoo.store.keys import SCHEME, PublicKey, SigningKey
 from zoo.store.record import (
     Record,
@@ -40,8 +41,7 @@ DOMAIN = (SCHEMA + "\n").encode("ascii")
 PREFIX = "revocations/"
 MAX_BYTES = 64 << 10
 MAX_REASON = 500
-KEY = re.compile(r"revocations/([0-9a-f]{64})/([0-9a-f]{64})\.json")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+KEY = re.compile(rf"revocations/({SHA256_HEX})/({SHA256_HEX})\.json")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 _PRINTABLE = re.compile(r"[\x20-\x7e]{0,500}")
 _FIELDS = {"schema", "identity", "record", "reason", "revoked_at", "publisher", "nonce"}
@@ -98,7 +98,7 @@ def make_revocation(identity: str, record: str, reason: str, sign_key: SigningKe
         raise RecordError(f"a revocation reason is printable ASCII, at most {MAX_REASON} "
                           "characters")
     for value, what in ((identity, "identity"), (record, "record")):
-        if not _HEX64.fullmatch(value):
+        if not HEX64.fullmatch(value):
             raise RecordError(f"{what} {value[:80]!r} is not a sha256 (64 hex)")
     unsigned = Revocation(identity, record, reason, now_utc(), publisher[:100],
                           secrets.token_hex(8), None)
@@ -121,7 +121,7 @@ def parse_revocation(blob: bytes) -> Revocation:
         raise RecordError(f"not a {SCHEMA} statement")
     if not all(isinstance(st[k], str) for k in _FIELDS):
         raise RecordError("revocation fields are text")
-    if not (_HEX64.fullmatch(st["identity"]) and _HEX64.fullmatch(st["record"])
+    if not (HEX64.fullmatch(st["identity"]) and HEX64.fullmatch(st["record"])
             and _TIME.fullmatch(st["revoked_at"]) and _PRINTABLE.fullmatch(st["reason"])
             and _PRINTABLE.fullmatch(st["publisher"]) and re.fullmatch(r"[0-9a-f]{16}",
                                                                          st["nonce"])):

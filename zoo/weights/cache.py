@@ -47,6 +47,7 @@ from zoo._core.fs import (
     warn_once,
 )
 from zoo._core.locks import LockTimeout, OwnedLocks
+from zoo._core.names import HEX64
 from zoo.errors import DownloadError
 from zoo.paths import weights_dir
 from zoo.weights import housekeeping
@@ -58,8 +59,6 @@ from zoo.weights.housekeeping import (  # noqa: F401 (re-exported: their old hom
     body_problem,
 )
 from zoo.weights.urls import redact_url, url_digest
-
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -224,7 +223,7 @@ class WeightsCache:
         """A trusted entry for a full hash or 8-hex prefix, or for an indexed URL; else None."""
         if expected:
             expected = expected.lower()
-            if HEX64.match(expected):
+            if HEX64.fullmatch(expected):
                 candidates = [expected]
             elif re.fullmatch(r"[0-9a-f]{1,63}", expected):
                 candidates = [n for n in self._blob_names() if n.startswith(expected)]
@@ -247,7 +246,7 @@ class WeightsCache:
         """The sha256 the URL index records for ``url``, or None."""
         path = self.index / f"{self.url_key(url)}.json"
         data, why = read_json_record(path)
-        if data is not None and not (HEX64.match(str(data.get("sha256", ""))) and (
+        if data is not None and not (HEX64.fullmatch(str(data.get("sha256", ""))) and (
                 isinstance(data.get("url_sha256"), str) or isinstance(data.get("url"), str))):
             data, why = None, "fields missing or of the wrong kind"
         if why is not None:
@@ -265,7 +264,7 @@ class WeightsCache:
 
     def trusted(self, sha256: str) -> CacheEntry | None:
         """The entry for ``sha256`` if its blob matches its sidecar (re-hashing only if not)."""
-        if not HEX64.match(sha256):
+        if not HEX64.fullmatch(sha256):
             return None
         blob = self.blob_path(sha256)
         try:
@@ -350,7 +349,7 @@ class WeightsCache:
         memo = self.index / f"path-{_short(str(path))}.json"
         data, why = read_json_record(memo)
         if data is not None and not (isinstance(data.get("path"), str) and _is_int(
-                data.get("size")) and _is_int(data.get("mtime_ns")) and HEX64.match(
+                data.get("size")) and _is_int(data.get("mtime_ns")) and HEX64.fullmatch(
                 str(data.get("sha256", "")))):
             why = "fields missing or of the wrong kind"
         if why is not None:
@@ -368,7 +367,7 @@ class WeightsCache:
     # -- maintenance ---------------------------------------------------------------------
 
     def _blob_names(self) -> list[str]:
-        return sorted(n for n in _listdir(self.blobs) if HEX64.match(n))
+        return sorted(n for n in _listdir(self.blobs) if HEX64.fullmatch(n))
 
     def entries(self) -> list[CacheEntry]:
         """Every blob with its sidecar facts, sorted by hash; only a blob whose sidecar is
@@ -411,7 +410,7 @@ class WeightsCache:
         """Remove a blob whose bytes failed a check after download (they hash to their name
         but are not usable weights), with its sidecar and every URL index record naming it,
         so the next resolution downloads again; whether there was one to remove."""
-        if not HEX64.match(sha256) or not self.blob_path(sha256).exists():
+        if not HEX64.fullmatch(sha256) or not self.blob_path(sha256).exists():
             return False
         self._remove(sha256)
         return True
@@ -434,7 +433,7 @@ def reject_cached(path: Path, sha256: str) -> bool:
     """Remove ``path`` from its weights cache when it is a cached blob (``.../sha256/<hex>``
     named by ``sha256``) that failed a check after download; False for any other file (a
     user's local weights are never touched)."""
-    if path.name != sha256 or path.parent.name != "sha256" or not HEX64.match(sha256):
+    if path.name != sha256 or path.parent.name != "sha256" or not HEX64.fullmatch(sha256):
         return False
     return WeightsCache(path.parent.parent).reject(sha256)
 

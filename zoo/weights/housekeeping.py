@@ -4,17 +4,16 @@ processes left, clear entries; and the checks that recognise a bad download body
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zoo._core.fs import is_stale_temp, read_json_record, remove_path, sha256_file
+from zoo._core.names import HEX64
 
 if TYPE_CHECKING:
     from zoo.weights.cache import CacheEntry, WeightsCache
 
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ def verify(cache: WeightsCache, remove: bool = True) -> list[VerifyResult]:
         results.append(VerifyResult(sha, blob, ok, actual, problem))
     for name in _listdir(cache.blobs):
         stem = name[:-5] if name.endswith(".json") else ""
-        if HEX64.match(stem) and not cache.blob_path(stem).exists():
+        if HEX64.fullmatch(stem) and not cache.blob_path(stem).exists():
             remove_path(cache.blobs / name)  # orphan left by an interrupted add
     for name in _listdir(cache.index):
         if name.startswith("url-") and name.endswith(".json"):

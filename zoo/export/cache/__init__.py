@@ -44,6 +44,7 @@ from typing import Any
 from filelock import FileLock
 
 from zoo._core.fs import atomic_write_text, sha256_file
+from zoo._core.names import SIDECAR_SUFFIX
 from zoo.errors import ExportError, UsageError  # noqa: F401 (UsageError: re-exported)
 from zoo.export.cache.budget import (
     BUDGET_ENV,
@@ -53,7 +54,6 @@ from zoo.export.cache.budget import (
 )
 from zoo.export.cache.entries import (
     RECORD_VERSION,
-    SIDECAR_SUFFIX,
     CachedExport,
     Leftover,
     _bare,

@@ -4,11 +4,12 @@ and its provenance (where its bytes came from). No file-system work here."""
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from zoo._core.names import HEX64
 
 BUDGET_ENV = "ZOO_CACHE_MAX"
 RECORD_VERSION = 1
@@ -18,8 +19,6 @@ BUSY_TIMEOUT = 10.0  # seconds clear/evict wait for an entry in use
 STALE_TEMP_AGE = 60.0  # seconds: a temp file untouched this long belongs to no live writer
 FICLONE = 0x40049409  # Linux ioctl: share the source's extents (btrfs, xfs, ...)
 RENAME_EXCHANGE = 2  # Linux renameat2 flag: swap two names atomically
-SIDECAR_SUFFIX = ".manifest.json"  # zoo.export.manifest.SIDECAR_SUFFIX (not imported: pydantic)
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX64 = HEX64
 
 Warn = Callable[[str], None]
@@ -43,8 +42,8 @@ def read_provenance(value: Any) -> dict[str, Any]:
                 "weights_from": source if _label(source, 1000) else "unknown"}
     if kind == "pulled":
         store, record, signer = value.get("store"), value.get("record"), value.get("signer")
-        if _label(store, 1000) and isinstance(record, str) and _HEX64.match(record) and \
-                (signer is None or (isinstance(signer, str) and _HEX64.match(signer))):
+        if _label(store, 1000) and isinstance(record, str) and _HEX64.fullmatch(record) and \
+                (signer is None or (isinstance(signer, str) and _HEX64.fullmatch(signer))):
             return {"kind": "pulled", "store": store, "record": record, "signer": signer}
     return dict(UNKNOWN_PROVENANCE)
 
@@ -92,7 +91,7 @@ class _Record:
 
 
 def _check_key(key: str) -> None:
-    if not isinstance(key, str) or not _HEX64.match(key):
+    if not isinstance(key, str) or not _HEX64.fullmatch(key):
         raise ValueError(f"not an export cache key (64 hex digits): {key!r}")
 
 
