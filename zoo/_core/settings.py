@@ -90,3 +90,13 @@ def format_size(n: int | None) -> str:
         if value < 1024 or unit == "TiB":
             return f"{value:.1f} {unit}"
     return f"{value:.1f} TiB"  # unreachable
+
+
+def format_count(n: int | None) -> str:
+    """42004074 -> '42.0M'; 644 -> '644'; None -> '-' (parameter and class counts)."""
+    if n is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)

@@ -55,13 +55,10 @@ def error_line(message: str) -> None:
 
 
 def human_count(n: int | None) -> str:
-    """42004074 -> '42.0M'; 644 -> '644'."""
-    if n is None:
-        return "-"
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
+    """42004074 -> '42.0M'; 644 -> '644' (:func:`zoo._core.settings.format_count`)."""
+    from zoo._core.settings import format_count
+
+    return format_count(n)
 
 
 def human_bytes(n: int | None) -> str:
