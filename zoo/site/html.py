@@ -94,13 +94,10 @@ def page(title: str, body: str, *, root: str = "", scripts: Iterable[str] = (),
 
 
 def count(n: int | None) -> str:
-    """42004074 -> '42.0M'; 644 -> '644'; None -> '-'."""
-    if n is None:
-        return "-"
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)
+    """42004074 -> '42.0M'; 644 -> '644'; None -> '-' (zoo's one count printer)."""
+    from zoo._core.settings import format_count
+
+    return format_count(n)
 
 
 def size(n: int | None) -> str:
