@@ -98,6 +98,17 @@ def zoo_extras() -> frozenset[str]:
         return frozenset()
 
 
+@functools.cache
+def module_installed(module: str) -> bool:
+    """Whether ``module`` can be imported here (found, not imported). Asked once per process:
+    which extras are installed does not change while zoo runs (``module_installed.cache_clear()``
+    after installing one from the same process)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package that is missing or broken
+        return False
+
+
 class Exporter(abc.ABC):
     """One artifact format. Subclass, set the class attributes, implement the steps."""
 
@@ -146,7 +157,7 @@ class Exporter(abc.ABC):
     def missing_extra(self) -> str | None:
         """The pip line that installs what export needs, or None when it is installed."""
         for module, extra in self.requires:
-            if importlib.util.find_spec(module) is None:
+            if not module_installed(module):
                 return self.install_line(extra)
         return None
 
@@ -192,7 +203,7 @@ class Exporter(abc.ABC):
         from zoo.export.runtime import runtime_requires
 
         for module in runtime_requires(self.runtime):
-            if importlib.util.find_spec(module) is None:
+            if not module_installed(module):
                 extra = next((e for m, e in self.requires if m == module), None)
                 hint = f" ({self.install_line(extra or '')})" if extra or self.install_hint \
                     else ""

@@ -11,12 +11,10 @@ machine's paths.
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.util
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,7 +121,6 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
     stage = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     stage.mkdir()
     cleanup = contextlib.ExitStack()
-    cleanup.enter_context(_module_lookups_remembered())
     report = SiteReport(out, models=len(cards), bench_records=sum(map(len, bench.values())))
     try:
         (stage / "models").mkdir()
@@ -239,22 +236,3 @@ def _swap(stage: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _module_lookups_remembered() -> Iterator[None]:
-    """While the site is built, ``importlib.util.find_spec`` answers each module name once.
-
-    Which optional packages are installed is a fact of this machine that cannot change during
-    a build, but :func:`zoo.export.support.support_matrix` asks it again for every card and
-    format (6 formats x 1,000 cards: a third of the build). The real function is back on exit.
-    """
-    real = importlib.util.find_spec
-    remembered = functools.lru_cache(maxsize=None)(real)
-
-    def find_spec(name: str, package: str | None = None) -> Any:
-        return remembered(name, package)
-
-    importlib.util.find_spec = find_spec  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        importlib.util.find_spec = real
