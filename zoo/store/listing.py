@@ -1,16 +1,29 @@
 """Reading records and tombstones from a store: parsed, checked against their names,
-remembered locally; finding and revoking a record."""
+remembered locally; finding and revoking a record.
+
+A store of thousands of records is listed without one request per record: records already
+read are remembered under ``ZOO_HOME/store/records`` (by sha256, re-proved on every read), and
+a reader that had to fetch many records one by one leaves them in a *pack*
+(``packs/records/<sha256>.json``: record files side by side, named by the pack's own sha256;
+written best-effort, quietly skipped on a read-only store). Nothing in a pack is trusted: a
+record is taken from one only for a key the ``records/`` listing shows, and only when its
+bytes hash to the name in that key; then it gets every check a record read on its own gets
+(parse, identity, signature, tombstones). A pack can hold records back, never add or alter
+one.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from zoo.store.base import (
-    PAGE,
     RECORD_KEY,
     RECORDS,
     Listed,
@@ -38,6 +51,14 @@ from zoo.store.revocation import (
 )
 from zoo.store.revocation import describe as describe_revocation
 
+PACKS = "packs/records/"
+PACK_KEY = re.compile(r"packs/records/([0-9a-f]{64})\.json")
+PACK_MIN = 256  # records fetched one by one before a reader leaves a pack
+PACK_MAX_RECORDS = 4096
+MAX_PACK_BYTES = 128 << 20
+MAX_PACKS = 64  # packs read per listing (a store with more is read record by record)
+CHUNK = 2048  # records requested at once (the transport reads them concurrently)
+
 
 class RecordsMixin(StoreBase):
     """Records and revocations: read, check, list, look up, revoke."""
@@ -52,31 +73,95 @@ class RecordsMixin(StoreBase):
         return blob if hashlib.sha256(blob).hexdigest() == digest else None
 
     def _remember(self, digest: str, blob: bytes) -> None:
+        """Keep a checked record file in the local record cache. No fsync: the cache is
+        re-proved by sha256 on every read, so a torn file is only a miss."""
         if self.record_cache is None:
             return
+        path = self.record_cache / f"{digest}.json"
+        tmp = path.with_name(f".{digest}.{os.getpid()}.tmp")
         with contextlib.suppress(OSError):
-            from zoo._core.fs import atomic_write_bytes
+            self.record_cache.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(blob)
+            os.replace(tmp, path)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
-            atomic_write_bytes(self.record_cache / f"{digest}.json", blob)
-
-    def _read_records(self, keys: list[str]) -> Iterator[tuple[str, Record | None, str | None]]:
-        """(key, record, error) for each record key, reading PAGE at a time."""
-        for i in range(0, len(keys), PAGE):
-            page = keys[i:i + PAGE]
+    def _read_records(self, keys: list[str], *, packs: bool = False
+                      ) -> Iterator[tuple[str, Record | None, str | None]]:
+        """(key, record, error) for each record key: from the local record cache, from the
+        store's packs (``packs``: for listings of the whole store), else read concurrently,
+        CHUNK at a time."""
+        digests = {k: m.group(2) for k in keys if (m := RECORD_KEY.fullmatch(k))}
+        with ThreadPoolExecutor(8) as pool:
+            cached = dict(zip(keys, pool.map(lambda k: self._cached(digests[k]) if k in digests
+                                             else None, keys), strict=True))
+        missing = [k for k in keys if cached[k] is None]
+        packed: dict[str, bytes] = self._pack_blobs() if packs and len(missing) >= PACK_MIN \
+            else {}
+        fetched: dict[str, bytes] = {}  # read from the store's records/ one by one
+        for i in range(0, len(keys), CHUNK):
+            chunk = keys[i:i + CHUNK]
             blobs: dict[str, bytes | Exception] = {}
             todo = []
-            for key in page:
-                match = RECORD_KEY.fullmatch(key)
-                cached = self._cached(match.group(2)) if match else None
-                if cached is not None:
-                    blobs[key] = cached
+            for key in chunk:
+                blob = cached[key]
+                if blob is None and key in digests and (copy := packed.get(digests[key])) \
+                        and hashlib.sha256(copy).hexdigest() == digests[key]:
+                    blob = copy  # a pack's copy, when its bytes are the ones the key names
+                if blob is not None:
+                    blobs[key] = blob
                 else:
                     todo.append(key)
-            blobs.update(self.transport.read_many(todo, MAX_RECORD_BYTES))
-            for key in page:
-                yield (key, *self._parse(key, blobs[key]))
+            got = self.transport.read_many(todo, MAX_RECORD_BYTES)
+            blobs.update(got)
+            parsed = [(key, *self._parse(key, blobs[key], remember=False)) for key in chunk]
+            new: dict[str, bytes] = {}  # checked, and not yet in the local record cache
+            for key, record, _error in parsed:
+                body = blobs[key]
+                if record is not None and cached[key] is None and isinstance(body, bytes):
+                    new[digests[key]] = body
+                    if key in got:
+                        fetched[digests[key]] = body
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda item: self._remember(*item), new.items()))
+            yield from parsed
+        if packs and len(fetched) >= PACK_MIN:
+            self._write_packs(fetched)
 
-    def _parse(self, key: str, blob: bytes | Exception) -> tuple[Record | None, str | None]:
+    def _pack_blobs(self) -> dict[str, bytes]:
+        """Record files from the store's packs, by the sha256 each pack names them with (not
+        yet checked: :meth:`_parse` hashes each against its record key). Packs that are
+        unreadable, oversize, misnamed or malformed are skipped."""
+        try:
+            keys = [k for k, size in self.transport.list(PACKS)
+                    if PACK_KEY.fullmatch(k) and 0 < size <= MAX_PACK_BYTES][:MAX_PACKS]
+        except Exception:  # a store without packs, or one that refuses the listing
+            return {}
+        found: dict[str, bytes] = {}
+        for key, blob in self.transport.read_many(keys, MAX_PACK_BYTES).items():
+            match = PACK_KEY.fullmatch(key)
+            if isinstance(blob, Exception) or match is None or len(blob) > MAX_PACK_BYTES or \
+                    hashlib.sha256(blob).hexdigest() != match.group(1):
+                continue
+            found.update(_unpack(blob))
+        return found
+
+    def _write_packs(self, blobs: dict[str, bytes]) -> None:
+        """Leave ``blobs`` (checked record files) in the store as packs, best-effort."""
+        items = sorted(blobs.items())
+        for i in range(0, len(items), PACK_MAX_RECORDS):
+            body = json.dumps({"zoo_record_pack": 1, "records": {
+                digest: blob.decode("latin-1") for digest, blob in items[i:i + PACK_MAX_RECORDS]
+            }}, sort_keys=True, separators=(",", ":")).encode("ascii")
+            if len(body) > MAX_PACK_BYTES:
+                continue
+            with contextlib.suppress(Exception):  # read-only credentials: no pack, no harm
+                self.transport.write_new(f"{PACKS}{hashlib.sha256(body).hexdigest()}.json",
+                                         body)
+
+    def _parse(self, key: str, blob: bytes | Exception, remember: bool = True
+               ) -> tuple[Record | None, str | None]:
         match = RECORD_KEY.fullmatch(key)
         if match is None:
             return None, "not a record name (records/<identity>/<sha256>.json)"
@@ -91,7 +176,8 @@ class RecordsMixin(StoreBase):
             return None, f"not a valid record: {exc}"
         if record.statement.identity != match.group(1):
             return None, "filed under another identity than it names"
-        self._remember(match.group(2), blob)
+        if remember:
+            self._remember(match.group(2), blob)
         return record, None
 
     def records(self, pattern: str | None = None,
@@ -104,7 +190,7 @@ class RecordsMixin(StoreBase):
         self.transport.check_root()  # a missing or unreachable store is an error, not empty
         keys = [k for k, _size in self.transport.list(RECORDS)]
         tombs = self.tombstones()
-        for key, record, error in self._read_records(keys):
+        for key, record, error in self._read_records(keys, packs=True):
             if record is not None and pattern and not fnmatch.fnmatchcase(
                     record.statement.model, pattern):
                 continue
@@ -209,3 +295,21 @@ class RecordsMixin(StoreBase):
             raise StoreConfigError(f"--reason: {exc}") from None
         self.transport.write_new(tomb.key, tomb.to_bytes())
         return tomb
+
+
+def _unpack(blob: bytes) -> dict[str, bytes]:
+    """digest -> record file bytes from a pack (hostile: anything malformed is dropped)."""
+    try:
+        data = json.loads(blob)
+    except ValueError:
+        return {}
+    records = data.get("records") if isinstance(data, dict) else None
+    if not isinstance(records, dict) or len(records) > PACK_MAX_RECORDS:
+        return {}
+    out = {}
+    for digest, text in records.items():
+        if isinstance(digest, str) and HEX64.fullmatch(digest) and isinstance(text, str) and \
+                len(text) <= MAX_RECORD_BYTES:
+            with contextlib.suppress(UnicodeEncodeError):
+                out[digest] = text.encode("latin-1")
+    return out
