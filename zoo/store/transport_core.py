@@ -3,17 +3,16 @@ the libraries' own retries turned off so the number of attempts is exactly ours)
 classified once (:func:`classify`: throttling, 5xx, timeouts and refused connections are
 retried with backoff; a missing bucket, denied access or missing credentials are not), the
 exceptions for bytes that are not what a listing promised (:class:`SizeMismatch`,
-:class:`NotRegularFile`), and copying while hashing. :class:`~zoo.store.transport.Transport`
-(its module docstring has the whole picture) builds on :class:`TransportCore`.
+:class:`NotRegularFile`), and copying while hashing. :class:`TransportCore` holds the retry
+rule (:meth:`TransportCore.call`) every backend's calls go through;
+:class:`~zoo.store.transport.Transport` (its module docstring has the whole picture) is one.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
 import hashlib
-import os
 import socket
-import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,13 +41,6 @@ _TRANSIENT_ERRNOS = {errno.EBUSY, errno.ETIMEDOUT, errno.ECONNREFUSED, errno.ECO
                      getattr(errno, "EREMOTEIO", errno.EIO)}
 
 
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_DIR_FD = os.open in os.supports_dir_fd
-
-
 class SizeMismatch(Exception):
     """An object's bytes do not have the size its record claims (a refusal, not a fault)."""
 
@@ -63,16 +55,6 @@ class NotRegularFile(SizeMismatch):
         super().__init__(f"{printable(rel)} is {kind}, not a regular file; refused")
         self.rel = rel
         self.kind = kind
-
-
-def _kind(mode: int) -> str:
-    """What a non-regular file is, in words."""
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
-        if test(mode):
-            return name
-    return "not a regular file"
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -136,12 +118,14 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "error", redact_text(" ".join(f"{type(exc).__name__}: {text}".split())[:300])
 
 
-def _is_s3(fs: Any) -> bool:
+def is_s3(fs: Any) -> bool:
+    """Whether ``fs`` is s3fs (so S3's own calls are at hand)."""
     protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
     return any(p in ("s3", "s3a") for p in protocols) and hasattr(fs, "_call_s3")
 
 
-def _is_local(fs: Any) -> bool:
+def is_local(fs: Any) -> bool:
+    """Whether ``fs`` is fsspec's local file system (a ``file://`` store)."""
     protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
     return any(p in ("file", "local") for p in protocols)
 
@@ -194,7 +178,7 @@ def open_filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     except TypeError as exc:
         raise StoreConfigError(f"--store-option: {redact_text(str(exc))} (options go to fsspec's "
                                f"{protocol} file system)") from None
-    if _is_s3(fs):
+    if is_s3(fs):
         fs.retries = 1  # zoo's Transport.call retries; s3fs's own loop would multiply them
         bucket = root.split("/", 1)[0]
         if not bucket:
@@ -202,40 +186,64 @@ def open_filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     return fs, root.rstrip("/")
 
 
-def _copy_hashing(read: Callable[[int], bytes], dest: Path | None, size: int,
-                  progress: Progress) -> str:
-    digest = hashlib.sha256()
-    got = 0
-    sink = open(dest, "wb") if dest is not None else None  # noqa: SIM115
-    try:
-        while chunk := read(min(CHUNK, size + 1 - got)):
-            got += len(chunk)
-            if got > size:
-                raise SizeMismatch("more bytes than recorded")
-            digest.update(chunk)
-            if sink:
-                sink.write(chunk)
-            progress(len(chunk))
-    finally:
-        if sink:
-            sink.close()
-    if got != size:
-        raise SizeMismatch("fewer bytes than recorded")
-    return digest.hexdigest()
+class HashingSink:
+    """Bytes on their way to ``dest`` (None: nowhere), hashed and reported as they pass;
+    SizeMismatch as soon as there are more than ``size``, or at :meth:`finish` fewer."""
+
+    def __init__(self, dest: Path | None, size: int, progress: Progress) -> None:
+        self.size = size
+        self.got = 0
+        self.progress = progress
+        self.digest = hashlib.sha256()
+        self.file = open(dest, "wb") if dest is not None else None  # noqa: SIM115
+
+    def add(self, chunk: bytes) -> None:
+        """Take the next bytes."""
+        self.got += len(chunk)
+        if self.got > self.size:
+            raise SizeMismatch("more bytes than recorded")
+        self.digest.update(chunk)
+        if self.file:
+            self.file.write(chunk)
+        self.progress(len(chunk))
+
+    def finish(self) -> str:
+        """The sha256 of all the bytes, which must be exactly ``size``."""
+        if self.got != self.size:
+            raise SizeMismatch("fewer bytes than recorded")
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+    def __enter__(self) -> HashingSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def copy_hashing(read: Callable[[int], bytes], dest: Path | None, size: int,
+                 progress: Progress) -> str:
+    """Copy what ``read`` gives into ``dest`` (never asking for more than ``size + 1``
+    bytes) and return its sha256; SizeMismatch unless it is exactly ``size`` bytes."""
+    with HashingSink(dest, size, progress) as sink:
+        while chunk := read(min(CHUNK, size + 1 - sink.got)):
+            sink.add(chunk)
+        return sink.finish()
 
 
 class TransportCore:
-    """A store's file system with bounded retries and plain errors (the parts below add
-    local files, uploads and downloads)."""
+    """The one home of the retry and error rules every backend's calls go through, and of the
+    transfer settings they share (read at each use, so a change applies at once)."""
 
-
-    def __init__(self, url: str, fs: Any, root: str, *, attempts: int = DEFAULT_ATTEMPTS,
+    def __init__(self, url: str, root: str, *, attempts: int = DEFAULT_ATTEMPTS,
                  backoff: float = DEFAULT_BACKOFF, part_size: int = PART_SIZE,
                  multipart_threshold: int = MULTIPART_THRESHOLD,
                  concurrency: int = CONCURRENCY, page_size: int = 1000,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.url = redact(url)
-        self.fs = fs
         self.root = root
         self.attempts = max(1, attempts)
         self.backoff = backoff
@@ -244,46 +252,6 @@ class TransportCore:
         self.concurrency = max(1, concurrency)
         self.page_size = max(1, min(1000, page_size))
         self.sleep = sleep
-        self.s3 = _is_s3(fs)
-        self.local = Path(root) if _is_local(fs) else None
-        #: ``file://`` entries the last listings found and refused (relative path: reason)
-        self.refused: dict[str, str] = {}
-
-    # -- is there a store at all ----------------------------------------------------------
-
-    def check_root(self) -> None:
-        """Raise a StoreError (exit 1) unless the store exists and can be read: a ``file://``
-        store's folder must exist and be readable; an S3 store's bucket must answer (an empty
-        prefix is an empty store). Transient failures are retried like every call."""
-        if self.local is not None:
-            try:
-                st = os.stat(self.local)
-                if not stat.S_ISDIR(st.st_mode):
-                    raise NotADirectoryError(errno.ENOTDIR, "not a folder")
-                with os.scandir(self.local):
-                    pass
-            except FileNotFoundError:
-                raise StoreError(f"store {self.url}: the folder {self.local} does not exist; "
-                                 "check --store / ZOO_STORE (`zoo publish` creates a new "
-                                 "store)") from None
-            except OSError as exc:
-                raise StoreError(f"store {self.url}: cannot read the folder {self.local} "
-                                 f"({exc.strerror or exc}); check --store / ZOO_STORE and "
-                                 "its permissions") from None
-            return
-        if self.s3:
-            bucket = self.root.split("/", 1)[0]
-            try:
-                self.call("checking the bucket", self.fs.call_s3, "head_bucket", Bucket=bucket)
-            except FileNotFoundError:
-                raise self._error("nobucket", "", "checking the bucket", 1, 0) from None
-            return
-        top = self.root.split("/", 1)[0]
-        try:
-            self.call("checking the store", self.fs.info, top or self.root)
-        except FileNotFoundError:
-            raise StoreError(f"store {self.url}: {top or self.root} does not exist; check "
-                             "--store / ZOO_STORE") from None
 
     # -- errors and retries ---------------------------------------------------------------
 
@@ -306,11 +274,12 @@ class TransportCore:
                 if kind == "transient" and attempt < self.attempts:
                     self.sleep(self.backoff * 2 ** (attempt - 1))
                     continue
-                raise self._error(kind, reason, what, attempt, time.monotonic() - start) from exc
+                raise self.error(kind, reason, what, attempt, time.monotonic() - start) from exc
         raise AssertionError("unreachable")
 
-    def _error(self, kind: str, reason: str, what: str, attempts: int,
-               elapsed: float) -> StoreError | StoreConfigError:
+    def error(self, kind: str, reason: str, what: str, attempts: int = 1,
+              elapsed: float = 0.0) -> StoreError | StoreConfigError:
+        """The StoreError for a failure of ``kind`` (see :func:`classify`) while ``what``."""
         where = f"store {self.url}"
         reason = redact_text(reason)
         if kind == "transient":
@@ -333,16 +302,3 @@ class TransportCore:
         if "unexpected keyword argument" in reason:
             return StoreConfigError(f"{where}: a --store-option is not understood ({reason})")
         return StoreError(f"{where}: {what} failed: {reason}")
-
-    # -- paths ----------------------------------------------------------------------------
-
-    def path(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if self.root else rel
-
-    def rel(self, full: str) -> str:
-        full = full.rstrip("/")
-        prefix = self.root + "/" if self.root else ""
-        if self.local is not None:
-            full = full.replace("\\", "/")
-            prefix = prefix.replace("\\", "/")
-        return full[len(prefix):] if full.startswith(prefix) else full

@@ -1,8 +1,10 @@
 """A ``file://`` store read and written safely: only regular files through real folders,
-opened without following links and without waiting on FIFOs; writes appear atomically."""
+opened without following links and without waiting on FIFOs; writes appear atomically (a
+temporary file under ``tmp/``, renamed into place)."""
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import stat
@@ -11,32 +13,116 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from zoo.store.backends import Rooted, relative
 from zoo.store.errors import StoreError
 from zoo.store.transport_core import (
-    _DIR_FD,
-    _O_CLOEXEC,
-    _O_DIRECTORY,
-    _O_NOFOLLOW,
-    _O_NONBLOCK,
+    CHUNK,
     NotRegularFile,
     Progress,
     SizeMismatch,
     TransportCore,
-    _copy_hashing,
-    _kind,
+    copy_hashing,
 )
 
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIR_FD = os.open in os.supports_dir_fd
 
-class LocalFiles(TransportCore):
-    """The local (``file://``) side of a transport."""
 
-    def _local_list(self, prefix: str) -> list[tuple[str, int]]:
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+class LocalBackend(Rooted):
+    """A store in a folder of this machine (``file://`` or a plain path). Only a regular file
+    reached through real folders is an object; anything else is refused with its reason
+    (kept in :attr:`refused`)."""
+
+    def __init__(self, root: str, core: TransportCore) -> None:
+        super().__init__(root, core)
+        self.folder: Path = Path(root)
+
+    def rel(self, full: str) -> str:
+        """Backslashes (Windows paths) count as slashes."""
+        return relative(full.replace("\\", "/"), self.root.replace("\\", "/"))
+
+    def check_root(self) -> None:
+        """The folder must exist and be readable."""
+        url = self.core.url
+        try:
+            st = os.stat(self.folder)
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder")
+            with os.scandir(self.folder):
+                pass
+        except FileNotFoundError:
+            raise StoreError(f"store {url}: the folder {self.folder} does not exist; check "
+                             "--store / ZOO_STORE (`zoo publish` creates a new store)") from None
+        except OSError as exc:
+            raise StoreError(f"store {url}: cannot read the folder {self.folder} "
+                             f"({exc.strerror or exc}); check --store / ZOO_STORE and its "
+                             "permissions") from None
+
+    def size(self, rel: str) -> int | None:
+        """Only a regular file in real folders is an object."""
+        try:
+            fd = self._open(rel)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+        except (FileNotFoundError, NotADirectoryError, NotRegularFile):
+            return None
+        except OSError as exc:
+            raise self.core.error("error", exc.strerror or str(exc), f"checking {rel}") from exc
+        return st.st_size
+
+    def read_many(self, rels: builtins.list[str], limit: int) -> dict[str, bytes | Exception]:
+        out: dict[str, bytes | Exception] = {}
+        for rel in rels:
+            try:
+                with os.fdopen(self._open(rel), "rb") as fh:
+                    out[rel] = fh.read(limit + 1)
+            except (OSError, NotRegularFile) as exc:
+                out[rel] = exc
+        return out
+
+    def write_new(self, rel: str, data: bytes) -> None:
+        self._install(rel, lambda fh: fh.write(data))
+
+    def get(self, rel: str, dest: Path | None, size: int, progress: Progress) -> str:
+        with os.fdopen(self._open(rel), "rb") as src:
+            if os.fstat(src.fileno()).st_size != size:
+                raise SizeMismatch(rel)
+            return copy_hashing(src.read, dest, size, progress)
+
+    def put(self, source: Path | bytes, rel: str, size: int, progress: Progress) -> None:
+        def fill(fh: Any) -> None:
+            if isinstance(source, bytes):
+                fh.write(source)
+                progress(len(source))
+                return
+            with open(source, "rb") as src:
+                while chunk := src.read(CHUNK):
+                    fh.write(chunk)
+                    progress(len(chunk))
+
+        self._install(rel, fill)
+
+    def list(self, prefix: str) -> builtins.list[tuple[str, int]]:
         """Regular files under ``prefix``, through real folders only; anything else found
         (symbolic links, FIFOs, sockets, devices) is listed too, with its reason kept in
         :attr:`refused`, so readers see it and refuse it rather than miss it."""
-        assert self.local is not None
-        found: list[tuple[str, int]] = []
-        base = self.local / prefix
+        found: builtins.list[tuple[str, int]] = []
+        base = self.folder / prefix
         try:
             self._real_folders(prefix.rstrip("/"), base)
         except FileNotFoundError:
@@ -48,7 +134,7 @@ class LocalFiles(TransportCore):
             for dirpath, dirs, names in os.walk(base):  # never follows symbolic links
                 for name in [*dirs, *names]:
                     full = Path(dirpath, name)
-                    rel = full.relative_to(self.local).as_posix()
+                    rel = full.relative_to(self.folder).as_posix()
                     try:
                         st = os.lstat(full)
                     except FileNotFoundError:
@@ -59,33 +145,31 @@ class LocalFiles(TransportCore):
                         self.refused[rel] = str(NotRegularFile(rel, _kind(st.st_mode)))
                     found.append((rel, st.st_size))
         except OSError as exc:
-            raise self._error("error", exc.strerror or str(exc), f"listing {prefix}", 1,
-                              0) from exc
+            raise self.core.error("error", exc.strerror or str(exc), f"listing {prefix}") \
+                from exc
         return sorted(found)
 
     def _real_folders(self, rel: str, full: Path) -> None:
         """NotRegularFile unless every folder of ``rel`` below the root is a real folder
         (FileNotFoundError when one is missing)."""
-        assert self.local is not None
         parts = [p for p in rel.split("/") if p]
         for i in range(1, len(parts) + 1):
-            st = os.lstat(self.local.joinpath(*parts[:i]))
+            st = os.lstat(self.folder.joinpath(*parts[:i]))
             if not stat.S_ISDIR(st.st_mode):
                 raise NotRegularFile("/".join(parts[:i]), _kind(st.st_mode))
 
-    def _open_local(self, rel: str) -> int:
+    def _open(self, rel: str) -> int:
         """A read-only descriptor of the regular file ``rel``, reached through real folders
         (no symbolic link is followed, a FIFO is not waited on). NotRegularFile otherwise."""
-        assert self.local is not None
         parts = [p for p in rel.split("/") if p]
         if not parts or any(p in (".", "..") for p in parts):
             raise NotRegularFile(rel, "not a path inside the store")
         flags = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC
         if not _DIR_FD:
-            self._real_folders("/".join(parts[:-1]), self.local)
-            fd = self._open_checked(rel, str(self.local.joinpath(*parts)), flags, None)
+            self._real_folders("/".join(parts[:-1]), self.folder)
+            fd = self._open_checked(rel, str(self.folder.joinpath(*parts)), flags, None)
         else:
-            dfd = os.open(self.local, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+            dfd = os.open(self.folder, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
             try:
                 for i, part in enumerate(parts[:-1]):
                     try:
@@ -126,10 +210,9 @@ class LocalFiles(TransportCore):
             os.set_blocking(fd, True)
         return fd
 
-    def _local_install(self, rel: str, fill: Callable[[Any], Any]) -> None:
-        assert self.local is not None
-        final = self.local / rel
-        tmp_dir = self.local / "tmp"
+    def _install(self, rel: str, fill: Callable[[Any], Any]) -> None:
+        final = self.folder / rel
+        tmp_dir = self.folder / "tmp"
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -149,13 +232,6 @@ class LocalFiles(TransportCore):
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except NotRegularFile as exc:
-            raise StoreError(f"store {self.url}: cannot write {rel}: {exc}") from None
+            raise StoreError(f"store {self.core.url}: cannot write {rel}: {exc}") from None
         except OSError as exc:
-            raise self._error("error", exc.strerror or str(exc), f"writing {rel}", 1, 0) from exc
-
-    def _local_get(self, rel: str, dest: Path | None, size: int, progress: Progress) -> str:
-        assert self.local is not None
-        with os.fdopen(self._open_local(rel), "rb") as src:
-            if os.fstat(src.fileno()).st_size != size:
-                raise SizeMismatch(rel)
-            return _copy_hashing(src.read, dest, size, progress)
+            raise self.core.error("error", exc.strerror or str(exc), f"writing {rel}") from exc
