@@ -144,20 +144,23 @@ def _progress(args: argparse.Namespace) -> Any:
 def cmd_publish(args: argparse.Namespace) -> int:
     from zoo.cli.output import print_json
     from zoo.store.embedded import embedded_problems
-    from zoo.store.export_folder import exports_in
+    from zoo.store.export_folder import collect, exports_in
 
     config = _config(args)
     progress = _progress(args)
     paths = exports_in(args.path)
-    for path in paths:  # every export is checked before anything is uploaded
-        config.open().check_publishable(path, embedded_problems)
-        if config.sign_key is not None and (why := config.signing_refusal(path)) is not None:
+    exports = []
+    for path in paths:  # every export is hashed once and checked before anything is uploaded
+        local = collect(path)
+        config.open().check_publishable(local, embedded_problems)
+        if config.sign_key is not None and (why := config.signing_refusal(local)) is not None:
             from zoo.store.errors import StoreRefusedError
 
             raise StoreRefusedError(f"refusing to sign {path}: {why}; nothing was published")
+        exports.append(local)
     reports = []
-    for path in paths:
-        result = config.publish(path, progress=progress, custody_checked=True)
+    for local in exports:
+        result = config.publish(local, progress=progress, custody_checked=True)
         weights = None if args.no_weights else \
             config.publish_weights_of(result, progress=progress)
         reports.append({**result.as_dict(), "weights": weights})

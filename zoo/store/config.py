@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from zoo.export.custody import Custody
+    from zoo.store.export_folder import LocalExport
     from zoo.store.keys import PublicKey, SigningKey
     from zoo.store.store import Progress, PublishResult, PullResult, Store
 
@@ -217,7 +218,7 @@ class StoreConfig:
         list (no SHA256SUMS: the install step writes that)."""
         return self.pull_for_export(identity, staging) is not None
 
-    def publish(self, path: Path, *, progress: Progress | None = None,
+    def publish(self, path: Path | LocalExport, *, progress: Progress | None = None,
                 custody_checked: bool = False) -> PublishResult:
         """Publish the artifact at ``path``, signed with ``sign_key`` when there is one.
 
@@ -226,26 +227,29 @@ class StoreConfig:
         anything else raises :class:`StoreRefusedError` before anything is uploaded.
         ``custody_checked``: the caller has already proved that (``zoo fetch --publish``).
         """
+        from zoo.store.export_folder import collected
+
+        local = collected(path)  # hashed once for the custody check and the upload
         if self.sign_key is not None and not custody_checked:
-            why = self.signing_refusal(path)
+            why = self.signing_refusal(local)
             if why is not None:
                 from zoo.store.errors import StoreRefusedError
 
-                raise StoreRefusedError(f"refusing to sign {path}: {why}; nothing was "
-                                        "published")
+                raise StoreRefusedError(f"refusing to sign {local.folder / local.artifact}: "
+                                        f"{why}; nothing was published")
         from zoo.store.embedded import embedded_problems
 
-        return self.open().publish(path, sign_key=self.sign_key, progress=progress,
+        return self.open().publish(local, sign_key=self.sign_key, progress=progress,
                                    check=embedded_problems)
 
-    def signing_refusal(self, path: Path) -> str | None:
+    def signing_refusal(self, path: Path | LocalExport) -> str | None:
         """Why the export at ``path`` may not be signed here (None: it may)."""
         from zoo.export.cache import ArtifactCache
         from zoo.export.custody import Custody, describe
-        from zoo.store.export_folder import SIDECAR, collect
+        from zoo.store.export_folder import SIDECAR, collected
         from zoo.store.provenance import check_provenance
 
-        local = collect(Path(path))
+        local = collected(path)
         identity = local.facts.identity
         custody = Custody(trusted=frozenset(k.fingerprint for k in self.trusted_keys),
                           signing=True)

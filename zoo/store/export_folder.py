@@ -254,6 +254,12 @@ def sums_text(files: list[ObjectRef] | tuple[ObjectRef, ...]) -> bytes:
                    if f.path != SUMS_NAME).encode("utf-8")
 
 
+def collected(path: Path | LocalExport) -> LocalExport:
+    """``path`` collected (see :func:`collect`), or an export already collected, as it is:
+    a caller that checks, asks custody and publishes hashes the files once."""
+    return path if isinstance(path, LocalExport) else collect(Path(path))
+
+
 def collect(path: Path) -> LocalExport:
     """Find, hash and check everything to publish for ``path`` (see :func:`locate`).
 

@@ -17,7 +17,8 @@ from zoo.store.base import (
 )
 from zoo.store.errors import StoreRefusedError
 from zoo.store.export_folder import (
-    collect,
+    LocalExport,
+    collected,
 )
 from zoo.store.keys import SigningKey
 from zoo.store.listing import RecordsMixin
@@ -34,7 +35,7 @@ from zoo.store.record import (
 class PublishMixin(RecordsMixin):
     """Publish artifacts (objects first, the record last)."""
 
-    def publish(self, path: Path, *, sign_key: SigningKey | None = None,
+    def publish(self, path: Path | LocalExport, *, sign_key: SigningKey | None = None,
                 progress: Progress | None = None,
                 check: Callable[[Path, Statement], list[str]] | None = None) -> PublishResult:
         """Upload the artifact at ``path`` (an export folder, an artifact or its manifest)
@@ -48,7 +49,7 @@ class PublishMixin(RecordsMixin):
         manifest, StoreRefusedError for one a pull would refuse, StoreError for the store.
         """
         say = progress or _no_progress
-        local = collect(Path(path))
+        local = collected(path)
         identity, source = local.facts.identity_and_source()
         record = self._statement_for(local, identity, source, sign_key, check)
         refs = sorted((f.path, f.sha256, f.size) for f in local.files)
@@ -97,11 +98,11 @@ class PublishMixin(RecordsMixin):
             present=[f.path for f in local.files if f.sha256 not in by_sha],
             bytes_uploaded=total, weights_sha256=_weights_sha256(local.facts.raw))
 
-    def check_publishable(self, path: Path,
+    def check_publishable(self, path: Path | LocalExport,
                           check: Callable[[Path, Statement], list[str]] | None = None) -> None:
         """Raise what :meth:`publish` would raise for ``path`` before it uploads anything
         (UsageError, StoreRefusedError); contacts no store."""
-        local = collect(Path(path))
+        local = collected(path)
         identity, source = local.facts.identity_and_source()
         self._statement_for(local, identity, source, None, check)
 
