@@ -82,20 +82,25 @@ def write_catalogue(path: Path, extra: int) -> str:
     """``extra`` copies of the base card in ``path``; returns a name to look up. Written by a
     child process: a child's peak RSS counts what it inherited from this one at fork time,
     so this process stays small."""
-    subprocess.run([sys.executable, "-c", _WRITE, str(ROOT / "registry.yaml"), BASE_CARD,
-                    str(path), str(extra)], check=True)
+    catalogue = ROOT / "zoo" / "catalog" / "registry.yaml"
+    subprocess.run([sys.executable, "-c", _WRITE, str(catalogue), BASE_CARD, str(path),
+                    str(extra)], check=True)
     return f"team_{extra - 1:05d}"
 
 
 def export_revision(rev: str, into: Path) -> Path:
     """``zoo/`` at git revision ``rev``, extracted under ``into``; returns the folder to put
     on PYTHONPATH."""
-    data = subprocess.run(["git", "archive", "--format=tar", rev, "zoo", "registry.yaml"],
+    listed = subprocess.run(["git", "ls-tree", "--name-only", rev], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    old_layout = "registry.yaml" in listed  # before the catalogue moved into zoo/catalog/
+    paths = ["zoo", "registry.yaml"] if old_layout else ["zoo"]
+    data = subprocess.run(["git", "archive", "--format=tar", rev, *paths],
                           cwd=ROOT, capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(into, filter="data")
     link = into / "zoo" / "registry.yaml"
-    if not link.exists():  # the symlink to ../registry.yaml
+    if old_layout and not link.exists():  # the symlink to ../registry.yaml
         with contextlib.suppress(OSError):
             link.unlink()
         shutil.copy(into / "registry.yaml", link)

@@ -241,7 +241,7 @@ def test_bad_registry_inputs_are_one_line_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert_one_error_line(
         result.stderr,
-        f"zoo: error: {invalid}: model 'Bad-Name': field name: name 'Bad-Name' must match "
+        f"zoo: error: {invalid}:3: model 'Bad-Name': field name: name 'Bad-Name' must match "
         "[a-z0-9_]+ (lowercase, digits, '_')",
     )
 
@@ -274,6 +274,7 @@ def test_plugins_lists_the_builtins_with_their_models() -> None:
         "status": "ok",
         "models": ["single_conv"],
         "error": None,
+        "problems": [],
     }
     assert rows["single_conv"]["dist"].startswith("zoo ")
 
