@@ -3,9 +3,10 @@
 zoo schedules nothing itself: each export is a Ray task (one CPU, ``max_retries`` for a worker
 or node that dies, per Ray's rules; an export's own error is not retried, it is reported by
 name). A task exports into a temporary folder on its node; with a team store it publishes
-there and the driver pulls the record (checked like any pull), else it returns the bytes to
-the driver. Either way the driver re-hashes every file against what the task reported before
-it is staged, so the lock and the bytes are those a sequential run makes.
+there and the driver pulls the record (checked like any pull), else (or with ``--locked``,
+which writes nothing to the store) it returns the bytes to the driver. Either way the driver
+re-hashes every file against what the task reported before it is staged, so the lock and the
+bytes are those a sequential run makes.
 
 The cluster is reached with ``ray.init(address=...)`` (``auto``: ``RAY_ADDRESS``, else the
 cluster started on this machine); an address that does not answer is one error line within
@@ -39,20 +40,21 @@ _ADDRESS = re.compile(r"^(?:ray://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9._-]{1,253}):(\
 MAX_SHOWN = 5
 
 
-def run_entry(entry: Entry, store: StoreSpec | None
+def run_entry(entry: Entry, store: StoreSpec | None, publish: bool
               ) -> tuple[LockedArtifact, dict[str, bytes] | None]:
-    """The Ray task: export (or pull, or take from the node's cache) one entry; publish it
-    when there is a store (then only its lock record comes back), else return its bytes."""
+    """The Ray task: export (or pull, or take from the node's cache) one entry; with
+    ``publish``, publish it to ``store`` (then only its lock record comes back), else return
+    its bytes."""
     from dataclasses import replace
 
     from zoo.sets.sync import realize
 
     if store is not None:
-        store = replace(store, publish=True)
+        store = replace(store, publish=publish)
     with tempfile.TemporaryDirectory(prefix="zoo-ray-") as tmp:
         folder = Path(tmp) / "artifact"
         artifact = realize(entry, folder, store)
-        if store is not None:
+        if store is not None and publish:
             return artifact, None
         return artifact, {f.path: (folder / f.path).read_bytes() for f in artifact.files}
 
@@ -149,7 +151,9 @@ def _run_tasks(ray: Any, todo: list[Entry], staging: Path, options: SyncOptions,
     try:
         task = ray.remote(num_cpus=1, max_retries=options.ray_retries,
                           retry_exceptions=False)(run_entry)
-        refs = {task.options(name=f"zoo-sync {e.key}").remote(e, options.store): e
+        # with a store, tasks hand their bytes over through it (--locked writes nothing there)
+        publish = options.store is not None and not options.locked
+        refs = {task.options(name=f"zoo-sync {e.key}").remote(e, options.store, publish): e
                 for e in todo}
         slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
         queued = list(todo)

@@ -30,6 +30,10 @@ from zoo.sets.plan import Entry, expand, plan_digest, read_plan
 
 WORK = ".zoo-sync"
 LOCK_WAIT = 600.0
+#: torch threads per export, in every mode: golden outputs (in the manifest, embedded in the
+#: artifact) and int8 calibration are float sums whose last bits depend on how many threads
+#: share them, so a fixed count keeps the bytes independent of --jobs, shards and Ray
+EXPORT_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -273,9 +277,8 @@ def _realize(todo: list[Entry], staging: Path, options: SyncOptions,
             watch(entry.key, "done")
             yield artifact
         return
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
-                             initargs=(threads,)) as pool:
+                             initargs=(EXPORT_THREADS,)) as pool:
         futures = {pool.submit(realize, e, staging / _slot(e), options.store): e for e in todo}
         queued = list(todo)
         for entry in queued[:jobs]:  # the pool starts work in submission order
@@ -302,7 +305,19 @@ def _worker_init(threads: int) -> None:
 
 
 def realize(entry: Entry, folder: Path, store: StoreSpec | None) -> LockedArtifact:
-    """Export (or pull, or take from the cache) one entry into ``folder``; its lock record."""
+    """Export (or pull, or take from the cache) one entry into ``folder``; its lock record.
+    The export runs on EXPORT_THREADS torch threads, whatever the process had."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(EXPORT_THREADS)
+    try:
+        return _realize_one(entry, folder, store)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _realize_one(entry: Entry, folder: Path, store: StoreSpec | None) -> LockedArtifact:
     from zoo import __version__
     from zoo.catalog.registry import default_registry
     from zoo.export import get_exporter
