@@ -25,7 +25,8 @@ modes:
   zoo sync --locked        install exactly the locked bytes; fails, changing nothing, if the
                            plan and the lock disagree or any byte differs (for app CI)
   zoo sync --dry-run       what each artifact would be (present, cache, pull or export), sizes
-  zoo sync --jobs 2        local worker processes (threads split between them)
+  zoo sync --jobs 2        local worker processes (each export on one torch thread,
+                           in every mode, so the bytes do not depend on the mode)
   zoo sync --shard 2/4     a deterministic quarter of the plan (CI matrices); writes no lock:
                            each shard publishes to --store, and a last `zoo sync --store URL`
                            assembles the lock from the store (pulls, no export work)
