@@ -179,7 +179,7 @@ def test_builder_contract_breaches_are_the_plugins_errors(
 
     def chatty(card: object, aux: bool = False) -> object:
         print("building!")
-        from plugins.single_conv.model import build
+        from zoo_plugins.single_conv.model import build
 
         return build(card, aux=aux)
 

@@ -76,7 +76,7 @@ def run_runtime_clean(runtime: str, artifact: Path, spec: dict[str, Any], work: 
     work.mkdir(parents=True, exist_ok=True)
     request = {
         "golden": str(ROOT / "zoo" / "export" / "golden.py"),
-        "runtime": str(ROOT / "plugins" / "formats" / "runtimes" / f"{runtime}.py"),
+        "runtime": str(ROOT / "zoo_plugins" / "formats" / "runtimes" / f"{runtime}.py"),
         "artifact": str(artifact.resolve()), "spec": spec,
         "options": {"threads": 1, **(options or {})},
         "out": str(work / "out.pt"), "answer": str(work / "answer.json"),
