@@ -8,10 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,6 +62,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A Ray head node of our own (its own process group, every port chosen free), stopped
     with its processes at the end of the module."""
     root = tmp_path_factory.mktemp("ray")
+    # Ray's sockets live under --temp-dir and a Unix socket path has at most 107 bytes: pytest's
+    # folders (deeper under xdist) are too long, so the sessions go in a short folder of /tmp
+    short = Path(tempfile.mkdtemp(prefix="zray", dir="/tmp"))
     gcs, agent, grpc, env_agent, metrics = _free_ports(5)
     ray_bin = Path(sys.executable).with_name("ray")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "ZOO_HOME": str(root / "home")}
@@ -70,7 +75,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
          "--include-dashboard=false", "--dashboard-agent-listen-port", str(agent),
          "--dashboard-agent-grpc-port", str(grpc), "--runtime-env-agent-port",
          str(env_agent), "--metrics-export-port", str(metrics), "--disable-usage-stats",
-         "--temp-dir", str(root / "t")],
+         "--temp-dir", str(short)],
         env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
     while b"Ray runtime started" not in (root / "ray.log").read_bytes():
@@ -89,6 +94,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             continue
     process.wait(10)
     log.close()
+    shutil.rmtree(short, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,10 @@ SHA256SUMS. A cache hit re-proves the cached bytes and does no export work.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,8 +188,9 @@ def export_artifact(
                         "(ZOO_REQUIRE_SIGNED) forbids exporting it here; publish it from CI "
                         "with `zoo fetch ... --publish --sign KEY`, or drop --require-signed")
                 else:
-                    _produce(card, weights, exporter, options, name, staging, registry, say,
-                             calibrate_dir, key, builder, format_code)
+                    with export_threads():
+                        _produce(card, weights, exporter, options, name, staging, registry,
+                                 say, calibrate_dir, key, builder, format_code)
                     provenance = {"kind": "built", "weights_from": weights.source}
                 entry = cache.commit(key, staging, manifest_file=f"{name}{SIDECAR_SUFFIX}",
                                      model=card.name, format=exporter.name,
@@ -196,6 +198,26 @@ def export_artifact(
         else:
             say(f"cache hit: {entry.folder}")
     return _install(cache, entry, name, out_dir, hit, source)
+
+
+#: torch threads an export runs on, on every machine and in every mode: golden outputs (in
+#: the manifest, embedded in the artifact) and int8 calibration are float sums whose last bits
+#: depend on how many threads share them, so one fixed count makes one identity one byte
+#: string whether it was exported on a laptop, a 2-core CI runner, by `zoo sync --jobs` or Ray
+EXPORT_THREADS = 1
+
+
+@contextlib.contextmanager
+def export_threads() -> Iterator[None]:
+    """Run the block on :data:`EXPORT_THREADS` torch threads, then restore the caller's."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(EXPORT_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _empty(folder: Path) -> None:

@@ -30,9 +30,8 @@ from zoo.sets.plan import Entry, expand, plan_digest, read_plan
 
 WORK = ".zoo-sync"
 LOCK_WAIT = 600.0
-#: torch threads per export, in every mode: golden outputs (in the manifest, embedded in the
-#: artifact) and int8 calibration are float sums whose last bits depend on how many threads
-#: share them, so a fixed count keeps the bytes independent of --jobs, shards and Ray
+#: torch threads of a worker process (the export itself runs on
+#: zoo.export.pipeline.EXPORT_THREADS in every mode, whatever the process has)
 EXPORT_THREADS = 1
 
 
@@ -306,18 +305,8 @@ def _worker_init(threads: int) -> None:
 
 def realize(entry: Entry, folder: Path, store: StoreSpec | None) -> LockedArtifact:
     """Export (or pull, or take from the cache) one entry into ``folder``; its lock record.
-    The export runs on EXPORT_THREADS torch threads, whatever the process had."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(EXPORT_THREADS)
-    try:
-        return _realize_one(entry, folder, store)
-    finally:
-        torch.set_num_threads(before)
-
-
-def _realize_one(entry: Entry, folder: Path, store: StoreSpec | None) -> LockedArtifact:
+    The export runs on zoo.export.pipeline.EXPORT_THREADS torch threads, as every export
+    does, so the bytes do not depend on the mode."""
     from zoo import __version__
     from zoo.catalog.registry import default_registry
     from zoo.export import get_exporter
