@@ -34,3 +34,19 @@ def test_sequential_and_jobs_give_the_same_bytes_for_a_real_model(tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     assert (one / "zoo.lock").read_text() == (two / "zoo.lock").read_text()
     assert files(one / "models") == files(two / "models")
+
+
+@pytest.mark.slow
+def test_zoo_fetch_gives_the_same_bytes_whatever_the_thread_count(tmp_path: Path) -> None:
+    """`zoo fetch` on a many-core laptop and on a 2-core CI runner: one identity, one byte
+    string (the export pins its own thread count; OMP_NUM_THREADS only sets the default)."""
+    outputs = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"out{threads}"
+        proc = run_zoo(["fetch", "lraspp_mobilenet_v3_large", "--weights", "none", "--format",
+                        "torchscript", "--input-size", "128x128", "-o", str(out), "--quiet"],
+                       env={"ZOO_HOME": str(tmp_path / f"h{threads}"),
+                            "OMP_NUM_THREADS": threads})
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(files(out))
+    assert outputs[0] == outputs[1]
