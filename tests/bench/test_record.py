@@ -141,10 +141,10 @@ def test_hostile_fields_are_one_line_naming_the_file(tmp_path: Path, change: str
 
 
 @pytest.mark.parametrize(("text", "said"), [
-    ('{"zoo_bench": NaN}', "NaN is not a number a record may hold"),
+    ('{"zoo_bench": NaN}', "NaN is not a number"),
     ('{"zoo_bench": 1, "x": Infinity}', "Infinity is not a number"),
     ('{"zoo_bench": 1, "zoo_bench": 1}', "duplicate key 'zoo_bench'"),
-    ("[1, 2]", "the record must be an object, not list"),
+    ("[1, 2]", "not a JSON object"),
     ("{", "not valid JSON"),
     ("[" * 100_000, "not valid JSON"),
     (b"\xff\xfe{}", "not UTF-8"),
@@ -165,7 +165,7 @@ def test_nan_inside_a_row_is_refused(tmp_path: Path) -> None:
 
 def test_huge_file_is_refused_unparsed(tmp_path: Path) -> None:
     path = write_raw(tmp_path, '{"pad": "' + "x" * (2 << 20) + '"}')
-    with pytest.raises(BenchRecordError, match="larger than 1048576 bytes"):
+    with pytest.raises(BenchRecordError, match="larger than any bench record"):
         read_record(path)
 
 

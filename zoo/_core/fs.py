@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from zoo._core.jsonio import JSONRefused, json_object
 
 CHUNK = 1 << 20
 RECORD_MAX = 1 << 20  # a JSON record bigger than this is damaged, not read
@@ -82,12 +83,9 @@ def read_json_record(path: Path, limit: int = RECORD_MAX
     if len(raw) > limit:
         return None, f"larger than {limit} bytes"
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None, "not valid JSON"
-    if not isinstance(data, dict):
-        return None, "not a JSON object"
-    return data, None
+        return json_object(raw, limit, "record"), None
+    except JSONRefused as exc:
+        return None, str(exc)
 
 
 _warned: set[str] = set()

@@ -25,6 +25,7 @@ from typing import Any, Literal, TypedDict
 
 from zoo._core.errors import UsageError
 from zoo._core.fs import atomic_write_text
+from zoo._core.jsonio import JSONRefused, json_object
 from zoo._core.names import MAX_BYTES, MAX_NAME, MAX_SIDE, MAX_TEXT, MODEL_NAME_RE
 
 #: the record version this zoo writes and reads
@@ -159,19 +160,10 @@ def loads_record(raw: bytes | str, source: str = "<bench record>") -> BenchRecor
     """:func:`read_record` for bytes already in memory (``source`` names them in errors)."""
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
     try:
-        if len(data) > RECORD_MAX_BYTES:
-            raise _Invalid(f"larger than {RECORD_MAX_BYTES} bytes")
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Invalid("not UTF-8") from None
-        try:
-            parsed = json.loads(text, object_pairs_hook=_no_duplicates,
-                                parse_constant=_no_constant)
-        except _Invalid:
-            raise
-        except (ValueError, RecursionError):
-            raise _Invalid("not valid JSON") from None
+            parsed = json_object(data, RECORD_MAX_BYTES, "bench record")
+        except JSONRefused as exc:
+            raise _Invalid(str(exc)) from None
         return _validate(parsed)
     except _Invalid as exc:
         raise BenchRecordError(f"bench file {source} is not a zoo bench record: {exc}; "
@@ -188,19 +180,6 @@ def validate_record(data: Any, source: str = "<bench record>") -> BenchRecord:
 
 
 # --- the checks -----------------------------------------------------------------------------
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Invalid(f"duplicate key {_show(key)}")
-        out[key] = value
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise _Invalid(f"{name} is not a number a record may hold (numbers must be finite)")
-
 
 def _show(value: Any) -> str:
     text = repr(value)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo._core.fs import sha256_file
+from zoo._core.jsonio import json_object
 from zoo._core.names import MAX_MANIFEST_BYTES, SIDECAR_SUFFIX
 from zoo.errors import UsageError
 from zoo.export.checksums import read_sums
@@ -90,14 +91,7 @@ def _hex(value: str, what: str) -> str:
 
 def parse_manifest(blob: bytes) -> ManifestFacts:
     """Read the store's facts from a sidecar manifest's bytes (ValueError naming the field)."""
-    if len(blob) > MAX_MANIFEST_BYTES:
-        raise ValueError(f"{len(blob)} bytes is larger than any zoo manifest")
-    try:
-        raw = json.loads(blob.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ValueError(f"not JSON ({str(exc).splitlines()[0][:80]})") from None
-    if not isinstance(raw, dict):
-        raise ValueError("not a JSON object")
+    raw = json_object(blob, MAX_MANIFEST_BYTES, "zoo manifest")  # JSONRefused: a ValueError
     identity = _field(raw, "export.identity", str, None)
     files = _field(raw, "artifact.files", list, None)
     refs: tuple[ObjectRef, ...] | None = None

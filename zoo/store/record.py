@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from zoo._core.jsonio import JSONRefused, json_object
 from zoo._core.names import HEX64, SIDECAR_SUFFIX
 from zoo.store.keys import SCHEME, PublicKey, SigningKey
 
@@ -164,13 +165,6 @@ def make_record(statement_fields: dict[str, Any], objects: list[ObjectRef],
     return Record(statement, signature)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(keys) != len(set(keys)):
-        raise RecordError("duplicate keys in a JSON object")
-    return dict(pairs)
-
-
 def _get(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in data:
         raise RecordError(f"{where}.{key} is missing")
@@ -266,13 +260,11 @@ def _parse_signature(data: Any) -> Signature | None:
 
 def parse_record(blob: bytes) -> Record:
     """Validate and parse a record file's bytes (RecordError with the first problem)."""
-    if len(blob) > MAX_RECORD_BYTES:
-        raise RecordError(f"{len(blob)} bytes is larger than any record")
     try:
-        data = json.loads(blob.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise RecordError(f"not JSON ({str(exc).splitlines()[0][:80]})") from None
-    if not isinstance(data, dict) or set(data) != {"statement", "signature"}:
+        data = json_object(blob, MAX_RECORD_BYTES, "record")
+    except JSONRefused as exc:
+        raise RecordError(str(exc)) from None
+    if set(data) != {"statement", "signature"}:
         raise RecordError("a record is {'statement': ..., 'signature': ...}")
     st = data["statement"]
     if not isinstance(st, dict):

@@ -27,6 +27,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from zoo._core.jsonio import JSONRefused, json_object
 from zoo._core.names import HEX64, SHA256_HEX
 from zoo.store.keys import SCHEME, PublicKey, SigningKey
 from zoo.store.record import (
@@ -108,13 +109,11 @@ def make_revocation(identity: str, record: str, reason: str, sign_key: SigningKe
 
 def parse_revocation(blob: bytes) -> Revocation:
     """Validate a tombstone file's bytes (RecordError naming the first problem)."""
-    if len(blob) > MAX_BYTES:
-        raise RecordError(f"{len(blob)} bytes is larger than any revocation")
     try:
-        data = json.loads(blob.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise RecordError(f"not JSON ({str(exc).splitlines()[0][:80]})") from None
-    if not isinstance(data, dict) or set(data) != {"statement", "signature"}:
+        data = json_object(blob, MAX_BYTES, "revocation")
+    except JSONRefused as exc:
+        raise RecordError(str(exc)) from None
+    if set(data) != {"statement", "signature"}:
         raise RecordError("a revocation is {'statement': ..., 'signature': ...}")
     st = data["statement"]
     if not isinstance(st, dict) or set(st) != _FIELDS or st.get("schema") != SCHEMA:
