@@ -41,3 +41,13 @@ def test_wheel_install_works_from_any_folder(tmp_path: Path) -> None:
     where, models, person = json.loads(proc.stdout)
     assert Path(where).is_relative_to(target)
     assert models == BUILTIN_MODELS and person == "person"
+    # every package is in the wheel: each command's module imports (an editable install
+    # hides a package missing from pyproject's list; a wheel does not)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    for command in ("fetch", "bench", "site", "sync", "store", "verify", "run", "cache"):
+        proc = subprocess.run([sys.executable, "-m", "zoo", command, "--help"], cwd=elsewhere,
+                              capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, (command, proc.stderr[-500:])
+    packages = {p.parent.relative_to(target).as_posix() for p in target.glob("zoo/**/*.py")}
+    source = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "zoo").glob("**/*.py")}
+    assert packages == source

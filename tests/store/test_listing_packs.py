@@ -80,3 +80,12 @@ def test_nothing_in_a_pack_is_trusted(s3_store: S3Store, tmp_path: Path) -> None
     assert ghost_key not in {i.key for i in listed}
     assert len(listed) == COUNT - 1 and all(i.error is None for i in listed)
     assert {i.record.statement.model for i in listed if i.record} == {"m"}
+
+
+def test_a_hostile_pack_is_skipped_not_fatal() -> None:
+    """A deeply nested or duplicate-keyed pack (anyone who can write packs/ can plant one)
+    is dropped: it used to raise RecursionError out of every store listing."""
+    from zoo.store.listing import _unpack
+
+    assert _unpack(b"[" * 100_000) == {}
+    assert _unpack(b'{"records": {}, "records": {"a": "b"}}') == {}

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from zoo._core.jsonio import JSONRefused, json_object
+from zoo._core.names import SHA256_HEX
 from zoo.store.base import (
     RECORD_KEY,
     RECORDS,
@@ -52,11 +54,12 @@ from zoo.store.revocation import (
 from zoo.store.revocation import describe as describe_revocation
 
 PACKS = "packs/records/"
-PACK_KEY = re.compile(r"packs/records/([0-9a-f]{64})\.json")
+PACK_KEY = re.compile(rf"packs/records/({SHA256_HEX})\.json")
 PACK_MIN = 256  # records fetched one by one before a reader leaves a pack
 PACK_MAX_RECORDS = 4096
-MAX_PACK_BYTES = 128 << 20
+MAX_PACK_BYTES = 32 << 20
 MAX_PACKS = 64  # packs read per listing (a store with more is read record by record)
+PACKS_BUDGET = 256 << 20  # bytes of packs one listing holds at most
 CHUNK = 2048  # records requested at once (the transport reads them concurrently)
 
 
@@ -139,9 +142,15 @@ class RecordsMixin(StoreBase):
         except Exception:  # a store without packs, or one that refuses the listing
             return {}
         found: dict[str, bytes] = {}
-        for key, blob in self.transport.read_many(keys, MAX_PACK_BYTES).items():
+        budget = PACKS_BUDGET
+        for key in keys:  # one at a time: memory stays within one pack and the budget
+            blob = self.transport.read_many([key], MAX_PACK_BYTES).get(key)
             match = PACK_KEY.fullmatch(key)
-            if isinstance(blob, Exception) or match is None or len(blob) > MAX_PACK_BYTES or \
+            if isinstance(blob, bytes):
+                budget -= len(blob)
+            if budget < 0:
+                break
+            if not isinstance(blob, bytes) or match is None or len(blob) > MAX_PACK_BYTES or \
                     hashlib.sha256(blob).hexdigest() != match.group(1):
                 continue
             found.update(_unpack(blob))
@@ -300,10 +309,10 @@ class RecordsMixin(StoreBase):
 def _unpack(blob: bytes) -> dict[str, bytes]:
     """digest -> record file bytes from a pack (hostile: anything malformed is dropped)."""
     try:
-        data = json.loads(blob)
-    except ValueError:
+        data = json_object(blob, MAX_PACK_BYTES, "record pack")
+    except JSONRefused:
         return {}
-    records = data.get("records") if isinstance(data, dict) else None
+    records = data.get("records")
     if not isinstance(records, dict) or len(records) > PACK_MAX_RECORDS:
         return {}
     out = {}
