@@ -25,6 +25,7 @@ MAX_PARAMS = 10**13
 MAX_BYTES = 2**42  # 4 TiB: a weights file size
 MAX_VALUE = 1e6  # mean, std, scale divisor, GFLOPs
 MAX_MANIFEST_BYTES = 16 << 20  # a sidecar or embedded manifest
+MAX_SUMS_BYTES = 16 << 20  # a SHA256SUMS file
 
 # C0/C1 controls (tab and newline kept), DEL, line/paragraph separators and the bidirectional
 # overrides that can reorder what a terminal shows ("Trojan Source").

@@ -14,9 +14,11 @@ UNKNOWN = "unknown"
 
 
 def one_line(text: str, limit: int = MAX_TEXT) -> str:
-    """``text`` as one printable line of at most ``limit`` characters (what a record holds)."""
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in str(text))
-    cleaned = " ".join(cleaned.split())
+    """``text`` as one printable line of at most ``limit`` characters (what a record holds),
+    secrets masked (a record is published): zoo's one-line rule, then plain spaces."""
+    from zoo._core.log import one_line as shown
+
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in shown(str(text)))
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 

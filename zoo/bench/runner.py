@@ -109,14 +109,10 @@ def export_options_for(exporter: Exporter, precision: str, size: tuple[int, int]
                        ) -> ExportOptions:
     """The options ``zoo fetch --format F --precision P --input-size HxW`` would use (so a
     bench reuses what fetch cached, and the other way round)."""
-    from zoo.export.base import ExportOptions
+    from zoo.export.base import ExportOptions, default_extra
 
-    extra: dict[str, Any] = {}
-    if precision == "int8":
-        if "engine" in exporter.extra_options:
-            extra["engine"] = "qnnpack"
-        extra["calibrate"] = "synthetic"
-    return ExportOptions(input_size=size, precision=precision, extra=extra)
+    return ExportOptions(input_size=size, precision=precision,
+                         extra=default_extra(precision, exporter.extra_options))
 
 
 class _Bench:

@@ -95,7 +95,7 @@ def export_options(args: argparse.Namespace, card: ModelCard,
                    exporter: Exporter) -> ExportOptions:
     """The :class:`ExportOptions` the arguments ask for (a --calibrate folder is hashed: its
     content shapes the export identity)."""
-    from zoo.export.base import ExportOptions
+    from zoo.export.base import ExportOptions, default_extra
 
     input_size = args.input_size or tuple(card.preprocessing.input_size)
     if args.dynamic_size:  # the example must lie inside the range
@@ -104,11 +104,7 @@ def export_options(args: argparse.Namespace, card: ModelCard,
             raise UsageError("--input-size must lie inside --dynamic-size")
         input_size = tuple(min(max(side, low), high) for side in input_size)
     precision = _precision(args, exporter)
-    extra: dict[str, object] = {}
-    if args.engine:
-        extra["engine"] = args.engine
-    elif precision == "int8" and "engine" in exporter.extra_options:
-        extra["engine"] = "qnnpack"
+    calibrate = None
     if args.calibrate is not None:
         if precision != "int8":
             raise UsageError("--calibrate goes with --precision int8")
@@ -116,9 +112,9 @@ def export_options(args: argparse.Namespace, card: ModelCard,
             raise UsageError(f"--calibrate {args.calibrate}: not a folder of images")
         from zoo.export.quantize import folder_fingerprint
 
-        extra["calibrate"] = folder_fingerprint(args.calibrate)
-    elif precision == "int8":
-        extra["calibrate"] = "synthetic"
+        calibrate = folder_fingerprint(args.calibrate)
+    extra = default_extra(precision, exporter.extra_options, engine=args.engine or None,
+                          calibrate=calibrate)
     if args.bytecode_version is not None and args.bytecode_version < 1:
         raise UsageError("--bytecode-version must be a positive integer")
     return ExportOptions(

@@ -65,6 +65,24 @@ class ExportOptions:
         return {**data, **extra}
 
 
+def default_extra(precision: str, extra_options: Any, *, engine: str | None = None,
+                  calibrate: Any = None) -> dict[str, Any]:
+    """The format-specific facts an export gets when the user names none: int8 calibrates on
+    the synthetic set and, where the format takes an engine, runs on ``qnnpack`` (ARM phones).
+    ``calibrate``: the fingerprint of the user's calibration folder, when there is one.
+    ``zoo fetch``, ``zoo sync`` and ``zoo bench`` all ask here, so they share cache entries."""
+    extra: dict[str, Any] = {}
+    if engine is not None:
+        extra["engine"] = engine
+    elif precision == "int8" and "engine" in extra_options:
+        extra["engine"] = "qnnpack"
+    if calibrate is not None:
+        extra["calibrate"] = calibrate
+    elif precision == "int8":
+        extra["calibrate"] = "synthetic"
+    return extra
+
+
 @dataclass
 class Prepared:
     """A model made ready for saving, and the facts of how."""

@@ -25,12 +25,12 @@ def parse_manifest(text: str | bytes) -> Manifest:
     first field that is wrong)."""
     from pydantic import ValidationError
 
+    from zoo._core.jsonio import json_object
     from zoo.export.manifest import Manifest
 
-    if len(text) > MAX_MANIFEST_BYTES:
-        raise ValueError(f"{len(text)} bytes is larger than any zoo manifest")
+    data = json_object(text, MAX_MANIFEST_BYTES, "zoo manifest")  # no duplicate keys, no NaN
     try:
-        return Manifest.model_validate_json(text)
+        return Manifest.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])

@@ -30,9 +30,6 @@ from zoo.sets.plan import Entry, expand, plan_digest, read_plan
 
 WORK = ".zoo-sync"
 LOCK_WAIT = 600.0
-#: torch threads of a worker process (the export itself runs on
-#: zoo.export.pipeline.EXPORT_THREADS in every mode, whatever the process has)
-EXPORT_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -277,7 +274,7 @@ def _realize(todo: list[Entry], staging: Path, options: SyncOptions,
             yield artifact
         return
     with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init,
-                             initargs=(EXPORT_THREADS,)) as pool:
+                             initargs=(_worker_threads(),)) as pool:
         futures = {pool.submit(realize, e, staging / _slot(e), options.store): e for e in todo}
         queued = list(todo)
         for entry in queued[:jobs]:  # the pool starts work in submission order
@@ -297,6 +294,13 @@ def _realize(todo: list[Entry], staging: Path, options: SyncOptions,
             yield artifact
 
 
+def _worker_threads() -> int:
+    """Torch threads of a worker process: the export's own count (it pins it anyway)."""
+    from zoo.export.pipeline import EXPORT_THREADS
+
+    return EXPORT_THREADS
+
+
 def _worker_init(threads: int) -> None:
     import torch
 
@@ -310,7 +314,7 @@ def realize(entry: Entry, folder: Path, store: StoreSpec | None) -> LockedArtifa
     from zoo import __version__
     from zoo.catalog.registry import default_registry
     from zoo.export import get_exporter
-    from zoo.export.base import ExportOptions
+    from zoo.export.base import ExportOptions, default_extra
     from zoo.export.pipeline import export_artifact
     from zoo.weights.resolve import UNTRAINED, resolve_weights
 
@@ -319,13 +323,9 @@ def realize(entry: Entry, folder: Path, store: StoreSpec | None) -> LockedArtifa
     exporter = get_exporter(entry.format, registry.host)
     weights = UNTRAINED if entry.weights == "none" else resolve_weights(
         card, None if entry.weights == "default" else entry.weights, progress="never")
-    extra: dict[str, Any] = {}
-    if entry.precision == "int8":
-        extra["calibrate"] = "synthetic"
-        if "engine" in exporter.extra_options:
-            extra["engine"] = "qnnpack"
     options = ExportOptions(input_size=entry.input_size, precision=entry.precision,
-                            keep_aux=entry.keep_aux, extra=extra)
+                            keep_aux=entry.keep_aux,
+                            extra=default_extra(entry.precision, exporter.extra_options))
     config, custody = _store_config(store)
     outcome = export_artifact(card, weights, entry.format, folder, options, registry=registry,
                               pull=config.pull_for_export if config is not None else None,

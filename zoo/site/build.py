@@ -10,7 +10,6 @@ machine's paths.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
@@ -19,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import UsageError
+from zoo._core.log import one_line
+from zoo.errors import UsageError, ZooError
 from zoo.site import index as index_mod
 from zoo.site import model_page, palette
 from zoo.site.html import esc, page, tag
@@ -88,7 +88,7 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
 
     options = options or SiteOptions()
     note = say or (lambda _m: None)
-    out = Path(out)
+    out = Path(out).absolute()  # `-o .` names the folder by its name, not ''
     check_output(out)
     names = registry.names()
     bench = benchdata.read_records(options.bench, set(names))
@@ -110,9 +110,10 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
     cards = [registry.get(n) for n in names]
     store_view = None
     if options.store is not None:
+        from zoo._core.redact import redact_url
         from zoo.site.store_view import read_store
 
-        note(f"reading the team store {options.store.url}")
+        note(f"reading the team store {redact_url(options.store.url)}")
         store_view = read_store(options.store)
     docs = snippets.load(options.apps_doc)
     shared_snippets = model_page.snippet_html(docs)
@@ -120,7 +121,6 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     stage.mkdir()
-    cleanup = contextlib.ExitStack()
     report = SiteReport(out, models=len(cards), bench_records=sum(map(len, bench.values())))
     try:
         (stage / "models").mkdir()
@@ -138,9 +138,13 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
                 weights, why = overlays.cached_weights(card)
                 if weights is not None:
                     note(f"rendering overlays of {card.name}")
-                    ov = overlays.render(card, weights, images, stage / "img", card.name,
-                                         registry)
-                    report.overlays.append(card.name)
+                    try:
+                        ov = overlays.render(card, weights, images, stage / "img", card.name,
+                                             registry)
+                        report.overlays.append(card.name)
+                    except ZooError as exc:  # a builder gone, weights that do not load
+                        ov = overlays.Overlays(reason=f"the model could not be built here: "
+                                                      f"{one_line(str(exc))[:300]}")
                 else:
                     ov = overlays.Overlays(reason=why)
             inputs = model_page.ModelInputs(
@@ -182,8 +186,6 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    finally:
-        cleanup.close()
     return report
 
 

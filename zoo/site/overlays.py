@@ -49,10 +49,11 @@ def cached_weights(card: ModelCard) -> tuple[ResolvedWeights | None, str | None]
     download), else (None, why not)."""
     if card.default_weights is None:
         return None, "the card has no published weights"
+    from zoo.weights.policy import DownloadPolicy
     from zoo.weights.resolve import resolve_weights
 
     try:
-        return resolve_weights(card, None, offline=True, progress="never"), None
+        return resolve_weights(card, None, DownloadPolicy(offline=True, progress="never")), None
     except ZooError:
         return None, (f"its weights are not in this machine's weights cache (`zoo fetch "
                       f"{card.name}` downloads them; then build the site again)")

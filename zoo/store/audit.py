@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zoo._core.names import MAX_SUMS_BYTES
 from zoo.store.base import (
     OBJECT_KEY,
     OBJECTS,
@@ -75,7 +76,7 @@ class AuditMixin(RecordsMixin):
             if not entry["problems"]:
                 blobs = self.transport.read_many(
                     [OBJECTS + st.manifest_sha256] + ([OBJECTS + o.sha256 for o in st.objects
-                                                       if o.path == SUMS_NAME]), 16 << 20)
+                                                       if o.path == SUMS_NAME]), MAX_SUMS_BYTES)
                 manifest = blobs[OBJECTS + st.manifest_sha256]
                 sums = next((v for k, v in blobs.items() if k != OBJECTS + st.manifest_sha256),
                             None)

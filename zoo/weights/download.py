@@ -53,7 +53,12 @@ from zoo._core.fs import (
     warn_once,
 )
 from zoo.errors import DownloadError, HashMismatchError
-from zoo.weights.policy import DEFAULT_MAX_SIZE, DEFAULT_MIN_RATE
+from zoo.weights.policy import (
+    DEFAULT_MAX_SIZE,
+    DEFAULT_MIN_RATE,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+)
 from zoo.weights.urls import (
     MAX_REDIRECTS,
     check_url_allowed,
@@ -460,8 +465,8 @@ def download(
     expected_size: int | None = None,
     size_exact: bool = True,
     allow_http: bool = False,
-    timeout: float = 30.0,
-    retries: int = 3,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
     backoff: float = 0.5,
     progress: str = "auto",
     label: str | None = None,
