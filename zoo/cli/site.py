@@ -49,7 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--ort-wasm", type=Path, default=None, metavar="DIR",
                    help="onnxruntime-web's dist folder (default: clients/web/node_modules, "
                    "from `npm install` there); never a CDN")
-    add_store_options(p, publish=False, sign=False, no_store=False, require=False)
+    add_store_options(p, publish=False, sign=False, require=False)  # --no-store: ignore ZOO_STORE
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     p.set_defaults(handler=cmd_site)
 
