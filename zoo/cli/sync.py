@@ -108,6 +108,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
         raise UsageError("--publish needs a store: pass --store URL or set ZOO_STORE")
     if args.sign is not None and not args.publish and not sharded:
         raise UsageError("--sign only makes sense with --publish (or --shard I/N)")
+    if args.sign is not None and not url:
+        raise UsageError("--sign signs what is published to the team store: pass --store URL "
+                         "(or set ZOO_STORE)")
+    if args.sign is not None:  # a key that does not load fails here, before any export
+        from zoo.store.keys import load_signing_key
+
+        load_signing_key(args.sign)
     if args.ray is not None and args.jobs > 1:
         raise UsageError("--ray and --jobs both choose where exports run: use one")
     if args.ray is not None:
