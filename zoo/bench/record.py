@@ -47,7 +47,8 @@ MAX_CORES = 1 << 20
 MAX_SECONDS = 1e7  # an export or run time beyond ~4 months is damage, not a measurement
 MAX_RATIO = 1e6
 
-_TOKEN_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")  # format and precision names
+FORMAT_TOKEN = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")  # format and precision names
+
 
 
 class Stats(TypedDict):
@@ -282,8 +283,8 @@ def _settings(value: Any) -> None:
 
 def _row(value: Any, where: str) -> None:
     obj = _obj(value, where, _ROW_KEYS)
-    _str(obj["format"], f"{where}.format", MAX_NAME, _TOKEN_RE)
-    _str(obj["precision"], f"{where}.precision", MAX_NAME, _TOKEN_RE)
+    _str(obj["format"], f"{where}.format", MAX_NAME, FORMAT_TOKEN)
+    _str(obj["precision"], f"{where}.precision", MAX_NAME, FORMAT_TOKEN)
     status = obj["status"]
     if status not in STATUSES:
         raise _Invalid(f"{where}.status {_show(status)} is not one of {', '.join(STATUSES)}")

@@ -52,12 +52,14 @@ def parse_targets(items: Sequence[str] | None, card: ModelCard,
     """``["onnx:int8", "pte"]`` -> ``[("onnx", "int8"), ("pte", "fp32"), ("pte", "int8")]``
     (a bare format means each of its precisions); None or empty: every format x precision
     the installed formats declare. Unknown names are a :class:`UsageError`."""
+    from zoo.bench.record import FORMAT_TOKEN
     from zoo.export import available_formats, get_exporter
 
     host = registry.host if registry is not None else None
     formats = available_formats(host)
     if not items:
-        return [(f, p) for f in formats for p in get_exporter(f, host).precisions]
+        pairs = [(f, p) for f in formats for p in get_exporter(f, host).precisions]
+        return [pair for pair in pairs if all(FORMAT_TOKEN.fullmatch(x) for x in pair)]
     targets: list[tuple[str, str]] = []
     for item in items:
         fmt, sep, precision = item.strip().partition(":")
@@ -68,6 +70,11 @@ def parse_targets(items: Sequence[str] | None, card: ModelCard,
         if sep and precision not in declared:
             raise UsageError(f"--formats {item!r}: {fmt} exports {', '.join(declared)}")
         for pair in [(fmt, precision)] if sep else [(fmt, p) for p in declared]:
+            bad = next((x for x in pair if not FORMAT_TOKEN.fullmatch(x)), None)
+            if bad is not None:  # the record could not hold it: say so before measuring
+                raise UsageError(f"--formats {item!r}: {bad!r} is not a name a bench record "
+                                 "holds (lowercase letters, digits, '_', '.', '-'); the "
+                                 "format plugin should rename it")
             if pair not in targets:
                 targets.append(pair)
     return targets
