@@ -50,7 +50,6 @@ MAX_RATIO = 1e6
 FORMAT_TOKEN = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")  # format and precision names
 
 
-
 class Stats(TypedDict):
     """Median, min and max of a series (milliseconds, or a ratio)."""
 
