@@ -173,7 +173,12 @@ def _run_tasks(ray: Any, todo: list[Entry], staging: Path, options: SyncOptions,
                 watch(entry.key, "failed")
                 failed.append(f"{entry.key}: {_failure(ray, exc)}")
                 continue
-            _stage(artifact, blobs, staging / _slot(entry), options.store)
+            try:
+                _stage(artifact, blobs, staging / _slot(entry), options.store)
+            except (ZooError, OSError) as exc:  # bytes that are not what the task reported
+                watch(entry.key, "failed")
+                failed.append(f"{entry.key}: {str(exc).splitlines()[0][:300] if str(exc) else exc}")
+                continue
             watch(entry.key, "done")
             yield artifact
         if failed:
