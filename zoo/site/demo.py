@@ -16,12 +16,12 @@ from ``--ort-wasm DIR``.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo._core.fs import sha256_file
 from zoo.errors import UsageError
 from zoo.site.html import esc, js_data, page, tag
 from zoo.site.palette import hex_colour, text_colour
@@ -107,6 +107,7 @@ class DemoArtifact:
 
     path: Path
     manifest: Any  # zoo.export.manifest.Manifest
+    data: bytes = b""  # the bytes that were checked (the page embeds exactly these)
 
     @property
     def model(self) -> str:
@@ -119,7 +120,7 @@ def check_artifact(path: Path) -> DemoArtifact:
     container accepted (no external data). UsageError naming the file otherwise."""
     from zoo.export import get_exporter
     from zoo.export.manifest import sidecar_paths
-    from zoo.export.verify import read_manifest_file
+    from zoo.export.manifest_files import read_manifest_file
 
     artifact, sidecar = sidecar_paths(Path(path))
     if not artifact.is_file():
@@ -140,13 +141,15 @@ def check_artifact(path: Path) -> DemoArtifact:
     if st.st_size > MAX_ARTIFACT_BYTES:
         raise UsageError(f"--demo {artifact}: {st.st_size} bytes is too large for an in-browser "
                          f"demo (at most {MAX_ARTIFACT_BYTES >> 20} MiB)")
-    if facts is None or facts.size != st.st_size or facts.sha256 != sha256_file(artifact):
+    data = artifact.read_bytes()  # read once: what is hashed is what the page embeds
+    if facts is None or facts.size != len(data) or \
+            facts.sha256 != hashlib.sha256(data).hexdigest():
         raise UsageError(f"--demo {artifact} does not match its manifest (size/sha256); it "
                          f"changed after export: re-export it, or see `zoo verify {artifact}`")
     refused = get_exporter("onnx").check_container(artifact)
     if refused is not None:
         raise UsageError(f"--demo {artifact}: its container is refused: {refused}")
-    return DemoArtifact(artifact, manifest)
+    return DemoArtifact(artifact, manifest, data)
 
 
 def scene_png(manifest: Any) -> tuple[bytes, int, int]:
@@ -174,7 +177,7 @@ def write_demo(demo: DemoArtifact, out_dir: Path) -> None:
         "scene": {"png": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
                   "height": height, "width": width},
     }
-    model_b64 = base64.b64encode(demo.path.read_bytes()).decode("ascii")
+    model_b64 = base64.b64encode(demo.data).decode("ascii")
     (out_dir / f"{name}.model.js").write_text(
         f"window.ZOO_DEMO = {js_data(data)};\nwindow.ZOO_DEMO.model = \"{model_b64}\";\n",
         encoding="utf-8")
