@@ -6,6 +6,12 @@ in a fresh process (`--runs` times, after `--warmup` untimed runs that warm the 
 cache), output discarded; the table shows wall-clock seconds.
 
     python benchmarks/cli_latency.py [--runs 10] [--check]
+    python benchmarks/cli_latency.py --against REV [--runs 20]
+
+``--against REV`` compares `python -m zoo list` of this checkout with git revision REV's
+``zoo/`` (the import-cost rule of a refactor: it must not grow), as interleaved pairs (REV,
+this, REV, this, ...), each from its own folder on PYTHONPATH with its own ZOO_HOME and with
+bytecode written and used, as an installed zoo runs: medians and the pair-by-pair ratio.
 
 Targets: `zoo list` median <= 0.35 s, and at least 10x faster than the torchvision line.
 `--check` exits 1 when a target is missed.
@@ -45,12 +51,60 @@ def wall_times(cmd: list[str], runs: int, warmup: int) -> list[float]:
     return times
 
 
+def against(rev: str, runs: int) -> int:
+    """Interleaved `python -m zoo list`: revision ``rev`` against this checkout."""
+    import io
+    import tarfile
+    import tempfile
+
+    root = Path(__file__).resolve().parent.parent
+    work = Path(tempfile.mkdtemp(prefix="zoo-latency-"))
+    listed = subprocess.run(["git", "ls-tree", "--name-only", rev], cwd=root,
+                            capture_output=True, text=True, check=True).stdout.split()
+    paths = ["zoo", "zoo_plugins" if "zoo_plugins" in listed else "plugins"]
+    paths += ["registry.yaml"] if "registry.yaml" in listed else []
+    data = subprocess.run(["git", "archive", "--format=tar", rev, *paths], cwd=root,
+                          capture_output=True, check=True).stdout
+    old = work / "old"
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(old, filter="data")
+    if (old / "registry.yaml").exists() and not (old / "zoo" / "registry.yaml").is_file():
+        (old / "zoo" / "registry.yaml").unlink(missing_ok=True)
+        (old / "registry.yaml").replace(old / "zoo" / "registry.yaml")
+    sides = {rev: old, "this checkout": root}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+    def once(label: str) -> float:
+        side_env = {**env, "PYTHONPATH": str(sides[label]),
+                    "ZOO_HOME": str(work / ("home-old" if label == rev else "home-new"))}
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "zoo", "list"], env=side_env, cwd=work,
+                       stdout=subprocess.DEVNULL, check=True)
+        return time.perf_counter() - start
+
+    for label in sides:  # warm: compile bytecode, compiled registry, file cache
+        once(label), once(label)
+    pairs = [(once(rev), once("this checkout")) for _ in range(runs)]
+    old_t, new_t = [a for a, _ in pairs], [b for _, b in pairs]
+    ratios = [b / a for a, b in pairs]
+    for label, times in ((rev, old_t), ("this checkout", new_t)):
+        print(f"{label:>14}: median {statistics.median(times):.3f} s "
+              f"(min {min(times):.3f}, max {max(times):.3f})")
+    print(f"this / {rev}, pair by pair: median {statistics.median(ratios):.2f} "
+          f"(min {min(ratios):.2f} - max {max(ratios):.2f}), n={runs}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10, help="timed runs per command (default 10)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--against", metavar="REV",
+                        help="compare `python -m zoo list` with git revision REV, interleaved")
     args = parser.parse_args()
+    if args.against:
+        return against(args.against, args.runs)
 
     commands = {
         "zoo list": zoo_command(),
