@@ -181,3 +181,17 @@ def test_redact_text_masks_secrets_and_keeps_the_rest(text: str, secret: str) ->
     assert secret not in shown and "***" in shown
     assert redact_text("objects/sha256/ab Key=records/x sort_key=1 a=b") == \
         "objects/sha256/ab Key=records/x sort_key=1 a=b"
+
+
+def test_no_folder_is_created_through_a_planted_link(tmp_path: Path) -> None:
+    """A record is written under records/<identity>/: with records/ a link to elsewhere, the
+    identity folder used to be created there (mkdir(parents=True)) before the link was seen."""
+    root = tmp_path / "store"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    root.mkdir()
+    (root / "records").symlink_to(elsewhere)
+    store = open_store(root, record_cache=False)
+    with pytest.raises(StoreError, match="symbolic link"):
+        store.transport.write_new("records/" + "a" * 64 + "/" + "b" * 64 + ".json", b"{}")
+    assert list(elsewhere.iterdir()) == []

@@ -5,6 +5,7 @@ temporary file under ``tmp/``, renamed into place)."""
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import os
 import stat
@@ -158,6 +159,22 @@ class LocalBackend(Rooted):
             if not stat.S_ISDIR(st.st_mode):
                 raise NotRegularFile("/".join(parts[:i]), _kind(st.st_mode))
 
+    def _make_real_folders(self, rel: str) -> None:
+        """Create the folders of ``rel`` below the root, one level at a time; NotRegularFile
+        when one of them is not a real folder (a link is never followed, even to create).
+        The root itself is the user's own path and is created like any output folder."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder
+        for part in [p for p in rel.split("/") if p not in ("", ".")]:
+            if part == "..":
+                raise NotRegularFile(rel, "not a path inside the store")
+            path = path / part
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path)
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotRegularFile(str(path.relative_to(self.folder)), _kind(st.st_mode))
+
     def _open(self, rel: str) -> int:
         """A read-only descriptor of the regular file ``rel``, reached through real folders
         (no symbolic link is followed, a FIFO is not waited on). NotRegularFile otherwise."""
@@ -214,11 +231,10 @@ class LocalBackend(Rooted):
         final = self.folder / rel
         tmp_dir = self.folder / "tmp"
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp_dir.mkdir(parents=True, exist_ok=True)
-            # never write through a symbolic link someone planted in the store
-            self._real_folders(Path(rel).parent.as_posix(), final.parent)
-            self._real_folders("tmp", tmp_dir)
+            # never create or write through a symbolic link someone planted in the store:
+            # each folder is made (or found) one level at a time and checked before the next
+            self._make_real_folders(Path(rel).parent.as_posix())
+            self._make_real_folders("tmp")
             fd, tmp = tempfile.mkstemp(prefix=f"{final.name[:40]}.", suffix=".tmp",
                                        dir=tmp_dir)
             try:
