@@ -204,7 +204,10 @@ class LiteExporter(_ScriptedExporter):
                 warnings.simplefilter("ignore")  # "lite interpreter is deprecated": we know
                 raw = bytes(prepared.module._save_to_buffer_for_lite_interpreter(
                     _extra_files=extra_files))
-            if target is not None and _get_model_bytecode_version(io.BytesIO(raw)) != target:
+            # this torch writes current_bytecode_version() (probed once): read the archive's
+            # version only when another one was asked for (each read parses the whole archive)
+            if target is not None and target != current_bytecode_version() and \
+                    _get_model_bytecode_version(io.BytesIO(raw)) != target:
                 raw = bytes(_backport_for_mobile_to_buffer(io.BytesIO(raw), target))
                 if not raw or _get_model_bytecode_version(io.BytesIO(raw)) != target:
                     raise ExportError(
