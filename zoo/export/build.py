@@ -300,11 +300,12 @@ def build_model(
             f"({AUX_PREFIX}* keys); drop --keep-aux or use weights that include it"
         )
     where = f"weights {weights.path} do not fit model {card.name!r}"
-    check_fit(_skeleton(builder, card, has_aux, plugin), state, where)
+    model = _skeleton(builder, card, has_aux, plugin)
+    check_fit(model, state, where)
     if has_aux and not keep_aux:  # build without the head rather than set it to None later:
         # torchvision declares aux_classifier a TorchScript constant; None breaks scripting
         state = {k: v for k, v in state.items() if not k.startswith(AUX_PREFIX)}
-    model = _skeleton(builder, card, keep_aux and has_aux, plugin)
+        model = _skeleton(builder, card, False, plugin)  # the one case that builds twice
     dtypes = {k: t.dtype for k, t in model.state_dict().items()}
     try:
         check_values(weights.path, state, dtypes)
