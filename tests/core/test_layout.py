@@ -9,8 +9,8 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 ZOO = ROOT / "zoo"
-MAX_MODULE_LINES = 650
-MAX_CLASS_LINES = 320
+MAX_MODULE_LINES = 600
+MAX_CLASS_LINES = 300
 
 
 def _modules() -> list[tuple[Path, ast.Module]]:

@@ -125,6 +125,15 @@ class CacheEntry:
                    tuple(data.get("urls", [])), refs, str(data.get("fetched_at", "")))
 
 
+def _memo_problem(data: dict[str, Any] | None) -> str | None:
+    """Why a local file's hash memo cannot be used (None: it can, or there is none)."""
+    if data is None or (isinstance(data.get("path"), str) and _is_int(data.get("size")) and
+                        _is_int(data.get("mtime_ns")) and
+                        HEX64.fullmatch(str(data.get("sha256", "")))):
+        return None
+    return "fields missing or of the wrong kind"
+
+
 class WeightsCache:
     """The content-addressed weights store (``root`` defaults to ``ZOO_HOME/weights``)."""
 
@@ -348,10 +357,7 @@ class WeightsCache:
         st = path.stat()
         memo = self.index / f"path-{_short(str(path))}.json"
         data, why = read_json_record(memo)
-        if data is not None and not (isinstance(data.get("path"), str) and _is_int(
-                data.get("size")) and _is_int(data.get("mtime_ns")) and HEX64.fullmatch(
-                str(data.get("sha256", "")))):
-            why = "fields missing or of the wrong kind"
+        why = why or _memo_problem(data)
         if why is not None:
             self._damaged(memo, why)
         elif data and data.get("path") == str(path) and data.get("size") == st.st_size and \
