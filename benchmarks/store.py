@@ -43,20 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-         "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def start_moto() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.s3server"], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **CREDS})
-    assert proc.stdout is not None
-    endpoint = proc.stdout.readline().strip()
-    if not endpoint.startswith("http://"):
-        proc.kill()
-        raise SystemExit("could not start moto's server (pip install 'moto[server]')")
-    return proc, endpoint
+from _moto import CREDS, start_moto  # noqa: E402
 
 
 def zoo_env(home: Path) -> dict[str, str]:

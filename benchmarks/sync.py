@@ -39,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-         "AWS_DEFAULT_REGION": "us-east-1"}
+from _moto import CREDS, start_moto  # noqa: E402
+
 MODELS = ["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "single_conv"]
 FORMATS = ["torchscript", "lite", "pte", "onnx"]
 
@@ -84,18 +84,6 @@ def table(times: dict[str, list[float]], base: str | None = None) -> None:
             ratios = [m / b for m, b in zip(values, times[base], strict=True)]
             line += f"   {statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f})"
         print(line)
-
-
-def start_moto() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.s3server"], cwd=ROOT,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **CREDS})
-    assert proc.stdout is not None
-    endpoint = proc.stdout.readline().strip()
-    if not endpoint.startswith("http://"):
-        proc.kill()
-        raise SystemExit("could not start moto's server (pip install 'moto[server]')")
-    return proc, endpoint
 
 
 def s3_options(endpoint: str) -> dict[str, str]:
