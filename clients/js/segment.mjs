@@ -14,6 +14,7 @@ import fs from "node:fs";
 import path from "node:path";
 import ort from "onnxruntime-node";
 import { PNG } from "pngjs";
+import zooOps from "../../zoo/site/static/zoo-ops.js";
 
 const MAX_MANIFEST_BYTES = 16 << 20;
 const MAX_PIXELS = 100_000_000;
@@ -61,68 +62,21 @@ export function decodePng(file) {
   return { width: png.width, height: png.height, rgb };
 }
 
-// The model input size for an image, per the manifest (zoo.preprocessing.input_size_for).
-export function inputSize(height, width, m) {
-  const pre = m.model.preprocessing;
-  if (pre.resize === "none") return [height, width];
-  if (pre.resize === "exact") {
-    const shape = m.export?.input_shape;  // the size the artifact was exported at
-    return shape ? [shape[2], shape[3]] : pre.input_size;
-  }
-  // shorter_side: aspect kept, the longer edge truncated (torchvision's rule)
-  const [short, long] = width <= height ? [width, height] : [height, width];
-  const newLong = Math.floor(pre.resize_size * long / short);
-  return width <= height ? [newLong, pre.resize_size] : [pre.resize_size, newLong];
-}
-
-// Bilinear resize of an RGB image (align_corners=false). zoo also antialiases when it
-// shrinks; an app that feeds the exported size needs no resize at all.
-function resizeBilinear(img, h, w) {
-  if (img.height === h && img.width === w) return img;
-  const out = new Uint8Array(h * w * 3);
-  const sy = img.height / h, sx = img.width / w;
-  for (let y = 0; y < h; y++) {
-    const fy = Math.max(0, (y + 0.5) * sy - 0.5);
-    const y0 = Math.min(Math.floor(fy), img.height - 1), y1 = Math.min(y0 + 1, img.height - 1);
-    const dy = fy - y0;
-    for (let x = 0; x < w; x++) {
-      const fx = Math.max(0, (x + 0.5) * sx - 0.5);
-      const x0 = Math.min(Math.floor(fx), img.width - 1), x1 = Math.min(x0 + 1, img.width - 1);
-      const dx = fx - x0;
-      for (let c = 0; c < 3; c++) {
-        const p = (yy, xx) => img.rgb[(yy * img.width + xx) * 3 + c];
-        const v = (1 - dy) * ((1 - dx) * p(y0, x0) + dx * p(y0, x1)) +
-                  dy * ((1 - dx) * p(y1, x0) + dx * p(y1, x1));
-        out[(y * w + x) * 3 + c] = Math.min(255, Math.max(0, Math.round(v)));
-      }
-    }
-  }
-  return { width: w, height: h, rgb: out };
-}
+// The manifest's pre- and post-processing is zoo's one JavaScript copy, shared with zoo site's
+// in-browser demo (zoo/site/static/zoo-ops.js).
+export const { inputSize } = zooOps;
 
 // NCHW float32 exactly as zoo.preprocess computes it (float32 at every step).
 export function preprocess(img, m) {
-  const pre = m.model.preprocessing;
-  const [h, w] = inputSize(img.height, img.width, m);
-  const src = resizeBilinear(img, h, w);
-  const order = pre.color_order === "BGR" ? [2, 1, 0] : [0, 1, 2];
-  const data = new Float32Array(3 * h * w);
-  const f = Math.fround;
-  for (let c = 0; c < 3; c++) {
-    const mean = f(pre.mean[c]), std = f(pre.std[c]), scale = f(pre.scale_divisor);
-    for (let i = 0; i < h * w; i++) {
-      const v = f(src.rgb[i * 3 + order[c]] / scale);
-      data[c * h * w + i] = f(f(v - mean) / std);
-    }
-  }
-  return new ort.Tensor("float32", data, [1, 3, h, w]);
+  const [h, w] = zooOps.inputSize(img.height, img.width, m);
+  const rgb = zooOps.resizeRGB(img.rgb, img.height, img.width, 3, h, w);
+  return new ort.Tensor("float32", zooOps.normalize(rgb, h, w, m), [1, 3, h, w]);
 }
 
 // The prediction, read the way the manifest's output contract says.
 export function select(results, session, m) {
   const out = m.output;
-  const name = out.kind === "dict" && session.outputNames.includes(out.key)
-    ? out.key : session.outputNames[0];
+  const name = zooOps.outputName(session.outputNames, m);
   const t = results[name];
   if (t.dims.length !== 4 || t.dims[0] !== 1 || t.dims[1] !== out.channels) {
     fail(`the artifact's output ${name} is [${t.dims}], the manifest says [1, ${out.channels}, H, W]`, 1);
@@ -132,27 +86,7 @@ export function select(results, session, m) {
 
 // argmax over the channels (the first index wins a tie), then nearest back to (H, W).
 export function labelsOf(t, height, width) {
-  const [, C, h, w] = t.dims;
-  const data = t.data;
-  const small = new Uint16Array(h * w);
-  for (let i = 0; i < h * w; i++) {
-    let best = 0, bestValue = data[i];
-    for (let c = 1; c < C; c++) {
-      const v = data[c * h * w + i];
-      if (v > bestValue) { bestValue = v; best = c; }
-    }
-    small[i] = best;
-  }
-  if (h === height && w === width) return small;
-  const labels = new Uint16Array(height * width);
-  for (let y = 0; y < height; y++) {
-    const sy = Math.min(h - 1, Math.floor((y + 0.5) * (h / height)));
-    for (let x = 0; x < width; x++) {
-      const sx = Math.min(w - 1, Math.floor((x + 0.5) * (w / width)));
-      labels[y * width + x] = small[sy * w + sx];
-    }
-  }
-  return labels;
+  return zooOps.labelsOf(t.data, t.dims, height, width);
 }
 
 function writePng(file, width, height, pixels, channels) {

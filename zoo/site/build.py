@@ -174,7 +174,8 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
 
             demo_mod.write_runtime(ort, stage / "ort")
             (stage / "demo").mkdir()
-            shutil.copyfile(STATIC / "demo.js", stage / "demo.js")
+            for name in ("zoo-ops.js", "demo.js"):
+                shutil.copyfile(STATIC / name, stage / name)
             for name in sorted(demos):
                 note(f"writing the demo of {name}")
                 demo_mod.write_demo(demos[name], stage / "demo")

@@ -209,4 +209,4 @@ def demo_page(demo: DemoArtifact) -> str:
         '<h2>Classes present</h2><ul id="classes" class="classes"></ul>\n')
     return page(f"{name} demo \u2013 zoo", body, root="../",
                 scripts=["ort/ort-runtime.js", "ort/ort-wasm.js", f"demo/{name}.model.js",
-                         "demo.js"])
+                         "zoo-ops.js", "demo.js"])
