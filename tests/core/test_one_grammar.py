@@ -38,3 +38,12 @@ def test_sha256sums_with_undecodable_bytes_is_read_not_raised(tmp_path: Path) ->
     sums.write_bytes(b"\xff\xfe\x00 not a line\n" + f"{HEX}  model.ptl\n".encode()
                      + b"\x80\x81  other\n")
     assert read_sums(sums) == {"model.ptl": HEX}
+
+
+def test_one_rule_for_paths_from_outside() -> None:
+    """Plans, locks and Ray results name files inside a folder: one rule says which do."""
+    from zoo._core.names import inside
+
+    assert inside("models/a.onnx") and inside("a")
+    for bad in ("../x", "/etc/passwd", "a/../../b", "a\\b", "a\x00b"):
+        assert not inside(bad), bad

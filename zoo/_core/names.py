@@ -40,3 +40,10 @@ def printable(text: str) -> str:
     if text.isprintable():  # no Cc/Cf/Zl/Zp at all: the common case, answered fast
         return text
     return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def inside(path: str) -> bool:
+    """Whether ``path`` (``/``-separated, from a file someone else wrote) stays inside the
+    folder it is relative to: not absolute, no ``..`` part, no backslash, no NUL."""
+    return not path.startswith("/") and "\\" not in path and "\x00" not in path and \
+        ".." not in path.split("/")

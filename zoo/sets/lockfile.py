@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo._core.names import HEX64
+from zoo._core.names import HEX64, inside
 from zoo.errors import UsageError
 
 LOCK_NAME = "zoo.lock"
@@ -146,7 +146,7 @@ def loads(text: str, where: str) -> Lock:
             source="lock", code=dict(item.get("code", {})),
             store_record=item.get("store_record"), signer=item.get("signer")))
         for path in (artifacts[-1].folder, *(f.path for f in files)):
-            if path.startswith("/") or "\\" in path or ".." in path.split("/"):
+            if not inside(path):
                 raise UsageError(f"{at}: {path[:80]!r} is not a path inside the output folder")
         if not all(HEX64.fullmatch(f.sha256) for f in files):
             raise UsageError(f"{at}: a file's sha256 is not 64 hex digits")

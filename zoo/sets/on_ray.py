@@ -194,6 +194,7 @@ def _stage(artifact: LockedArtifact, blobs: dict[str, bytes] | None, folder: Pat
     """Put a task's artifact into ``folder``: its bytes, or a pull of what it published;
     every file must hash to what the task reported."""
     from zoo._core.fs import atomic_write_bytes
+    from zoo._core.names import inside
     from zoo.sets.sync import _store_config, folder_files
 
     if blobs is None:
@@ -203,8 +204,8 @@ def _stage(artifact: LockedArtifact, blobs: dict[str, bytes] | None, folder: Pat
                               f"record for identity {artifact.identity[:16]}…")
     else:
         for rel, data in blobs.items():
-            if rel not in {f.path for f in artifact.files} or rel.startswith("/") or \
-                    "\\" in rel or ".." in rel.split("/") or rel in ("", "SHA256SUMS"):
+            if rel not in {f.path for f in artifact.files} or not inside(rel) or \
+                    rel in ("", "SHA256SUMS"):
                 raise ExportError(f"{artifact.key}: the Ray task returned {rel[:80]!r}, which is "
                                   "not a file it reported inside its folder")
             atomic_write_bytes(folder / rel, data)

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from zoo._core.names import inside
 from zoo.errors import CardError, UsageError
 
 PLAN_NAME = "zoo.toml"
@@ -56,7 +57,7 @@ class OutputSpec(_Strict):
     @field_validator("folder")
     @classmethod
     def _relative(cls, value: str) -> str:
-        if value.startswith("/") or ".." in Path(value).parts or "\\" in value:
+        if not inside(value):
             raise ValueError("must be a relative folder inside the plan's folder")
         return value
 
@@ -68,7 +69,7 @@ class OutputSpec(_Strict):
             raise ValueError(f"unknown field {sorted(names - _LAYOUT_FIELDS)[0]!r}; use "
                              f"{', '.join('{' + n + '}' for n in sorted(_LAYOUT_FIELDS))}")
         literal = re.sub(r"\{\w+\}", "x", value)
-        if literal.startswith("/") or ".." in literal.split("/") or "\\" in literal:
+        if not inside(literal):
             raise ValueError("must stay inside the output folder")
         return value
 
