@@ -10,7 +10,6 @@ the first time one of them is looked up. ``read_manifest`` reads an artifact's m
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import TYPE_CHECKING, Any
 
 from zoo import _compat
@@ -38,9 +37,6 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _compat.install()  # old module paths (zoo.schema, zoo.manifest, ...) keep importing
-# ``zoo.registry`` is the function above; the old module of that name is already loaded, so
-# ``import zoo.registry`` finds it here and never rebinds the attribute to a module.
-sys.modules.setdefault("zoo.registry", sys.modules["zoo.catalog.registry"])
 
 #: public name -> the module that defines it, imported on first access
 _LAZY = {

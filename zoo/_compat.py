@@ -62,6 +62,15 @@ class _AliasFinder:  # a meta path finder (the protocol: find_spec)
 
 
 def install() -> None:
-    """Let the old paths import (idempotent)."""
+    """Let the old paths import (idempotent). An old path whose last name is also a public
+    attribute of its package (``zoo.registry``, the function) is registered at once when its
+    new module is already loaded: importing it then never rebinds that attribute to a
+    module (the import system sets a package attribute only when it loads a module)."""
     if not any(isinstance(finder, _AliasFinder) for finder in sys.meta_path):
         sys.meta_path.append(_AliasFinder())
+    for old, new in MOVED.items():
+        parent, _, child = old.rpartition(".")
+        package = sys.modules.get(parent)
+        if package is not None and new in sys.modules and \
+                isinstance(getattr(package, child, None), type(install)):
+            sys.modules.setdefault(old, sys.modules[new])
