@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from zoo.cli.output import error_line
 
 if TYPE_CHECKING:
     from zoo.bench.record import BenchRecord, Row, Stats
+    from zoo.store.config import StoreConfig
 
 EPILOG = """\
 Each row: the artifact is exported (or reused from the export cache / pulled from the team
@@ -21,11 +23,14 @@ interleaved pairs against the eager fp32 model (eager, artifact, eager, artifact
 ratio column is artifact/eager, the median (min-max) of the pairs. Fidelity is SQNR and
 argmax agreement against eager fp32 on the natural-image golden scene. A row that cannot run
 here says why (a missing extra and its pip line; Core ML off macOS: size only).
+--publish sends the record to the team store as bench/NAME/<sha256>.json (signed with
+--sign KEY); `zoo site --store URL` plots what the store holds.
 
 examples:
   zoo bench lraspp_mobilenet_v3_large --size 520 --threads 2
   zoo bench lraspp_mobilenet_v3_large --formats onnx:fp32 onnx:int8 pte --runs 11
   zoo bench single_conv --weights ./w.pth --formats torchscript onnx --json -o bench/
+  zoo bench lraspp_mobilenet_v3_large --store s3://team-zoo/prod --publish --sign team.key
 """
 
 
@@ -73,7 +78,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    help="folder for the artifacts and NAME.bench.json (default: current "
                    "folder)")
     add_weights_options(p)
-    add_store_options(p, publish=False, sign=False)
+    add_store_options(p, publish_help="publish the bench record to the team store "
+                      "(bench/NAME/<sha256>.json; the same record again is a no-op)")
     p.set_defaults(handler=cmd_bench)
 
 
@@ -94,8 +100,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     targets = parse_targets(args.formats, card, registry)
     check_output_folder(args.output)
     size = args.size or tuple(card.preprocessing.input_size)
-    store = store_from_args(args, signatures=True)
-    custody = custody_from_args(args, store)
+    store = store_from_args(args, signatures=True)  # --publish/--sign refused here (exit 2)
+    # --sign signs the bench record, not the artifacts: they are served as for `zoo fetch`
+    custody = custody_from_args(args, replace(store, publish_after=False) if store else None)
     weights = weights_from_args(args, card, store)
     mode = progress_mode(args)
     show = mode == "always" or (mode == "auto" and sys.stderr.isatty())
@@ -112,6 +119,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            pull=store.pull_for_export if store is not None else None,
                            custody=custody)
     path = write_record(record, args.output)
+    if store is not None and store.publish_after:
+        _publish(store, record, path, args.quiet)
     if args.json:
         print_json(record)
     else:
@@ -125,6 +134,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    f"reasons are in the table and in {path})")
         return 1
     return 0
+
+
+def _publish(store: StoreConfig, record: BenchRecord, path: Path, quiet: bool) -> None:
+    """``--publish``: the record to the team store (a StoreError names the kept file)."""
+    from zoo._core.redact import redact_url
+    from zoo.store.bench_records import publish_bench
+    from zoo.store.errors import StoreError
+
+    try:
+        result = publish_bench(store.open(), record, store.sign_key)
+    except StoreError as exc:
+        raise StoreError(f"{exc}; the bench record is kept in {path}: run `zoo bench` with "
+                         "--publish again when the store answers") from None
+    if not quiet:
+        how = f"signed by {result.signer}" if result.signer else "unsigned"
+        what = "already held" if result.already else "published"
+        print(f"zoo: bench record {what} in {redact_url(result.store)} as {result.key} "
+              f"({how})", file=sys.stderr)
 
 
 class _RichProgress:

@@ -13,9 +13,14 @@ examples:
   zoo site -o site                                 every card: index, a page per model
   zoo site -o site --bench lraspp_mobilenet_v3_large.bench.json
   zoo site -o site --store s3://team-zoo/prod --trusted-key team.pub
+                                                   + what the store holds, and the bench
+                                                   records `zoo bench --publish` sent there
   zoo fetch lraspp_mobilenet_v3_large --format onnx -o models
   zoo site -o site --demo models/lraspp_mobilenet_v3_large.onnx
                                                    + a page that runs it in the browser
+  zoo site -o site --demo lraspp_mobilenet_v3_large
+                                                   the same, from this machine's export
+                                                   cache (what that `zoo fetch` left there)
 
 Open DIR/index.html in a browser: the site needs no server and no network. Overlays of the
 golden scene (and --images) are drawn for models whose weights are in this machine's weights
@@ -43,9 +48,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    help="your images, overlaid with each model whose weights are cached")
     p.add_argument("--no-overlays", action="store_true",
                    help="skip the overlays (no torch, no models run)")
-    p.add_argument("--demo", nargs="+", type=Path, default=[], metavar="ONNX",
-                   help="ONNX artifacts (`zoo fetch NAME --format onnx`) to run in the "
-                   "browser with onnxruntime-web, one demo page each")
+    p.add_argument("--demo", nargs="+", default=[], metavar="ONNX|NAME",
+                   help="ONNX artifacts (`zoo fetch NAME --format onnx`) or model names (their "
+                   "ONNX export in this machine's export cache; never exported here) to run in "
+                   "the browser with onnxruntime-web, one demo page each")
     p.add_argument("--ort-wasm", type=Path, default=None, metavar="DIR",
                    help="onnxruntime-web's dist folder (default: clients/web/node_modules, "
                    "from `npm install` there); never a CDN")
@@ -74,9 +80,13 @@ def cmd_site(args: argparse.Namespace) -> int:
         lines.append(f"  overlays: {', '.join(report.overlays)}")
     if report.bench_records:
         lines.append(f"  bench records: {report.bench_records}")
-    if store is not None:
-        lines.append(f"  team store: {report.store_artifacts} artifacts" if report.store_error
-                     is None else f"  team store: NOT READ: {shown(report.store_error)}")
+    if store is not None and report.store_error is not None:
+        lines.append(f"  team store: NOT READ: {shown(report.store_error)}")
+    elif store is not None:
+        refused = f", {report.store_bench_refused} refused" if report.store_bench_refused \
+            else ""
+        lines.append(f"  team store: {report.store_artifacts} artifacts, {report.store_bench} "
+                     f"bench records{refused} (see store.html)")
     if report.demos:
         lines.append(f"  demos: {', '.join(report.demos)}")
     sys.stdout.write("\n".join(lines) + "\n")

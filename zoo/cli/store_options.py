@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 
 def add_store_options(parser: argparse.ArgumentParser, *, publish: bool = True,
                       sign: bool = True, no_store: bool = True, trusted: bool = True,
-                      require: bool = True) -> None:
+                      require: bool = True, publish_help: str | None = None) -> None:
     """Add the team-store options to ``parser`` (``publish``/``sign``/``no_store``/``trusted``/
-    ``require`` False leave those out, for commands where they mean nothing)."""
+    ``require`` False leave those out, for commands where they mean nothing; ``publish_help``
+    says what ``--publish`` sends, where that is not an artifact)."""
     g = parser.add_argument_group("team store")
     g.add_argument("--store", metavar="URL", default=None,
                    help="team store: s3://bucket/prefix, file:///shared/zoo or any fsspec URL "
@@ -38,8 +39,9 @@ def add_store_options(parser: argparse.ArgumentParser, *, publish: bool = True,
                        help=f"do not use the team store (ignore {STORE_ENV})")
     if publish:
         g.add_argument("--publish", action="store_true",
-                       help="publish to the store: the artifact after a local export, and "
-                       "the weights it came from (without --format: the weights alone)")
+                       help=publish_help or "publish to the store: the artifact after a local "
+                       "export, and the weights it came from (without --format: the weights "
+                       "alone)")
     if sign:
         g.add_argument("--sign", type=Path, metavar="KEY",
                        help="sign what is published with this Ed25519 private key (PEM)")

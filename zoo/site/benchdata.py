@@ -1,15 +1,21 @@
-"""Bench records on a model page: read (validated by :func:`zoo.bench.read_record`), grouped,
-labelled with the machine they were measured on, drawn and tabled.
+"""Bench records on a model page: read (``--bench`` files by :func:`zoo.bench.read_record`,
+the team store's by :mod:`zoo.store.bench_records`), grouped, labelled with the machine they
+were measured on and where they came from, drawn and tabled.
 
 Each record is its own group: its plots and its table carry the machine's description (CPU,
 cores, OS, torch, runtimes), the settings and the zoo version, so numbers from two machines or
 two zoo versions are never drawn in one plot, and never shown unlabelled. A record from
-another zoo version than the one building the site says so.
+another zoo version than the one building the site says so. Each group says where it came
+from: a bench file (unsigned), or the team store with each signer and whether it is trusted
+(or that it is unsigned); the same record from several places is one group.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,16 +24,81 @@ from zoo.site.plots import Bar, bar_chart
 
 if TYPE_CHECKING:
     from zoo.bench.record import BenchRecord, Row
+    from zoo.store.bench_records import PublishedBench
+
+#: records of one model from the team store shown at most (the newest)
+MAX_STORE_GROUPS = 32
+_STANDING = {"trusted": "a trusted key", "valid": "signature valid; no trusted keys given, "
+             "so the signer is not vouched for", "untrusted": "NOT one of the trusted keys"}
 
 
-def read_records(paths: Sequence[Path], known: set[str]) -> dict[str, list[BenchRecord]]:
-    """Every ``--bench`` file, validated, by model (each model's records oldest first).
+@dataclass(frozen=True)
+class BenchGroup:
+    """One record on a page, and where it came from: bench file names, and the team store's
+    copies as ``(signer or None, standing)`` (standing: trusted, valid, untrusted,
+    unsigned)."""
+
+    record: BenchRecord
+    files: tuple[str, ...] = ()
+    stored: tuple[tuple[str | None, str], ...] = ()
+
+    def origin(self) -> str:
+        """Where the record came from and who signed it, in words."""
+        parts = []
+        if self.files:
+            parts.append(f"bench file {', '.join(self.files)} (unsigned)")
+        for signer, standing in self.stored:
+            why = _STANDING.get(standing, standing)
+            parts.append("the team store, unsigned" if signer is None else
+                         f"the team store, signed by {signer} ({why})")
+        return "From " + "; ".join(parts) + "."
+
+
+def _digest(record: BenchRecord) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=True).encode("ascii")).hexdigest()
+
+
+def groups(files: dict[str, list[tuple[str, BenchRecord]]],
+           stored: Sequence[PublishedBench]) -> dict[str, list[BenchGroup]]:
+    """By model, oldest first: each distinct record once, with every place it came from
+    (``files``: model -> (file name, record); ``stored``: checked store records, of which the
+    newest :data:`MAX_STORE_GROUPS` per model are kept)."""
+    found: dict[str, dict[str, BenchGroup]] = {}
+    for model, items in files.items():
+        for name, record in items:
+            mine = found.setdefault(model, {})
+            key = _digest(record)
+            old = mine.get(key, BenchGroup(record))
+            if name not in old.files:
+                mine[key] = BenchGroup(record, (*old.files, name), old.stored)
+    by_model: dict[str, list[PublishedBench]] = {}
+    for item in stored:
+        by_model.setdefault(item.record["model"], []).append(item)
+    for model, copies in by_model.items():
+        copies.sort(key=lambda p: (p.record["created"], p.key))
+        mine = found.setdefault(model, {})
+        for item in copies[-MAX_STORE_GROUPS:]:
+            key = _digest(item.record)
+            old = mine.get(key, BenchGroup(item.record))
+            copy = (item.signer, item.status)
+            if copy not in old.stored:
+                mine[key] = BenchGroup(old.record, old.files,
+                                       tuple(sorted((*old.stored, copy),
+                                                    key=lambda c: (c[0] or "", c[1]))))
+    return {model: sorted(mine.values(), key=lambda g: (*_order(g.record), _digest(g.record)))
+            for model, mine in found.items()}
+
+
+def read_records(paths: Sequence[Path], known: set[str]
+                 ) -> dict[str, list[tuple[str, BenchRecord]]]:
+    """Every ``--bench`` file, validated, by model: (file name, record), oldest first.
     Raises :class:`zoo.bench.BenchRecordError` (exit 2) for a file that is not a record, and
     UsageError for a record of a model the site does not have."""
     from zoo.bench.record import read_record
     from zoo.errors import UsageError
 
-    found: dict[str, list[BenchRecord]] = {}
+    found: dict[str, list[tuple[str, BenchRecord]]] = {}
     seen: set[str] = set()
     for path in paths:
         key = str(Path(path).resolve())
@@ -39,9 +110,9 @@ def read_records(paths: Sequence[Path], known: set[str]) -> dict[str, list[Bench
             raise UsageError(f"bench file {path} is for model {record['model']!r}, which is "
                              "not in this catalogue; add its registry file with --registry, "
                              "or leave the file out")
-        found.setdefault(record["model"], []).append(record)
+        found.setdefault(record["model"], []).append((Path(path).name, record))
     for records in found.values():
-        records.sort(key=_order)
+        records.sort(key=lambda item: _order(item[1]))
     return found
 
 
@@ -61,11 +132,11 @@ def machine_label(record: BenchRecord) -> str:
             f"weights {s['weights']}")
 
 
-def artifact_sizes(records: Sequence[BenchRecord]) -> dict[tuple[str, str], int]:
+def artifact_sizes(records: Sequence[BenchGroup]) -> dict[tuple[str, str], int]:
     """(format, precision) -> artifact size in bytes, from the newest record that has one."""
     sizes: dict[tuple[str, str], int] = {}
-    for record in records:  # oldest first: newer records overwrite
-        for row in record["rows"]:
+    for group in records:  # oldest first: newer records overwrite
+        for row in group.record["rows"]:
             if row["size_bytes"] is not None:
                 sizes[(row["format"], row["precision"])] = row["size_bytes"]
     return sizes
@@ -75,16 +146,16 @@ def _name(row: Row) -> str:
     return f"{row['format']} {row['precision']}"
 
 
-def section(records: Sequence[BenchRecord], zoo_version: str) -> str:
+def section(records: Sequence[BenchGroup], zoo_version: str) -> str:
     """The bench part of a model page: one labelled group per record."""
-    if not records:
-        return ""
-    groups = [_group(i + 1, r, zoo_version) for i, r in enumerate(records)]
-    return "".join(groups)
+    return "".join(_group(i + 1, g, zoo_version) for i, g in enumerate(records))
 
 
-def _group(number: int, record: BenchRecord, zoo_version: str) -> str:
+def _group(number: int, group: BenchGroup, zoo_version: str) -> str:
+    record = group.record
     rows = record["rows"]
+    doubtful = any(standing == "untrusted" for _signer, standing in group.stored)
+    origin_class = "origin warning" if doubtful else "origin"
     label = machine_label(record)
     version = record["zoo_version"]
     badge = "" if version == zoo_version else tag(
@@ -138,4 +209,5 @@ def _group(number: int, record: BenchRecord, zoo_version: str) -> str:
             f"<h3>Measured on {esc(record['machine']['cpu'])} "
             f"({esc(record['machine']['cores'])} cores)</h3>\n"
             f'<p class="machine">{esc(label)}; zoo {esc(version)}; {esc(record["created"])}</p>\n'
+            f'<p class="{origin_class}">{esc(group.origin())}</p>\n'
             f"{badge}{''.join(charts)}{numbers}</section>\n")

@@ -40,7 +40,9 @@ class SiteOptions:
     store: StoreConfig | None = None
     bench: list[Path] = field(default_factory=list)
     images: list[Path] = field(default_factory=list)
-    demo: list[Path] = field(default_factory=list)  # ONNX artifacts
+    #: ONNX artifacts (a Path), or model names whose ONNX export the export cache holds (a str
+    #: naming a catalogue model and no existing file; any other str is a path)
+    demo: list[Path | str] = field(default_factory=list)
     ort_wasm: Path | None = None
     overlays: bool = True  # golden-scene overlays for cards whose weights are cached
     apps_doc: Path | None = None  # docs/apps.md (default: the source tree's)
@@ -60,6 +62,8 @@ class SiteReport:
     bench_records: int = 0
     store_error: str | None = None
     store_artifacts: int = 0
+    store_bench: int = 0  # bench records read from the team store and shown
+    store_bench_refused: int = 0
 
 
 def check_output(out: Path) -> None:
@@ -91,17 +95,17 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
     out = Path(out).absolute()  # `-o .` names the folder by its name, not ''
     check_output(out)
     names = registry.names()
-    bench = benchdata.read_records(options.bench, set(names))
+    files = benchdata.read_records(options.bench, set(names))
     demos: dict[str, Any] = {}
     ort = None
     if options.demo:
         from zoo.site import demo as demo_mod
 
         ort = demo_mod.find_ort(options.ort_wasm)
-        for path in options.demo:
-            artifact = demo_mod.check_artifact(path)
+        for item in options.demo:
+            artifact = demo_mod.demo_artifact(item, registry)
             if artifact.model not in names:
-                raise UsageError(f"--demo {path} is an artifact of {artifact.model!r}, which is "
+                raise UsageError(f"--demo {item} is an artifact of {artifact.model!r}, which is "
                                  "not in this catalogue; add its registry file with --registry")
             demos[artifact.model] = artifact  # the last one named wins
     elif options.ort_wasm is not None:
@@ -114,7 +118,8 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
         from zoo.site.store_view import read_store
 
         note(f"reading the team store {redact_url(options.store.url)}")
-        store_view = read_store(options.store)
+        store_view = read_store(options.store, names)
+    bench = benchdata.groups(files, store_view.bench if store_view is not None else [])
     docs = snippets.load(options.apps_doc)
     shared_snippets = model_page.snippet_html(docs)
 
@@ -166,6 +171,8 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
                 "</p>", " " + tag("a", "What the store holds", href="store.html") + "</p>", 1)
             report.store_error = store_view.error
             report.store_artifacts = len(store_view.artifacts)
+            report.store_bench = sum(1 for group in bench.values() for g in group if g.stored)
+            report.store_bench_refused = len(store_view.bench_refused)
         _write(stage / "index.html", index_mod.index_page(
             entries, available_formats(registry.host), store_note=store_note, footer=footer))
         _write(stage / "search.js", index_mod.search_data(entries))

@@ -11,6 +11,10 @@ the artifact was exported with is built in, and the reader can drop any image.
 The files come from ``clients/web/node_modules/onnxruntime-web/dist`` (``npm install
 --ignore-scripts --no-package-lock`` in clients/web, version pinned in its package.json) or
 from ``--ort-wasm DIR``.
+
+``--demo NAME`` (a model, not a file) takes the ONNX artifact ``zoo fetch NAME --format onnx``
+left in this machine's export cache (default options and precision, the card's default
+weights): found by its export identity, never exported or downloaded here.
 """
 
 from __future__ import annotations
@@ -18,13 +22,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from zoo._core.names import MODEL_NAME_RE
 from zoo.errors import UsageError
 from zoo.site.html import esc, js_data, page, tag
 from zoo.site.palette import hex_colour, text_colour
+
+if TYPE_CHECKING:
+    from zoo.catalog.registry import Registry
+    from zoo.catalog.schema import ModelCard
+    from zoo.weights.resolve import ResolvedWeights
 
 BUNDLE = "ort.wasm.bundle.min.mjs"
 WASM = "ort-wasm-simd-threaded.wasm"
@@ -150,6 +161,70 @@ def check_artifact(path: Path) -> DemoArtifact:
     if refused is not None:
         raise UsageError(f"--demo {artifact}: its container is refused: {refused}")
     return DemoArtifact(artifact, manifest, data)
+
+
+def demo_artifact(item: Path | str, registry: Registry) -> DemoArtifact:
+    """``--demo ITEM``: a Path is an ONNX artifact; a str naming a catalogue model (and no
+    existing file) is that model's ONNX export in this machine's export cache
+    (:func:`cached_onnx`); any other str is a path. UsageError naming the way out."""
+    if isinstance(item, str):
+        text = item.strip()
+        if not os.path.lexists(text) and MODEL_NAME_RE.match(text):
+            if text not in registry.names():
+                raise UsageError(f"--demo {text}: no such file, and no model {text!r} in this "
+                                 "catalogue (see `zoo list`); pass an ONNX artifact or a model "
+                                 "name")
+            return check_artifact(cached_onnx(registry.get(text), registry))
+        item = Path(text)
+    return check_artifact(item)
+
+
+def _default_weights(card: ModelCard) -> ResolvedWeights | None:
+    """The card's default weights as ``zoo fetch NAME`` resolves them, from this machine's
+    weights cache or the card's full sha256 pin (nothing is downloaded); None without."""
+    from zoo.site.overlays import cached_weights
+    from zoo.weights.resolve import ResolvedWeights
+
+    weights, _why = cached_weights(card)
+    if weights is not None:
+        return weights
+    pinned = card.weights_named(card.default_weights) if card.default_weights else None
+    sha = getattr(pinned, "sha256", None)
+    if not sha:
+        return None
+    return ResolvedWeights(None, sha, str(card.default_weights), None, False)
+
+
+def cached_onnx(card: ModelCard, registry: Registry) -> Path:
+    """The ONNX artifact ``zoo fetch NAME --format onnx`` put in this machine's export cache
+    (its export identity recomputed: the same card, weights, options, code and versions).
+    UsageError naming that command when the cache holds none; never exports."""
+    from zoo.bench.runner import export_options_for
+    from zoo.export import available_formats, get_exporter
+    from zoo.export.cache import ArtifactCache
+    from zoo.export.pipeline import export_identity
+
+    make = (f"make it with `zoo fetch {card.name} --format onnx`, then build the site again "
+            "(or pass an .onnx file)")
+    if "onnx" not in available_formats(registry.host):
+        raise UsageError(f"--demo {card.name}: the onnx format is not installed here; "
+                         "pip install 'zoo[onnx]', or pass an .onnx file")
+    if card.default_weights is None:
+        raise UsageError(f"--demo {card.name}: the card has no published weights, so "
+                         f"`zoo fetch {card.name} --format onnx` makes no artifact; pass the "
+                         ".onnx file you exported with --weights")
+    weights = _default_weights(card)
+    entry = None
+    if weights is not None:
+        exporter = get_exporter("onnx", registry.host)
+        options = export_options_for(exporter, exporter.default_precision(),
+                                     tuple(card.preprocessing.input_size))  # type: ignore[arg-type]
+        key, _builder, _code = export_identity(card, weights, exporter, options, registry)
+        entry = ArtifactCache(budget=None).lookup(key)
+    if entry is None or not entry.artifact_file:
+        raise UsageError(f"--demo {card.name}: this machine's export cache holds no ONNX "
+                         f"artifact of it; {make}")
+    return entry.folder / entry.artifact_file
 
 
 def scene_png(manifest: Any) -> tuple[bytes, int, int]:

@@ -13,7 +13,6 @@ from zoo.site import benchdata, palette
 from zoo.site.html import count, esc, page, size, table, tag
 
 if TYPE_CHECKING:
-    from zoo.bench.record import BenchRecord
     from zoo.catalog.schema import ModelCard
     from zoo.export.support import FormatSupport
     from zoo.site.overlays import Overlays
@@ -27,7 +26,7 @@ class ModelInputs:
 
     source: str
     support: list[FormatSupport]
-    bench: list[BenchRecord] = field(default_factory=list)
+    bench: list[benchdata.BenchGroup] = field(default_factory=list)
     overlays: Overlays | None = None
     store: StoreView | None = None
     snippets: dict[str, list[Snippet]] | None = None
@@ -130,15 +129,31 @@ def _file_name(name: str, row: FormatSupport) -> str:
     return f"{name}{'' if precision == 'fp32' else '.' + precision}{row.suffix}"
 
 
+def _bench_store_notes(card: ModelCard, inputs: ModelInputs) -> str:
+    """Why the team store's bench records of ``card`` are missing or refused (markup)."""
+    view = inputs.store
+    if view is None or view.error is not None:
+        return ""
+    from zoo.site.store_view import refused_list
+
+    if view.bench_error is not None:
+        return tag("p", esc(f"The team store's bench records could not be read: "
+                            f"{view.bench_error}"), class_="warning store-error")
+    return refused_list(view.bench_refused_for(card.name))
+
+
 def _bench(card: ModelCard, inputs: ModelInputs) -> str:
+    notes = _bench_store_notes(card, inputs)
     if not inputs.bench:
         return ('<section id="bench"><h2>Size, latency and fidelity</h2>'
                 + tag("p", esc(f"No bench records: run `zoo bench {card.name}` and build the "
-                               "site with --bench FILE."), class_="dim") + "</section>\n")
+                               "site with --bench FILE (or publish it with --publish and "
+                               "build with --store)."), class_="dim")
+                + notes + "</section>\n")
     return ('<section id="bench"><h2>Size, latency and fidelity</h2>'
             "<p>Latency is the ratio to eager fp32 on the same machine, measured as "
             "interleaved pairs; below 1 is faster. Each group is one machine.</p>\n"
-            + benchdata.section(inputs.bench, inputs.zoo_version) + "</section>\n")
+            + notes + benchdata.section(inputs.bench, inputs.zoo_version) + "</section>\n")
 
 
 def _overlays(card: ModelCard, inputs: ModelInputs) -> str:

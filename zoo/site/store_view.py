@@ -1,6 +1,8 @@
 """What the team store holds, for the site: per artifact the signer, when, size, identity, and
 whether it verifies against the trusted keys (``zoo store verify``'s checks: record name and
-fields, signature, every object re-hashed, manifest consistency).
+fields, signature, every object re-hashed, manifest consistency); and the bench records it
+holds (``bench/``, read by :func:`zoo.store.bench_records.list_bench`), each refused file
+with its reason.
 
 A store that cannot be read does not stop the site: the store section says why, in one line.
 """
@@ -14,6 +16,9 @@ from zoo.errors import ZooError
 from zoo.site.html import esc, size, table, tag
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from zoo.store.bench_records import PublishedBench
     from zoo.store.config import StoreConfig
 
 
@@ -46,14 +51,29 @@ class StoreView:
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (record key, why)
     error: str | None = None
     trusted_keys: int = 0
+    bench: list[PublishedBench] = field(default_factory=list)  # checked, oldest first
+    bench_refused: list[tuple[str, str]] = field(default_factory=list)  # (key, why)
+    bench_error: str | None = None  # bench/ could not be listed
 
     def for_model(self, name: str) -> list[StoredArtifact]:
         return [a for a in self.artifacts if a.model == name]
 
+    def bench_refused_for(self, name: str) -> list[tuple[str, str]]:
+        """The refused bench files filed under model ``name``."""
+        return [(k, why) for k, why in self.bench_refused if k.startswith(f"bench/{name}/")]
 
-def read_store(config: StoreConfig) -> StoreView:
-    """List and audit the store ``config`` names; a store that fails gives a view with
-    ``error`` set (never an exception for an unreachable or broken store)."""
+
+def _failure(exc: Exception) -> str:
+    if isinstance(exc, ZooError):
+        return str(exc)
+    return f"cannot read the store: {getattr(exc, 'strerror', None) or type(exc).__name__}"
+
+
+def read_store(config: StoreConfig, models: Iterable[str] | None = None) -> StoreView:
+    """List and audit the store ``config`` names, and read its bench records of ``models``
+    (None: all); a store that fails gives a view with ``error`` set (never an exception for
+    an unreachable or broken store)."""
+    from zoo.store.bench_records import list_bench
     from zoo.weights.urls import redact_url
 
     view = StoreView(redact_url(config.url), trusted_keys=len(config.trusted_keys))
@@ -62,12 +82,14 @@ def read_store(config: StoreConfig) -> StoreView:
         store = config.open()
         listed = list(store.records(None, trusted))
         report = store.verify(trusted)
-    except ZooError as exc:
-        view.error = str(exc)
+    except (ZooError, OSError) as exc:
+        view.error = _failure(exc)
         return view
-    except OSError as exc:
-        view.error = f"cannot read the store: {exc.strerror or type(exc).__name__}"
-        return view
+    try:
+        bench = list_bench(store, models, trusted)
+        view.bench, view.bench_refused = bench.records, bench.refused
+    except (ZooError, OSError) as exc:
+        view.bench_error = _failure(exc)
     verdicts = {entry["record"]: entry for entry in report.records}
     for item in listed:
         if item.record is None:
@@ -130,6 +152,26 @@ def summary(view: StoreView) -> str:
                         f"{good} of them verify; {keys}."), class_="store-summary")
 
 
+def bench_summary(view: StoreView) -> str:
+    """The store's bench records in one paragraph, and each refused file (markup)."""
+    if view.error is not None:
+        return ""
+    if view.bench_error is not None:
+        return tag("p", esc(f"The store's bench records could not be read: {view.bench_error}"),
+                   class_="warning store-error")
+    signed = sum(1 for b in view.bench if b.signature is not None)
+    parts = [tag("p", esc(f"The team store holds {len(view.bench)} bench record(s) of this "
+                          f"catalogue's models ({signed} signed); they are plotted on the "
+                          "model pages."), class_="store-summary")]
+    return "".join(parts) + refused_list(view.bench_refused)
+
+
+def refused_list(refused: list[tuple[str, str]]) -> str:
+    """Refused bench files, one line each: the key and why (markup)."""
+    return "".join(tag("p", esc(f"refused {key}: {why}"), class_="warning bench-refused")
+                   for key, why in refused)
+
+
 def page_body(view: StoreView) -> str:
     """The body of store.html."""
     parts = ["<h1>Team store</h1>\n", summary(view)]
@@ -138,4 +180,5 @@ def page_body(view: StoreView) -> str:
                      else tag("p", "The store holds no records."))
         for key, why in view.unreadable:
             parts.append(tag("p", esc(f"{key}: {why}"), class_="warning"))
+        parts.append("<h2>Bench records</h2>\n" + bench_summary(view))
     return "".join(parts)
