@@ -94,6 +94,39 @@ def test_plugin_code_redirects_stdout_and_names_the_plugin(
         open("/nonexistent/zoo/file")  # noqa: SIM115 - a plugin's own bad path
 
 
+def test_plugin_code_blocks_overlapping_on_two_threads_put_stdout_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An export runs the model on a second thread while its format prepares: blocks that
+    enter A, B and leave A, B (contextlib.redirect_stdout would leave stdout on stderr)."""
+    import threading
+
+    from zoo.catalog.plugins import plugin_code
+
+    stdout = sys.stdout
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def second() -> None:
+        a_in.wait()
+        with plugin_code("b", "testing"):
+            b_in.set()
+            a_out.wait()
+            print("from b")
+
+    worker = threading.Thread(target=second)
+    worker.start()
+    with plugin_code("a", "testing"):
+        a_in.set()
+        b_in.wait()
+        print("from a")
+    a_out.set()
+    worker.join()
+    assert sys.stdout is stdout
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert sorted(err.splitlines()) == ["from a", "from b"]
+
+
 def test_plugin_stdout_never_reaches_zoos_stdout(
     site: dict[str, Path], tmp_path: Path, picture: Path
 ) -> None:

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import importlib
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -79,11 +80,32 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_redirect_lock = threading.Lock()
+_redirect_depth = 0
+_redirect_saved: Any = None
+
+
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
-    """Send ``print()`` and other writes to ``sys.stdout`` to stderr for the block."""
-    with contextlib.redirect_stdout(sys.stderr):
+    """Send ``print()`` and other writes to ``sys.stdout`` to stderr for the block.
+
+    Blocks may nest and overlap across threads (an export runs the model on a second thread
+    while its format prepares): the first to enter swaps ``sys.stdout``, the last to leave
+    puts it back (``contextlib.redirect_stdout`` would restore in the wrong order)."""
+    global _redirect_depth, _redirect_saved
+    with _redirect_lock:
+        if _redirect_depth == 0:
+            _redirect_saved = sys.stdout
+            sys.stdout = sys.stderr
+        _redirect_depth += 1
+    try:
         yield
+    finally:
+        with _redirect_lock:
+            _redirect_depth -= 1
+            if _redirect_depth == 0:
+                sys.stdout = _redirect_saved
+                _redirect_saved = None
 
 
 class PluginHost:

@@ -243,6 +243,10 @@ class Exporter(abc.ABC):
 
     #: ``quantize`` runs on the eager model before ``prepare`` (TorchScript FX, ExecuTorch PT2E).
     quantizes_eager_model: ClassVar[bool] = False
+    #: ``prepare`` may run while the eager golden inputs run through the same model on
+    #: another thread: it neither changes the model nor patches torch process-wide (as FX
+    #: tracing and ``torch.export`` do). True only where that is known (TorchScript, lite).
+    prepare_alongside_eager: ClassVar[bool] = False
 
     @abc.abstractmethod
     def prepare(

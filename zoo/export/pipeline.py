@@ -26,6 +26,7 @@ from zoo.export import get_exporter
 from zoo.export.base import Exporter, ExportOptions, Prepared
 from zoo.export.checksums import update_sums
 from zoo.export.custody import Custody
+from zoo.export.golden_runs import BackgroundCases, golden_specs, run_cases, summaries
 from zoo.export.manifest import (
     EMBEDDED_NAME,
     SIDECAR_SUFFIX,
@@ -37,7 +38,6 @@ from zoo.export.manifest import (
     Golden,
     GoldenCase,
     GoldenInput,
-    GoldenOutput,
     Manifest,
     QuantizationFacts,
     WeightsFacts,
@@ -52,8 +52,6 @@ if TYPE_CHECKING:
     from zoo.catalog.registry import Registry
     from zoo.weights.resolve import ResolvedWeights
 
-GOLDEN_MAX_SIDE = 256
-GOLDEN_SEEDS = {"noise": 0, "scene": 1}
 #: Share of argmax-grid pixels that must agree with the reference, by precision.
 MIN_ARGMAX_AGREEMENT = {"fp32": 0.99, "fp16": 0.95, "int8": 0.9}
 SQNR_MARGIN_DB = 3.0
@@ -80,21 +78,6 @@ def artifact_file_name(card: ModelCard, exporter: Exporter, options: ExportOptio
     """``deeplabv3_resnet50.ptl``; other precisions than fp32 add theirs: ``x.int8.ptl``."""
     tag = "" if options.precision == "fp32" else f".{options.precision}"
     return f"{card.name}{tag}{exporter.suffix}"
-
-
-def golden_shape(input_size: tuple[int, int], static: bool) -> list[int]:
-    """The golden input's shape: the export size, scaled down to keep the check fast.
-
-    Fully convolutional models give the same per-pixel function at any size; a traced or
-    statically exported model is shape-specialised, so it keeps the export size.
-    """
-    h, w = input_size
-    longest = max(h, w)
-    if static or longest <= GOLDEN_MAX_SIDE:
-        return [1, 3, h, w]
-    scale = GOLDEN_MAX_SIDE / longest
-    h2, w2 = (max(32, round(side * scale / 16) * 16) for side in (h, w))
-    return [1, 3, h2, w2]
 
 
 def exported_output(card: ModelCard, exporter: Exporter, keep_aux: bool) -> OutputContract:
@@ -279,36 +262,6 @@ def shape_problem(got: list[int], want: list[int]) -> str:
     return ", ".join(wrong) + hint
 
 
-def _golden_specs(card: ModelCard, shape: list[int]) -> dict[str, GoldenInput]:
-    pre = card.preprocessing
-    return {name: GoldenInput(kind=name, seed=seed, shape=shape,  # type: ignore[arg-type]
-                              scale=pre.scale_divisor, mean=list(pre.mean), std=list(pre.std))
-            for name, seed in GOLDEN_SEEDS.items()}
-
-
-def _run_cases(fn: Callable[..., Any], specs: dict[str, GoldenInput]) -> dict[str, Any]:
-    import torch
-
-    from zoo.export.golden import golden_input
-
-    results = {}
-    with torch.no_grad():
-        for name, spec in specs.items():
-            x = golden_input(spec.model_dump())
-            results[name] = (x, fn(x))
-    return results
-
-
-def _summaries(results: dict[str, Any], specs: dict[str, GoldenInput],
-               key: str | None) -> list[GoldenCase]:
-    from zoo.export.golden import select_output, summarize
-
-    return [GoldenCase(name=name, input=specs[name],
-                       output=GoldenOutput(**summarize(select_output(results[name][1], key),
-                                                       specs[name].seed)))
-            for name in specs]
-
-
 def _produce(
     card: ModelCard, weights: ResolvedWeights, exporter: Exporter, options: ExportOptions,
     name: str, staging: Path, registry: Registry, say: Log, calibrate_dir: Path | None,
@@ -321,11 +274,20 @@ def _produce(
 
     say(f"building {card.name} ({weights.source})")
     model = build_model(card, weights, keep_aux=options.keep_aux, registry=registry)
-    shape = golden_shape(options.input_size, exporter.fixed_input_size)
-    specs = _golden_specs(card, shape)
-    with plugin_code(builder.plugin, f"running model {card.name!r}"):
-        eager = _run_cases(model, specs)
-    check_contract(model, card, options.keep_aux, builder.plugin, eager)
+    specs = golden_specs(card, options.input_size, exporter.fixed_input_size)
+
+    def contained() -> Any:
+        return plugin_code(builder.plugin, f"running model {card.name!r}")
+
+    # fp32 with an exporter that allows it: the eager golden runs (one thread, for
+    # reproducible sums) overlap prepare on a second core; the model's own errors (its
+    # exceptions, the card's contract) are still reported before the exporter's
+    overlap = options.precision == "fp32" and exporter.prepare_alongside_eager
+    background = BackgroundCases(model, specs, contained) if overlap else None
+    if background is None:
+        with contained():
+            eager = run_cases(model, specs)
+        check_contract(model, card, options.keep_aux, builder.plugin, eager)
     reference: Any = model
     quantization: Any = None  # QuantizationFacts, or {"calib": ...} until the artifact runs
     batches = None
@@ -340,19 +302,43 @@ def _produce(
                 reference, details = exporter.quantize(model, batches, card, options)
             quantization = _fidelity_facts(model, reference, batches, card, options, details,
                                            calib)
-            eager = _run_cases(reference, specs)
+            eager = run_cases(reference, specs)
         else:
             quantization = {"calib": calib}
     say(f"preparing the {exporter.name} export")
     h, w = options.input_size
     extra: dict[str, Any] = {"calibration": batches} if batches is not None else {}
-    with plugin_code(format_code.plugin, f"format {exporter.name!r} prepare"):
-        prepared = exporter.prepare(reference, torch.zeros(1, 3, h, w), card, options, **extra)
-    if prepared.static_shape and golden_shape(options.input_size, True) != shape:
-        specs = _golden_specs(card, golden_shape(options.input_size, True))
-        eager = _run_cases(reference, specs)
+    try:
+        with plugin_code(format_code.plugin, f"format {exporter.name!r} prepare"):
+            prepared = exporter.prepare(reference, torch.zeros(1, 3, h, w), card, options,
+                                        **extra)
+    except Exception:
+        if background is not None:
+            check_contract(model, card, options.keep_aux, builder.plugin, background.result())
+        raise
+    if background is not None:
+        eager = background.result()
+        check_contract(model, card, options.keep_aux, builder.plugin, eager)
+    _finish(card, weights, exporter, options, name, staging, key, builder, format_code, say,
+            model, reference, prepared, specs, eager, quantization, batches)
+
+
+def _finish(
+    card: ModelCard, weights: ResolvedWeights, exporter: Exporter, options: ExportOptions,
+    name: str, staging: Path, key: str, builder: CodeIdentity, format_code: CodeIdentity,
+    say: Log, model: Any, reference: Any, prepared: Prepared, specs: dict[str, GoldenInput],
+    eager: dict[str, Any], quantization: Any, batches: list[Any] | None,
+) -> None:
+    """After ``prepare``: the golden cases (eager, or the artifact's for reduced precision
+    made in conversion), the manifest, and the artifact, sidecar and operators in
+    ``staging``."""
+    from zoo.catalog.plugins import plugin_code
+
+    if prepared.static_shape and specs != (full := golden_specs(card, options.input_size, True)):
+        specs = full  # the capture was shape-specialised (traced): run at the export size
+        eager = run_cases(reference, specs)
     golden_ref = "eager"
-    cases = _summaries(eager, specs, card.output.key)
+    cases = summaries(eager, specs, card.output.key)
     if isinstance(quantization, dict):  # reduced precision made during conversion
         calib = quantization["calib"]
         quantization = None
@@ -364,7 +350,7 @@ def _produce(
                                            {"method": exporter.name}, calib)
             if from_artifact:
                 golden_ref = "artifact"
-                cases = _summaries(_run_cases(runnable, specs), specs,
+                cases = summaries(run_cases(runnable, specs), specs,
                                    card.output.key if exporter.keeps_dict_output else None)
         else:
             quantization = QuantizationFacts(

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from zoo.weights.resolve import ResolvedWeights
 
 ALPHA = 0.5
-#: the scene seed of every export's golden 'scene' case (zoo.export.pipeline.GOLDEN_SEEDS)
+#: the scene seed of every export's golden 'scene' case (zoo.export.golden_runs.GOLDEN_SEEDS)
 SCENE_SEED = 1
 
 

@@ -50,8 +50,9 @@ _STRING_OPS = {"BINUNICODE": 5, "SHORT_BINUNICODE": 2, "BINUNICODE8": 9}
 _UNSAFE_OPS = {"FRAME", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 
 
-def canonicalize(source: Path | bytes, dest: Path | io.BytesIO) -> None:
-    """Write the archive ``source`` (a file or its bytes) canonically to ``dest``.
+def canonicalize(source: Path | bytes, dest: Path | io.BytesIO) -> int | None:
+    """Write the archive ``source`` (a file or its bytes) canonically to ``dest``; return the
+    bytecode version of the ``bytecode.pkl`` written (lite archives), else None.
 
     ``dest`` is a path (the archive's inner folder is the file's stem) or, as zoo's exporters
     use it, a buffer (inner folder ``archive``): torch's C++ file writer aborts the process
@@ -75,16 +76,35 @@ def canonicalize(source: Path | bytes, dest: Path | io.BytesIO) -> None:
         return _MANGLE.sub(lambda m: f"___torch_mangle_{mangles[m.group(1)]}", text)
 
     writer = torch._C.PyTorchFileWriter(dest if isinstance(dest, io.BytesIO) else str(dest))
+    version = None
     for name in names:
         data = records[name]
         if name.endswith(".pkl"):
             data = rewrite_pickle_strings(data, rename, name)
+            if name == "bytecode.pkl":
+                version = pickled_bytecode_version(data)
         elif name.startswith("code/") and name.endswith(".py"):
             data = canonical_code(rename(data.decode("utf-8"))).encode("utf-8")
         match = _BACKPORT_CONSTANT.match(name)
         new_name = f"constants/{constants[match.group(1)]}" if match else rename(name)
         writer.write_record(new_name, data, len(data))
     writer.write_end_of_file()
+    return version
+
+
+#: Opcodes that push an int: the bytecode version is the first one of ``bytecode.pkl``.
+_INT_OPS = {"BININT", "BININT1", "BININT2", "LONG1"}
+
+
+def pickled_bytecode_version(data: bytes) -> int | None:
+    """The version a lite archive's ``bytecode.pkl`` starts with (the tuple's first item, as
+    ``torch.jit.mobile._get_model_bytecode_version`` reads it, without parsing the whole
+    archive), or None when the pickle does not start that way."""
+    for op, arg, _pos in pickletools.genops(data):
+        if op.name in ("PROTO", "MARK"):
+            continue
+        return arg if op.name in _INT_OPS and isinstance(arg, int) else None
+    return None
 
 
 def _mangle_renames(names: list[str], records: dict[str, bytes]) -> dict[str, str]:

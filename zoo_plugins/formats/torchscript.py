@@ -110,6 +110,7 @@ class _ScriptedExporter(Exporter):
 
     precisions = ("fp32", "int8")
     quantizes_eager_model = True
+    prepare_alongside_eager = True  # scripting copies the module; tracing state is per thread
     extra_options = ("engine",)
     #: Apply mobile optimisations (``optimize_for_mobile``) when XNNPACK is available.
     mobile: bool = False
@@ -214,13 +215,14 @@ class LiteExporter(_ScriptedExporter):
                         f"cannot backport to bytecode version {target}: this torch "
                         f"({_torch_version()}) cannot write it; try a version >= 5"
                     )
-            # process-independent names, no debug records, backport constants by index
+            # process-independent names, no debug records, backport constants by index;
+            # the version is read from the bytecode record written, not by parsing it all
             canonical = io.BytesIO()
-            canonicalize(raw, canonical)
+            written = canonicalize(raw, canonical)
             del raw
-            if target is not None and _get_model_bytecode_version(
-                    io.BytesIO(canonical.getbuffer())) != target:
-                raise ExportError(f"rewriting the bytecode {target} archive failed")
+            if target is not None and written != target:
+                raise ExportError(f"rewriting the bytecode {target} archive failed (it "
+                                  f"holds version {written})")
         except ExportError:
             raise
         except Exception as exc:
