@@ -423,8 +423,9 @@ def test_listing_pages_through_the_store(s3_store: S3Store, export_dir: Path,
         store.transport.page_size = 2
         before = proxy.count(r"^GET .*list-type=2")
         listed = list(store.records())
-        # 5 records, 2 per page: 3 listings, and one of revocations/ (no tombstones)
-        assert proxy.count(r"^GET .*list-type=2") - before == 3 + 1
+        # 5 records, 2 per page: 3 listings, one of revocations/ (no tombstones) and one of
+        # index/snapshots/ (no index)
+        assert proxy.count(r"^GET .*list-type=2") - before == 3 + 1 + 1
     assert sorted(item.identity for item in listed) == identities
     assert all(item.record is not None for item in listed)
 

@@ -30,6 +30,7 @@ examples:
   zoo store list --store s3://team-zoo/prod
   zoo store list 'deeplab*' --json
   zoo store verify --trusted-key team.pub
+  zoo store index --sign team.key        # in CI after publishing: fast listings for everyone
 
 environment: {STORE_ENV} (the store URL), ZOO_TRUSTED_KEYS (public keys, like --trusted-key).
 """
@@ -65,8 +66,23 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     q.add_argument("--limit", type=_count, default=None, metavar="N",
                    help="show at most N records")
     add_store_options(q, publish=False, sign=False, no_store=False, require=False)
+    q.add_argument("--full", action="store_true",
+                   help="list records/ key by key instead of through the store's index "
+                   "(slower on big stores; shows exactly the records there now)")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(handler=cmd_list)
+
+    q = store_sub.add_parser(
+        "index", parents=[common], help="write a snapshot of the records (fast listings)",
+        description="Write a snapshot of every record under index/ (needs write access, like "
+        "publishing; run it in CI after publishes, like `git gc`): the record files in a few "
+        "parts and a head, signed with --sign. `zoo store list` then reads the snapshot and "
+        "the journal of later publishes instead of every record one by one, and still checks "
+        "each record it shows. Readers with --trusted-key use only a snapshot a trusted key "
+        "signed. Nothing is deleted.")
+    add_store_options(q, publish=False, no_store=False, trusted=False, require=False)
+    q.add_argument("--json", action="store_true", help="machine-readable output")
+    q.set_defaults(handler=cmd_index)
 
     q = store_sub.add_parser(
         "revoke", parents=[common], help="withdraw a published record (signed tombstone)",
@@ -252,13 +268,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     store = config.open()
     good: list[Any] = []
     bad: list[Any] = []
-    for item in store.records(args.pattern, config.trusted_keys or None):
+    for item in store.records(args.pattern, config.trusted_keys or None, full=args.full):
         (good if item.record is not None else bad).append(item)
     good.sort(key=lambda i: (i.record.statement.published_at, i.key), reverse=True)
     if args.limit is not None:
         good = good[: args.limit]
     if args.json:
-        print_json({"store": store.url, "records": [_row(i) for i in good],
+        print_json({"store": store.url, "listing": store.listing.as_dict()
+                    if store.listing else None, "records": [_row(i) for i in good],
                     "unreadable": [{"record": i.key, "error": i.error} for i in bad]})
         return 0
     if not good and not bad:
@@ -279,6 +296,29 @@ def cmd_list(args: argparse.Namespace) -> int:
     stdout_console().print(table)
     for item in bad:
         error_line(f"zoo: warning: {item.key}: {item.error}")
+    info = store.listing
+    if info is not None and info.source == "index":
+        error_line(f"zoo: listed through the store's index of {info.taken_at[:19]}Z "
+                   f"({info.indexed} records, {info.journal} published since); a record "
+                   "deleted after it still shows until the next `zoo store index` "
+                   "(--full lists records/ key by key)")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from zoo.cli.output import print_json, shown
+
+    config = _config(args)
+    result = config.open().index(config.sign_key)
+    if args.json:
+        print_json(result.as_dict())
+        return 0
+    snap = result.snapshot
+    signer = snap.signature.public_key.short if snap.signature else "unsigned (use --sign KEY)"
+    print(f"indexed {snap.records} records of {config.url} in {len(snap.parts)} parts "
+          f"({result.parts_written} written): {result.key}, {signer}")
+    for item in result.skipped:
+        print(shown(f"  left out {item['record']}: {item['error']}"))
     return 0
 
 

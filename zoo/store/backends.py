@@ -36,8 +36,10 @@ class Backend(Protocol):
     def size(self, rel: str) -> int | None:
         """The object's size, or None when there is no such object."""
 
-    def list(self, prefix: str) -> builtins.list[tuple[str, int]]:
-        """(relative path, size) of every object under ``prefix``, sorted."""
+    def list(self, prefix: str, start_after: str | None = None
+             ) -> builtins.list[tuple[str, int]]:
+        """(relative path, size) of every object under ``prefix``, sorted; with
+        ``start_after`` (a relative path), only those that sort after it."""
 
     def read_many(self, rels: builtins.list[str], limit: int) -> dict[str, bytes | Exception]:
         """The first ``limit + 1`` bytes of each object, or the exception reading it raised
@@ -108,15 +110,17 @@ class FsspecBackend(Rooted):
             return None
         return int(info.get("size") or 0)
 
-    def list(self, prefix: str) -> builtins.list[tuple[str, int]]:
-        """Every object under ``prefix`` (paged by fsspec)."""
+    def list(self, prefix: str, start_after: str | None = None
+             ) -> builtins.list[tuple[str, int]]:
+        """Every object under ``prefix`` (paged by fsspec), after ``start_after``."""
         try:
             infos = self.core.call(f"listing {prefix}", self.fs.find, self.path(prefix),
                                    detail=True)
         except FileNotFoundError:
             return []
-        return sorted((self.rel(name), int(info.get("size") or 0))
-                      for name, info in infos.items() if info.get("type") != "directory")
+        found = [(self.rel(name), int(info.get("size") or 0)) for name, info in infos.items()
+                 if info.get("type") != "directory"]
+        return sorted(item for item in found if start_after is None or item[0] > start_after)
 
     def read_many(self, rels: builtins.list[str], limit: int) -> dict[str, bytes | Exception]:
         """One concurrent ``cat_ranges`` for all; a failure other than a missing object is

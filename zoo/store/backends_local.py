@@ -118,10 +118,11 @@ class LocalBackend(Rooted):
 
         self._install(rel, fill)
 
-    def list(self, prefix: str) -> builtins.list[tuple[str, int]]:
-        """Regular files under ``prefix``, through real folders only; anything else found
-        (symbolic links, FIFOs, sockets, devices) is listed too, with its reason kept in
-        :attr:`refused`, so readers see it and refuse it rather than miss it."""
+    def list(self, prefix: str, start_after: str | None = None
+             ) -> builtins.list[tuple[str, int]]:
+        """Regular files under ``prefix`` (after ``start_after``), through real folders only;
+        anything else found (symbolic links, FIFOs, sockets, devices) is listed too, with its
+        reason kept in :attr:`refused`, so readers see it and refuse it rather than miss it."""
         found: builtins.list[tuple[str, int]] = []
         base = self.folder / prefix
         try:
@@ -136,6 +137,8 @@ class LocalBackend(Rooted):
                 for name in [*dirs, *names]:
                     full = Path(dirpath, name)
                     rel = full.relative_to(self.folder).as_posix()
+                    if start_after is not None and rel <= start_after:
+                        continue
                     try:
                         st = os.lstat(full)
                     except FileNotFoundError:

@@ -35,8 +35,10 @@ class S3Backend(FsspecBackend):
             return None
         return int(head.get("ContentLength") or 0)
 
-    def list(self, prefix: str) -> builtins.list[tuple[str, int]]:
-        """ListObjectsV2 page by page (``page_size`` keys each), one retried call per page."""
+    def list(self, prefix: str, start_after: str | None = None
+             ) -> builtins.list[tuple[str, int]]:
+        """ListObjectsV2 page by page (``page_size`` keys each), one retried call per page;
+        ``start_after`` is S3's StartAfter (only keys after it are sent)."""
         bucket, key, _ = self.fs.split_path(self.path(prefix))
         found: builtins.list[tuple[str, int]] = []
         token: str | None = None
@@ -45,6 +47,8 @@ class S3Backend(FsspecBackend):
                                       "MaxKeys": self.core.page_size}
             if token:
                 kwargs["ContinuationToken"] = token
+            elif start_after:
+                kwargs["StartAfter"] = self.fs.split_path(self.path(start_after))[1]
             try:
                 page = self.core.call(f"listing {prefix}", self.fs.call_s3, "list_objects_v2",
                                       **kwargs)

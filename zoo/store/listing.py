@@ -1,30 +1,24 @@
 """Reading records and tombstones from a store: parsed, checked against their names,
 remembered locally; finding and revoking a record.
 
-A store of thousands of records is listed without one request per record: records already
-read are remembered under ``ZOO_HOME/store/records`` (by sha256, re-proved on every read), and
-a reader that had to fetch many records one by one leaves them in a *pack*
-(``packs/records/<sha256>.json``: record files side by side, named by the pack's own sha256;
-written best-effort, quietly skipped on a read-only store). Nothing in a pack is trusted: a
-record is taken from one only for a key the ``records/`` listing shows, and only when its
-bytes hash to the name in that key; then it gets every check a record read on its own gets
-(parse, identity, signature, tombstones). A pack can hold records back, never add or alter
-one.
+Records already read are remembered under ``ZOO_HOME/store/records`` (by sha256, re-proved on
+every read). A caller may hand :meth:`RecordsMixin._read_records` *copies* of record files
+(from the store's index, :mod:`zoo.store.indexing`): a copy is used only for its key and only
+when its bytes hash to the name in that key; then it gets every check a record read on its own
+gets (parse, identity; the caller adds signature and tombstones). A copy that does not match
+is named in a warning and the record itself is read instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from zoo._core.jsonio import JSONRefused, json_object
-from zoo._core.names import SHA256_HEX
 from zoo.store.base import (
     RECORD_KEY,
     RECORDS,
@@ -40,7 +34,6 @@ from zoo.store.record import (
     Record,
     RecordError,
     parse_record,
-    signature_status,
 )
 from zoo.store.revocation import KEY as REVOCATION_KEY
 from zoo.store.revocation import MAX_BYTES as MAX_REVOCATION_BYTES
@@ -53,13 +46,6 @@ from zoo.store.revocation import (
 )
 from zoo.store.revocation import describe as describe_revocation
 
-PACKS = "packs/records/"
-PACK_KEY = re.compile(rf"packs/records/({SHA256_HEX})\.json")
-PACK_MIN = 256  # records fetched one by one before a reader leaves a pack
-PACK_MAX_RECORDS = 4096
-MAX_PACK_BYTES = 32 << 20
-MAX_PACKS = 64  # packs read per listing (a store with more is read record by record)
-PACKS_BUDGET = 256 << 20  # bytes of packs one listing holds at most
 CHUNK = 2048  # records requested at once (the transport reads them concurrently)
 
 
@@ -90,84 +76,64 @@ class RecordsMixin(StoreBase):
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
 
-    def _read_records(self, keys: list[str], *, packs: bool = False
+    def _read_records(self, keys: list[str], *, copies: dict[str, bytes] | None = None,
+                      keep: dict[str, bytes] | None = None,
+                      missing_ok: frozenset[str] = frozenset(),
                       ) -> Iterator[tuple[str, Record | None, str | None]]:
-        """(key, record, error) for each record key: from the local record cache, from the
-        store's packs (``packs``: for listings of the whole store), else read concurrently,
-        CHUNK at a time."""
+        """(key, record, error) for each record key, CHUNK at a time: from ``copies`` (key ->
+        bytes, e.g. the store's index; used only when the bytes hash to the key's name), the
+        local record cache, else read from the store concurrently. ``keep`` receives the bytes
+        of every record that parsed; keys in ``missing_ok`` that the store does not hold are
+        left out instead of reported."""
+        from zoo._core.log import warn
+
         digests = {k: m.group(2) for k in keys if (m := RECORD_KEY.fullmatch(k))}
-        with ThreadPoolExecutor(8) as pool:
-            cached = dict(zip(keys, pool.map(lambda k: self._cached(digests[k]) if k in digests
-                                             else None, keys), strict=True))
-        missing = [k for k in keys if cached[k] is None]
-        packed: dict[str, bytes] = self._pack_blobs() if packs and len(missing) >= PACK_MIN \
-            else {}
-        fetched: dict[str, bytes] = {}  # read from the store's records/ one by one
+        copies = copies or {}
         for i in range(0, len(keys), CHUNK):
             chunk = keys[i:i + CHUNK]
             blobs: dict[str, bytes | Exception] = {}
-            todo = []
             for key in chunk:
-                blob = cached[key]
-                if blob is None and key in digests and (copy := packed.get(digests[key])) \
-                        and hashlib.sha256(copy).hexdigest() == digests[key]:
-                    blob = copy  # a pack's copy, when its bytes are the ones the key names
-                if blob is not None:
-                    blobs[key] = blob
+                copy = copies.get(key)
+                if copy is None or key not in digests:
+                    continue
+                if hashlib.sha256(copy).hexdigest() == digests[key]:
+                    blobs[key] = copy
                 else:
-                    todo.append(key)
-            got = self.transport.read_many(todo, MAX_RECORD_BYTES)
+                    warn(f"store {self.url}: the index's copy of {key} does not hash to its "
+                         "name (altered); reading the record itself")
+            rest = [k for k in chunk if k not in blobs]
+            cached = self._cached_many([(k, digests[k]) for k in rest if k in digests])
+            blobs.update(cached)
+            got = self.transport.read_many([k for k in rest if k not in cached],
+                                           MAX_RECORD_BYTES)
             blobs.update(got)
-            parsed = [(key, *self._parse(key, blobs[key], remember=False)) for key in chunk]
-            new: dict[str, bytes] = {}  # checked, and not yet in the local record cache
+            parsed = [(key, *self._parse(key, blobs[key], remember=False)) for key in chunk
+                      if not (key in missing_ok and isinstance(blobs[key], FileNotFoundError))]
+            new: dict[str, bytes] = {}  # read from the store, checked: for the record cache
             for key, record, _error in parsed:
                 body = blobs[key]
-                if record is not None and cached[key] is None and isinstance(body, bytes):
-                    new[digests[key]] = body
+                if record is not None and isinstance(body, bytes):
+                    if keep is not None:
+                        keep[key] = body
                     if key in got:
-                        fetched[digests[key]] = body
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda item: self._remember(*item), new.items()))
+                        new[digests[key]] = body
+            if new:
+                with ThreadPoolExecutor(8) as pool:
+                    list(pool.map(lambda item: self._remember(*item), new.items()))
             yield from parsed
-        if packs and len(fetched) >= PACK_MIN:
-            self._write_packs(fetched)
 
-    def _pack_blobs(self) -> dict[str, bytes]:
-        """Record files from the store's packs, by the sha256 each pack names them with (not
-        yet checked: :meth:`_parse` hashes each against its record key). Packs that are
-        unreadable, oversize, misnamed or malformed are skipped."""
-        try:
-            keys = [k for k, size in self.transport.list(PACKS)
-                    if PACK_KEY.fullmatch(k) and 0 < size <= MAX_PACK_BYTES][:MAX_PACKS]
-        except Exception:  # a store without packs, or one that refuses the listing
+    def _cached_many(self, wanted: list[tuple[str, str]]) -> dict[str, bytes]:
+        """key -> bytes of the records (key, digest) the local record cache holds, read on
+        a few threads, each taking a slice (not one task per file)."""
+        if self.record_cache is None or not wanted:
             return {}
-        found: dict[str, bytes] = {}
-        budget = PACKS_BUDGET
-        for key in keys:  # one at a time: memory stays within one pack and the budget
-            blob = self.transport.read_many([key], MAX_PACK_BYTES).get(key)
-            match = PACK_KEY.fullmatch(key)
-            if isinstance(blob, bytes):
-                budget -= len(blob)
-            if budget < 0:
-                break
-            if not isinstance(blob, bytes) or match is None or len(blob) > MAX_PACK_BYTES or \
-                    hashlib.sha256(blob).hexdigest() != match.group(1):
-                continue
-            found.update(_unpack(blob))
-        return found
+        slices = [wanted[j::4] for j in range(4)]
 
-    def _write_packs(self, blobs: dict[str, bytes]) -> None:
-        """Leave ``blobs`` (checked record files) in the store as packs, best-effort."""
-        items = sorted(blobs.items())
-        for i in range(0, len(items), PACK_MAX_RECORDS):
-            body = json.dumps({"zoo_record_pack": 1, "records": {
-                digest: blob.decode("latin-1") for digest, blob in items[i:i + PACK_MAX_RECORDS]
-            }}, sort_keys=True, separators=(",", ":")).encode("ascii")
-            if len(body) > MAX_PACK_BYTES:
-                continue
-            with contextlib.suppress(Exception):  # read-only credentials: no pack, no harm
-                self.transport.write_new(f"{PACKS}{hashlib.sha256(body).hexdigest()}.json",
-                                         body)
+        def read(part: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
+            return [(k, blob) for k, d in part if (blob := self._cached(d)) is not None]
+
+        with ThreadPoolExecutor(4) as pool:
+            return {k: blob for part in pool.map(read, slices) for k, blob in part}
 
     def _parse(self, key: str, blob: bytes | Exception, remember: bool = True
                ) -> tuple[Record | None, str | None]:
@@ -188,23 +154,6 @@ class RecordsMixin(StoreBase):
         if remember:
             self._remember(match.group(2), blob)
         return record, None
-
-    def records(self, pattern: str | None = None,
-                trusted: list[PublicKey] | None = None) -> Iterator[Listed]:
-        """Every record in the store, in key order, read a page (256 records) at a time;
-        those whose model name does not match the glob ``pattern`` are left out. A record
-        that cannot be read or parsed is yielded with ``error`` set."""
-        import fnmatch
-
-        self.transport.check_root()  # a missing or unreachable store is an error, not empty
-        keys = [k for k, _size in self.transport.list(RECORDS)]
-        tombs = self.tombstones()
-        for key, record, error in self._read_records(keys, packs=True):
-            if record is not None and pattern and not fnmatch.fnmatchcase(
-                    record.statement.model, pattern):
-                continue
-            status = signature_status(record, trusted) if record is not None else None
-            yield Listed(key, record, error, status, self._revoked(key, record, tombs, trusted))
 
     def lookup(self, identity: str, trusted: list[PublicKey] | None = None) -> list[Listed]:
         """The records for one export identity (parsed or with the reason they are not),
@@ -305,20 +254,3 @@ class RecordsMixin(StoreBase):
         self.transport.write_new(tomb.key, tomb.to_bytes())
         return tomb
 
-
-def _unpack(blob: bytes) -> dict[str, bytes]:
-    """digest -> record file bytes from a pack (hostile: anything malformed is dropped)."""
-    try:
-        data = json_object(blob, MAX_PACK_BYTES, "record pack")
-    except JSONRefused:
-        return {}
-    records = data.get("records")
-    if not isinstance(records, dict) or len(records) > PACK_MAX_RECORDS:
-        return {}
-    out = {}
-    for digest, text in records.items():
-        if isinstance(digest, str) and HEX64.fullmatch(digest) and isinstance(text, str) and \
-                len(text) <= MAX_RECORD_BYTES:
-            with contextlib.suppress(UnicodeEncodeError):
-                out[digest] = text.encode("latin-1")
-    return out

@@ -1,4 +1,5 @@
-"""Publishing an export folder: every check a pull makes, then objects, then the record."""
+"""Publishing an export folder: every check a pull makes, then objects, then a journal entry
+(:mod:`zoo.store.index`), then the record."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from zoo.store.export_folder import (
     LocalExport,
     collected,
 )
+from zoo.store.index import journal_key
 from zoo.store.keys import SigningKey
 from zoo.store.listing import RecordsMixin
 from zoo.store.record import (
@@ -88,6 +90,9 @@ class PublishMixin(RecordsMixin):
             uploaded.append(file)
         blob = record.to_bytes()
         key = f"{RECORDS}{identity}/{hashlib.sha256(blob).hexdigest()}.json"
+        # the journal entry first: a reader that lists through the index finds the record by
+        # it (an entry whose record is not there yet, or any more, is passed over)
+        self.transport.write_new(journal_key(key), b"")
         self.transport.write_new(key, blob)
         say("record", total, total)
         by_sha = {f.sha256 for f in uploaded}

@@ -6,13 +6,16 @@ Layout under the store URL (nothing else is read; nothing is ever rewritten)::
     records/<identity>/<hex>.json        one record per publish, named by its own sha256
     weights/sha256/<hex>                 model weights, named by their sha256: a mirror of
                                          the cards' weights URLs, checked like any mirror
+    index/                               snapshots of records/ and a journal of publishes
+                                         (zoo.store.index): how readers list a big store
     tmp/                                 file:// stores only: half-written files before rename
 
 A publish uploads the objects the store lacks, then writes the record, last: a reader lists
 ``records/<identity>/`` and so never sees an artifact whose objects are not all there; a
 killed publish leaves only objects, which no record names (``zoo store verify`` lists them as
 unreferenced). Records are immutable and uniquely named, so concurrent publishers never lose
-each other's work; there is no index to overwrite.
+each other's work. The index (``index/``) is only added to: snapshot heads and parts are named
+by their own sha256, journal entries by time and record.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from zoo.store.base import (
     PullResult,
     VerifyReport,
 )
+from zoo.store.indexing import IndexMixin
 from zoo.store.mirror import WeightsMixin
 from zoo.store.publishing import PublishMixin
 from zoo.store.pulling import PullMixin
@@ -44,7 +48,7 @@ __all__ = ["OBJECTS", "OBJECT_KEY", "RECORDS", "RECORD_KEY", "WEIGHTS", "WEIGHTS
            "Progress", "PublishResult", "PullResult", "Store", "VerifyReport", "open_store"]
 
 
-class Store(PublishMixin, PullMixin, AuditMixin, WeightsMixin):
+class Store(IndexMixin, PublishMixin, PullMixin, AuditMixin, WeightsMixin):
     """A store at one URL. Build it with :func:`open_store`."""
 
 

@@ -107,9 +107,13 @@ class Transport(TransportCore):
         """The object's size, or None when it does not exist."""
         return self.backend.size(rel)
 
-    def list(self, prefix: str) -> builtins.list[tuple[str, int]]:
-        """(relative path, size) of every object under ``prefix``, sorted (paged)."""
-        return self.backend.list(prefix)
+    def list(self, prefix: str, start_after: str | None = None
+             ) -> builtins.list[tuple[str, int]]:
+        """(relative path, size) of every object under ``prefix``, sorted (paged); with
+        ``start_after``, only those after it (S3 lists only those)."""
+        if start_after is None:
+            return self.backend.list(prefix)
+        return self.backend.list(prefix, start_after)
 
     def read_many(self, rels: builtins.list[str], limit: int) -> dict[str, bytes | Exception]:
         """The first ``limit + 1`` bytes of each object (so oversize shows), concurrently

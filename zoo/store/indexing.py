@@ -1,0 +1,293 @@
+"""Listing a store through its index, and writing the index (``zoo store index``).
+
+A reader of the whole store (:meth:`IndexMixin.records`) asks for the newest snapshot head
+(``index/snapshots/``), its parts (concurrently; kept locally by sha256 under
+``ZOO_HOME/store/index``) and the journal entries written since (``index/journal/``, listed
+from an hour before the snapshot, S3 ``StartAfter``), then checks every record it shows exactly
+as one read from ``records/``: its bytes hash to its key's name, it parses strictly and names
+its identity, its signature is checked against the trusted keys, and tombstones withdraw it.
+A snapshot is used for the listing only when its signature verifies, and, with trusted keys,
+only when one of them signed it; otherwise (and with ``full``, or when there is no index, as
+in stores written by older zoo versions) ``records/`` is listed key by key and the index
+serves only as copies of record files, each used only for a key the listing shows and only
+when its bytes hash to that key's name. Reading never writes to the store.
+
+What the index cannot know: a record deleted from ``records/`` after the snapshot is still
+in it (readers say where each listing came from: :attr:`IndexMixin.listing`), and a record
+written without a journal entry after it (by a zoo older than the index) appears at the next
+``zoo store index`` (or with ``full``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo._core.log import warn
+from zoo.store.base import RECORDS, Listed
+from zoo.store.errors import StoreError
+from zoo.store.index import (
+    JOURNAL,
+    MAX_HEAD_BYTES,
+    MAX_PART_BYTES,
+    SNAPSHOT_KEY,
+    SNAPSHOTS,
+    IndexFormatError,
+    Snapshot,
+    journal_record,
+    make_snapshot,
+    pack_parts,
+    parse_snapshot,
+    stamp,
+    stamp_before,
+    unpack_part,
+)
+from zoo.store.keys import PublicKey, SigningKey
+from zoo.store.listing import RecordsMixin
+from zoo.store.record import Record, now_utc, signature_status
+
+HEADS_TRIED = 3  # newest snapshot heads a reader tries before listing records/ key by key
+JOURNAL_ADVICE = 1000  # journal entries since the snapshot above which a reader says so
+
+
+@dataclass
+class ListingInfo:
+    """Where a listing of the whole store came from."""
+
+    source: str  # "index": a snapshot and its journal; "records": records/ key by key
+    snapshot: str | None = None  # the snapshot head's key
+    taken_at: str | None = None
+    indexed: int = 0  # records the snapshot holds
+    journal: int = 0  # records named by journal entries after it (and not in it)
+    signer: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "snapshot": self.snapshot, "taken_at": self.taken_at,
+                "indexed": self.indexed, "journal": self.journal, "signed_by": self.signer}
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    """What ``zoo store index`` wrote."""
+
+    store: str
+    key: str
+    snapshot: Snapshot
+    parts_written: int
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        sig = self.snapshot.signature
+        return {"store": self.store, "snapshot": self.key, "taken_at": self.snapshot.taken_at,
+                "records": self.snapshot.records,
+                "parts": [p.key for p in self.snapshot.parts],
+                "parts_written": self.parts_written,
+                "signed_by": sig.public_key.fingerprint if sig else None,
+                "skipped": self.skipped}
+
+
+@dataclass
+class _Loaded:
+    key: str
+    snapshot: Snapshot
+    copies: dict[str, bytes]  # record key -> bytes (not yet checked against the key)
+
+
+class _Refused(Exception):
+    """A snapshot head or one of its parts cannot be used (the message says why)."""
+
+
+class IndexMixin(RecordsMixin):
+    """The whole store listed through its index; the index written."""
+
+    listing: ListingInfo | None = None
+
+    def records(self, pattern: str | None = None, trusted: list[PublicKey] | None = None, *,
+                full: bool = False) -> Iterator[Listed]:
+        """Every record in the store (through its index, see the module docstring; ``full``:
+        ``records/`` listed key by key), in key order; those whose model name does not match
+        the glob ``pattern`` are left out. A record that cannot be read or parsed is yielded
+        with ``error`` set. :attr:`listing` says where the listing came from."""
+        self.transport.check_root()  # a missing or unreachable store is an error, not empty
+        loaded, usable = self._load_index(trusted, quiet=full)
+        copies = loaded.copies if loaded else {}
+        missing_ok: frozenset[str] = frozenset()
+        if loaded is not None and usable and not full:
+            snap = loaded.snapshot
+            after = f"{JOURNAL}{stamp_before(snap.taken_at)}"
+            newer = {rec for key, _ in self.transport.list(JOURNAL, start_after=after)
+                     if (named := journal_record(key)) and (rec := named[1]) not in copies}
+            keys = sorted({*copies, *newer})
+            missing_ok = frozenset(newer)  # a publish in flight, or a deleted record
+            sig = snap.signature
+            self.listing = ListingInfo("index", loaded.key, snap.taken_at, len(copies),
+                                       len(newer), sig.public_key.short if sig else None)
+            if len(newer) > JOURNAL_ADVICE:
+                warn(f"store {self.url}: {len(newer)} records were published since the index "
+                     f"of {snap.taken_at[:19]}Z; `zoo store index` makes listings faster")
+        else:
+            keys = [k for k, _size in self.transport.list(RECORDS)]
+            self.listing = ListingInfo("records")
+        tombs = self.tombstones()
+        batch: list[tuple[str, Record | None, str | None]] = []
+        for item in self._read_records(keys, copies=copies, missing_ok=missing_ok):
+            record = item[1]
+            if record is not None and pattern and not fnmatch.fnmatchcase(
+                    record.statement.model, pattern):
+                continue
+            batch.append(item)
+            if len(batch) >= 1024:
+                yield from self._checked(batch, tombs, trusted)
+                batch = []
+        yield from self._checked(batch, tombs, trusted)
+
+    def _checked(self, batch: list[tuple[str, Record | None, str | None]], tombs: list[Any],
+                 trusted: list[PublicKey] | None) -> Iterator[Listed]:
+        """Listed items with their signature status (verified on two threads: the Ed25519
+        check releases the GIL) and revocation."""
+        records = [r for _k, r, _e in batch if r is not None]
+        with ThreadPoolExecutor(2) as pool:
+            statuses = iter(pool.map(lambda r: signature_status(r, trusted), records,
+                                     chunksize=64))
+        for key, record, error in batch:
+            status = next(statuses) if record is not None else None
+            yield Listed(key, record, error, status, self._revoked(key, record, tombs, trusted))
+
+    # -- reading the index ----------------------------------------------------------------
+
+    def _part_cache(self) -> Path | None:
+        return self.record_cache.parent / "index" if self.record_cache else None
+
+    def _load_index(self, trusted: list[PublicKey] | None, *, quiet: bool = False
+                    ) -> tuple[_Loaded | None, bool]:
+        """(the newest snapshot that loads, whether it may stand for the listing). A head
+        whose signature does not meet the rule (see the module docstring) is still read as a
+        source of copies when no other one qualifies. Refusals are warnings unless ``quiet``."""
+        try:
+            heads = sorted((k for k, size in self.transport.list(SNAPSHOTS)
+                            if SNAPSHOT_KEY.fullmatch(k)), reverse=True)[:HEADS_TRIED]
+        except StoreError as exc:
+            if not quiet:
+                warn(f"store {self.url}: cannot list its index ({exc}); listing records/")
+            return None, False
+        fallback: tuple[str, Snapshot] | None = None
+        for key in heads:
+            try:
+                snap = self._read_head(key)
+                refusal = _signature_rule(snap, trusted)
+                if refusal is not None:
+                    if not quiet:
+                        warn(f"store {self.url}: index {key}: {refusal}; listing records/ "
+                             "instead (`zoo store index --sign KEY` with a trusted key)")
+                    fallback = fallback or (key, snap)
+                    continue
+                return _Loaded(key, snap, self._read_parts(snap)), True
+            except _Refused as exc:
+                if not quiet:
+                    warn(f"store {self.url}: index {key}: {exc}; not used")
+        if fallback is not None:
+            with contextlib.suppress(_Refused):
+                return _Loaded(fallback[0], fallback[1], self._read_parts(fallback[1])), False
+        return None, False
+
+    def _read_head(self, key: str) -> Snapshot:
+        match = SNAPSHOT_KEY.fullmatch(key)
+        assert match is not None
+        blob = self.transport.read_many([key], MAX_HEAD_BYTES)[key]
+        if isinstance(blob, Exception):
+            raise _Refused(f"unreadable ({blob})")
+        if len(blob) > MAX_HEAD_BYTES:
+            raise _Refused(f"more than {MAX_HEAD_BYTES} bytes")
+        if hashlib.sha256(blob).hexdigest() != match.group(2):
+            raise _Refused("its bytes do not match its name (altered)")
+        try:
+            snap = parse_snapshot(blob)
+        except IndexFormatError as exc:
+            raise _Refused(f"not a valid snapshot: {exc}") from None
+        if stamp(snap.taken_at) != match.group(1):
+            raise _Refused("named with another time than the one it holds")
+        return snap
+
+    def _read_parts(self, snap: Snapshot) -> dict[str, bytes]:
+        """Every record copy of ``snap``'s parts: from the local part cache, else read
+        concurrently; each part's bytes must be the ones the head names."""
+        folder = self._part_cache()
+        blobs: dict[str, bytes | Exception] = {}
+        for ref in snap.parts:
+            with contextlib.suppress(OSError):
+                if folder is not None:
+                    kept = (folder / f"{ref.sha256}.json").read_bytes()
+                    if hashlib.sha256(kept).hexdigest() == ref.sha256:
+                        blobs[ref.key] = kept
+        fetched = self.transport.read_many([r.key for r in snap.parts if r.key not in blobs],
+                                           MAX_PART_BYTES)
+        blobs.update(fetched)
+        copies: dict[str, bytes] = {}
+        for ref in snap.parts:
+            blob = blobs[ref.key]
+            if not isinstance(blob, bytes):
+                raise _Refused(f"part {ref.key} unreadable ({blob})")
+            if len(blob) != ref.size or hashlib.sha256(blob).hexdigest() != ref.sha256:
+                raise _Refused(f"part {ref.key}: its bytes are not the ones the snapshot "
+                               "names (altered or truncated)")
+            try:
+                copies.update(unpack_part(blob, ref.records))
+            except IndexFormatError as exc:
+                raise _Refused(f"part {ref.key}: {exc}") from None
+            if ref.key in fetched and folder is not None:
+                _keep(folder / f"{ref.sha256}.json", blob)
+        return copies
+
+    # -- writing the index ----------------------------------------------------------------
+
+    def index(self, sign_key: SigningKey | None = None) -> IndexResult:
+        """Write a snapshot of ``records/`` (needs write access): every record that parses,
+        in parts, then the head, last, signed with ``sign_key``. Records that do not parse are
+        left out (``skipped``). Nothing is deleted; older snapshots stay."""
+        self.transport.check_root()
+        taken_at = now_utc()  # before the listing: journal entries from then on are read
+        keys = [k for k, _size in self.transport.list(RECORDS)]
+        loaded, _usable = self._load_index(None, quiet=True)
+        keep: dict[str, bytes] = {}
+        skipped = [{"record": k, "error": str(e)} for k, r, e in self._read_records(
+            keys, copies=loaded.copies if loaded else None, keep=keep) if r is None]
+        parts = pack_parts(keep)
+        written = 0
+        for ref, body in parts:
+            if self.transport.size(ref.key) != ref.size:
+                self.transport.write_new(ref.key, body)
+                written += 1
+        snap = make_snapshot(taken_at, [ref for ref, _ in parts], sign_key, self.publisher)
+        self.transport.write_new(snap.key, snap.to_bytes())
+        return IndexResult(self.url, snap.key, snap, written, skipped)
+
+
+def _signature_rule(snap: Snapshot, trusted: list[PublicKey] | None) -> str | None:
+    """Why ``snap`` may not stand for the listing, or None."""
+    status = snap.signature_status(trusted)
+    if status == "invalid":
+        raise _Refused("its signature does not verify (altered or signed wrongly)")
+    if trusted and status == "unsigned":
+        return "unsigned, and a trusted key is required"
+    if trusted and status == "untrusted":
+        assert snap.signature is not None
+        return f"signed by {snap.signature.public_key.short}, which is not a trusted key"
+    return None
+
+
+def _keep(path: Path, blob: bytes) -> None:
+    """Keep a checked part in the local cache (re-proved by sha256 on every read)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
