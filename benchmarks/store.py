@@ -4,6 +4,7 @@
     python benchmarks/store.py --size-mb 256 --rounds 7
     python benchmarks/store.py --fetch               # + deeplabv3_resnet50 hit vs cold export
     python benchmarks/store.py --fetch-only --format lite --fetch-rounds 3
+    python benchmarks/store.py --list 10000 --list-rounds 3   # `zoo store list`, big store
 
 moto's S3 server runs in its own process (``python -m tests.s3server``) on 127.0.0.1, so the
 client and the server do not share a GIL. The artifact is a real export
@@ -21,6 +22,14 @@ the ratio zoo / s3fs of throughput with the min..max of the per-round ratios (ta
 ``--fetch`` times ``zoo fetch deeplabv3_resnet50 --weights none --format F`` as a real process:
 a cold local export (fresh ZOO_HOME, ``--no-store``) against a store hit (fresh ZOO_HOME,
 ``--store`` holding the artifact a first run published), interleaved, and prints the ratio.
+
+``--list N`` fills a store with N signed records (as big as real ones: a real export's objects,
+uploaded in bulk as an older zoo would have published them, so records/ has no journal), runs
+``zoo store index --sign`` once (timed), then times ``zoo store list --trusted-key`` as real
+processes, interleaved: through the index with an empty ZOO_HOME, through the index with a
+warm one, the table instead of --json (warm), and ``--full`` (records/ listed key by key, the
+index's copies as the bytes; warm). ``--list-first`` adds one ``--full`` reader with an empty
+ZOO_HOME (every record read one by one: slow).
 """
 
 from __future__ import annotations
@@ -191,6 +200,98 @@ def fetch_comparison(endpoint: str, fmt: str, rounds: int, work: Path) -> None:
           f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
 
 
+def fill_records(url: str, options: dict[str, str], count: int, work: Path) -> Path:
+    """``count`` signed records under distinct identities, uploaded in bulk; the public key."""
+    import secrets
+
+    import s3fs
+
+    from zoo.store import open_store
+    from zoo.store.keys import load_signing_key
+    from zoo.store.record import make_record
+
+    key = work / "key.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(key)],
+                   check=True)
+    subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(work / "key.pub")],
+                   check=True)
+    sign_key = load_signing_key(key)
+    first = open_store(url, options, record_cache=False).publish(
+        make_export(work, 1 << 10), sign_key=sign_key).record
+    fs = s3fs.S3FileSystem(**options)
+    batch: dict[str, bytes] = {}
+    for i in range(count - 1):
+        identity = secrets.token_hex(32)
+        fields = {**{f: getattr(first.statement, f) for f in (
+            "identity_source", "model", "format", "precision", "untrained", "artifact",
+            "manifest", "manifest_sha256", "size")}, "identity": identity}
+        record = make_record(fields, list(first.statement.objects), sign_key, "bench")
+        batch[f"{url.removeprefix('s3://')}/records/{identity}/{record.digest}.json"] = \
+            record.to_bytes()
+        if len(batch) == 500 or i == count - 2:
+            fs.pipe(batch)
+            batch = {}
+    return work / "key.pub"
+
+
+def listing(endpoint: str, count: int, rounds: int, first: bool, work: Path) -> None:
+    """`zoo store list` on a store of ``count`` signed records (see the module docstring)."""
+    options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+    import s3fs
+
+    bucket = f"list-{uuid.uuid4().hex[:8]}"
+    s3fs.S3FileSystem(**options).mkdir(bucket)
+    url = f"s3://{bucket}/team"
+    start = time.perf_counter()
+    pub = fill_records(url, options, count, work)
+    print(f"{count} signed records in {url} ({time.perf_counter() - start:.1f} s to fill)",
+          flush=True)
+    store = ["--store", url, f"--store-option=endpoint_url={endpoint}"]
+    args = [sys.executable, "-m", "zoo", "store"]
+
+    def run(cmd: list[str], home: Path) -> float:
+        began = time.perf_counter()
+        proc = subprocess.run([*args, *cmd, *store], cwd=ROOT, env=zoo_env(home), text=True,
+                              capture_output=True, check=False)
+        took = time.perf_counter() - began
+        if proc.returncode != 0:
+            raise SystemExit(f"zoo store {cmd[0]} failed: {proc.stderr.strip()[-500:]}")
+        if "--json" in cmd and cmd[0] == "list":
+            shown = len(json.loads(proc.stdout)["records"])
+            if shown != count:
+                raise SystemExit(f"zoo store list showed {shown} records, not {count}")
+        return took
+
+    trusted = ["--trusted-key", str(pub)]
+    if first:
+        took = run(["list", "--json", "--full", *trusted], work / "home-first")
+        print(f"  --full, empty ZOO_HOME (every record read one by one): {took:.2f} s")
+    took = run(["index", "--sign", str(work / "key.pem")], work / "home-writer")
+    print(f"  zoo store index --sign (once, by a writer): {took:.2f} s", flush=True)
+    warm = work / "home-warm"
+    run(["list", "--json", "--full", *trusted], warm)  # warms the record and part caches
+    modes: dict[str, Callable[[int], float]] = {
+        "index, empty ZOO_HOME (--json)": lambda r: run(["list", "--json", *trusted],
+                                                        work / f"home-empty-{r}"),
+        "index, warm ZOO_HOME (--json)": lambda r: run(["list", "--json", *trusted], warm),
+        "index, warm ZOO_HOME (table)": lambda r: run(["list", *trusted], warm),
+        "--full, warm ZOO_HOME (--json)": lambda r: run(["list", "--json", "--full",
+                                                          *trusted], warm),
+    }
+    times: dict[str, list[float]] = {name: [] for name in modes}
+    names = list(modes)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(modes[name](r))
+        print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()),
+              flush=True)
+    print(f"\n`zoo store list` on {count} signed records over moto's S3 (target <= 5 s); "
+          f"medians of {rounds} interleaved rounds")
+    for name, values in times.items():
+        print(f"{name:<32} {statistics.median(values):6.2f} s   (min {min(values):.2f}, "
+              f"max {max(values):.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=128, help="artifact size (default 128)")
@@ -200,11 +301,19 @@ def main() -> None:
     parser.add_argument("--fetch-only", action="store_true", help="only the fetch comparison")
     parser.add_argument("--format", default="torchscript", help="format for --fetch")
     parser.add_argument("--fetch-rounds", type=int, default=3, help="fetch rounds (default 3)")
+    parser.add_argument("--list", type=int, default=0, metavar="N",
+                        help="only `zoo store list` on a store of N signed records")
+    parser.add_argument("--list-rounds", type=int, default=3, help="list rounds (default 3)")
+    parser.add_argument("--list-first", action="store_true",
+                        help="with --list: also one --full reader with an empty ZOO_HOME")
     args = parser.parse_args()
     os.environ.update(CREDS)
     proc, endpoint = start_moto()
     work = Path(tempfile.mkdtemp(prefix="zoo-store-bench-"))
     try:
+        if args.list:
+            listing(endpoint, args.list, args.list_rounds, args.list_first, work)
+            return
         if not args.fetch_only:
             throughput(endpoint, args.size_mb, args.rounds, work)
         if args.fetch or args.fetch_only:

@@ -1,8 +1,8 @@
-"""Sets at team scale (issue 22): `zoo sync` in its execution modes, and the store at 10,000
-records. Every figure comes from real `python -m zoo` processes, interleaved (A B, then B A),
-as medians with the min..max of the per-round ratios.
+"""Sets at team scale (issue 22): `zoo sync` in its execution modes (`zoo store list` on
+10,000 records: benchmarks/store.py --list 10000). Every figure comes from real
+`python -m zoo` processes, interleaved (A B, then B A), as medians with the min..max of the
+per-round ratios.
 
-    python benchmarks/sync.py list --records 10000        # `zoo store list` over moto's S3
     python benchmarks/sync.py noop                        # no-op `zoo sync --locked` (<= 1 s)
     python benchmarks/sync.py dry-run --entries 1000      # `--dry-run` of a big plan (<= 2 s)
     python benchmarks/sync.py modes --rounds 2            # sequential vs --jobs 2 vs --ray
@@ -101,83 +101,6 @@ def plan_text(models: list[str], formats: list[str], size: str | None) -> str:
     return ('[output]\nfolder = "models"\nlayout = "{model}/{format}"\n\n[[artifacts]]\n'
             f"models = {models!r}\nformats = {formats!r}\n{sizes}weights = \"none\"\n"
             ).replace("'", '"')
-
-
-# -- zoo store list on a big store -------------------------------------------------------------
-
-def fill_store(url: str, endpoint: str, count: int, work: Path) -> None:
-    """``count`` signed records (as big as real ones: a real export's objects) under
-    distinct identities, uploaded in bulk."""
-    import s3fs
-
-    from zoo.store.record import make_record
-    from zoo.store.store import open_store
-
-    key_path = work / "key.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(key_path)],
-                   check=True)
-    from zoo.store.keys import load_signing_key
-
-    sign_key = load_signing_key(key_path)
-    out = work / "export"
-    zoo(["fetch", "single_conv", "--weights", "none", "--format", "torchscript", "-o",
-         str(out), "--no-store"], work / "home")
-    store = open_store(url, s3_options(endpoint), record_cache=False)
-    first = store.publish(out).record
-    fs = s3fs.S3FileSystem(**s3_options(endpoint))
-    bucket_prefix = url.removeprefix("s3://")
-    batch: dict[str, bytes] = {}
-    for i in range(count):
-        identity = secrets.token_hex(32)
-        fields = {**{f: getattr(first.statement, f) for f in (
-            "identity_source", "model", "format", "precision", "untrained", "artifact",
-            "manifest", "manifest_sha256", "size")}, "identity": identity}
-        record = make_record(fields, list(first.statement.objects), sign_key, "bench")
-        blob = record.to_bytes()
-        batch[f"{bucket_prefix}/records/{identity}/{record.digest}.json"] = blob
-        if len(batch) == 500 or i == count - 1:
-            fs.pipe(batch)
-            batch = {}
-
-
-def bench_list(args: argparse.Namespace) -> None:
-    moto, endpoint = start_moto()
-    try:
-        with tempfile.TemporaryDirectory(prefix="zoo-bench-list-") as tmp:
-            work = Path(tmp)
-            import s3fs
-
-            bucket = f"bench-{secrets.token_hex(4)}"
-            s3fs.S3FileSystem(**s3_options(endpoint)).mkdir(bucket)
-            url = f"s3://{bucket}/team"
-            start = time.perf_counter()
-            fill_store(url, endpoint, args.records, work)
-            print(f"filled {args.records} records in {time.perf_counter() - start:.1f} s",
-                  file=sys.stderr)
-            import json
-
-            listing = ["store", "list", "--json", *store_args(url, endpoint)]
-            first, proc = zoo(listing, work / "home-first")
-            shown = len(json.loads(proc.stdout)["records"])
-            print(f"  first reader: {first:.2f} s, {shown} records", file=sys.stderr)
-            times: dict[str, list[float]] = {"first reader (no pack yet)": [first],
-                                             "empty cache (reads the pack)": [],
-                                             "warm cache": []}
-            for r in range(args.rounds):
-                home = work / f"home-{r}"
-                cold, proc = zoo(listing, home)
-                warm, _ = zoo(listing, home)
-                times["empty cache (reads the pack)"].append(cold)
-                times["warm cache"].append(warm)
-                shown = len(json.loads(proc.stdout)["records"])
-                print(f"  round {r + 1}: empty cache {cold:.2f} s, warm {warm:.2f} s, "
-                      f"{shown} records", file=sys.stderr)
-            print(f"\n`zoo store list` on {args.records + 1} signed records over moto S3 "
-                  "(target <= 5 s)")
-            table(times)
-    finally:
-        moto.send_signal(signal.SIGINT)
-        moto.wait(10)
 
 
 # -- execution modes ------------------------------------------------------------------------
@@ -351,10 +274,6 @@ def bench_second_machine(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("list")
-    p.add_argument("--records", type=int, default=10_000)
-    p.add_argument("--rounds", type=int, default=3)
-    p.set_defaults(fn=bench_list)
     for name, fn in (("modes", bench_modes), ("second-machine", bench_second_machine)):
         p = sub.add_parser(name)
         p.add_argument("--models", nargs="+", default=MODELS)

@@ -258,11 +258,45 @@ def _row(item: Any) -> dict[str, Any]:
             "revoked": item.revoked}
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-    from rich.table import Table
+def _print_table(items: list[Any]) -> None:
+    """The listing laid out as rich's box-less table lays it out (a space of padding on each
+    side of a cell, the header bold), line by line: rich's own layout took ~5 s for 10,000
+    rows. Every line passes :func:`zoo.cli.output.shown`."""
+    import os
 
-    from zoo.cli.output import error_line, human_bytes, print_json, stdout_console
+    from zoo.cli.output import human_bytes, shown
+
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+    def paint(text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if color else text
+
+    rows: list[tuple[str, ...]] = [("model", "format", "precision", "size", "signed by",
+                                    "published", "identity")]
+    notes = [("", "")]
+    for item in items:
+        st = item.record.statement
+        notes.append((" (untrained)" if st.untrained else "", " REVOKED" if item.revoked
+                      else ""))
+        rows.append((st.model + "".join(notes[-1]), st.format, st.precision,
+                     human_bytes(st.size), _signer(item),
+                     st.published_at[:19].replace("T", " ") + "Z", st.identity[:16]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [" " + "  ".join(paint(c.ljust(w), "1") for c, w in zip(rows[0], widths,
+                                                                 strict=True)) + " "]
+    for row, (untrained, revoked) in zip(rows[1:], notes[1:], strict=True):
+        line = shown(" " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) +
+                     " ")
+        if color and (untrained or revoked):  # after shown(): it would escape the colours
+            model = row[0][:len(row[0]) - len(untrained) - len(revoked)]
+            line = " " + shown(model) + paint(untrained, "33") * bool(untrained) + \
+                paint(revoked, "1;31") * bool(revoked) + line[1 + len(row[0]):]
+        lines.append(line)
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from zoo.cli.output import error_line, print_json
 
     config = _config(args)
     store = config.open()
@@ -282,18 +316,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         error_line(f"zoo: the store {store.url} holds no records"
                    + (f" for models matching {args.pattern!r}" if args.pattern else ""))
         return 0
-    table = Table(box=None, header_style="bold")
-    for column in ("model", "format", "precision", "size", "signed by", "published",
-                   "identity"):
-        table.add_column(column, no_wrap=column != "model")
-    for item in good:
-        st = item.record.statement
-        model = escape(st.model) + (" [yellow](untrained)[/]" if st.untrained else "") + \
-            (" [bold red]REVOKED[/]" if item.revoked else "")
-        table.add_row(model, escape(st.format), escape(st.precision), human_bytes(st.size),
-                      escape(_signer(item)),
-                      st.published_at[:19].replace("T", " ") + "Z", st.identity[:16])
-    stdout_console().print(table)
+    _print_table(good)
     for item in bad:
         error_line(f"zoo: warning: {item.key}: {item.error}")
     info = store.listing

@@ -153,9 +153,10 @@ class IndexMixin(RecordsMixin):
         """Listed items with their signature status (verified on two threads: the Ed25519
         check releases the GIL) and revocation."""
         records = [r for _k, r, _e in batch if r is not None]
-        with ThreadPoolExecutor(2) as pool:
-            statuses = iter(pool.map(lambda r: signature_status(r, trusted), records,
-                                     chunksize=64))
+        with ThreadPoolExecutor(2) as pool:  # two tasks, not one per record
+            halves = pool.map(lambda part: [signature_status(r, trusted) for r in part],
+                              [records[:len(records) // 2], records[len(records) // 2:]])
+            statuses = iter([status for half in halves for status in half])
         for key, record, error in batch:
             status = next(statuses) if record is not None else None
             yield Listed(key, record, error, status, self._revoked(key, record, tombs, trusted))
