@@ -90,7 +90,8 @@ def rename_by_hash(path: Path, blob: bytes) -> Path:
 # -- S3: coverage, journal, no writes ---------------------------------------------------------
 
 def test_the_index_stands_for_records_and_a_reader_writes_nothing(
-        s3_store: S3Store, tmp_path: Path, keys: Any) -> None:
+        s3_store: S3Store, tmp_path: Path, keys: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     team = load_signing_key(keys.team)
     records = records_for(40, team)
     put_s3(s3_store, records)
@@ -109,6 +110,7 @@ def test_the_index_stands_for_records_and_a_reader_writes_nothing(
         assert proxy.count(r"GET /[^?]*/team/records/") == 0  # no record read one by one
         assert proxy.count(r"prefix=team%2Frecords") == 0  # records/ not listed
         assert proxy.count(WRITES) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_a_reader_of_a_big_store_without_index_writes_nothing(
@@ -297,3 +299,15 @@ def test_hostile_heads_and_parts_are_refused() -> None:
     with pytest.raises(IndexFormatError):
         unpack_part(json.dumps({"zoo_index_part": 1, "records": {"x": "y"}}).encode(), 1)
     assert stamp("2026-12-04T17:02:57.123456Z") == "20261204T170257123456Z"
+
+
+@pytest.mark.parametrize("url", ["file", "memory"])
+def test_listing_after_a_key(tmp_path: Path, url: str) -> None:
+    """Transport.list(prefix, start_after): only keys after it (S3 sends only those)."""
+    store = open_store(tmp_path / "s" if url == "file" else
+                       f"memory://zoo-{secrets.token_hex(4)}", record_cache=False)
+    for name in ("a", "b", "c"):
+        store.transport.write_new(f"index/journal/{name}", b"")
+    assert [k for k, _ in store.transport.list("index/journal/", "index/journal/a")] == \
+        ["index/journal/b", "index/journal/c"]
+    assert len(store.transport.list("index/journal/")) == 3

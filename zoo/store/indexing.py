@@ -54,7 +54,8 @@ from zoo.store.listing import RecordsMixin
 from zoo.store.record import Record, now_utc, signature_status
 
 HEADS_TRIED = 3  # newest snapshot heads a reader tries before listing records/ key by key
-JOURNAL_ADVICE = 1000  # journal entries since the snapshot above which a reader says so
+JOURNAL_ADVICE = 1000  # records listed key by key (or journal entries) above which a reader
+#                       says that `zoo store index` would help
 
 
 @dataclass
@@ -135,6 +136,10 @@ class IndexMixin(RecordsMixin):
         else:
             keys = [k for k, _size in self.transport.list(RECORDS)]
             self.listing = ListingInfo("records")
+            if not usable and not full and len(keys) > JOURNAL_ADVICE:
+                warn(f"store {self.url} holds {len(keys)} records and no index this reader "
+                     "may use; `zoo store index --sign KEY` (by a writer) makes listing it a "
+                     "few requests")
         tombs = self.tombstones()
         batch: list[tuple[str, Record | None, str | None]] = []
         for item in self._read_records(keys, copies=copies, missing_ok=missing_ok):
