@@ -372,11 +372,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for key in report.stray:
         console.print(f"[red]FAIL[/] {escape(key)}: not part of the store layout",
                       highlight=False)
+    for item in report.index:
+        console.print(f"[red]FAIL[/] {escape(item['key'])}: {escape(item['problem'])}",
+                      highlight=False)
     if report.leftovers:
         console.print(f"{len(report.leftovers)} temporary files under tmp/ (left by "
                       "interrupted publishes)", highlight=False)
     bad = sum(1 for e in report.records if e["problems"]) + \
-        sum(1 for w in report.weights if w["problem"])
+        sum(1 for w in report.weights if w["problem"]) + len(report.index)
     console.print(
         f"{len(report.records)} records, {len(report.weights)} weights files, "
         f"{report.objects_checked} objects re-hashed "

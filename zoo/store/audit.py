@@ -1,4 +1,5 @@
-"""Auditing a store (``zoo store verify``): every record, object and weights file re-checked."""
+"""Auditing a store (``zoo store verify``): every record, object, weights file and index
+snapshot re-checked."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from zoo.store.base import (
     _no_progress,
     _signature_refusal,
 )
+from zoo.store.indexing import IndexMixin
 from zoo.store.keys import PublicKey
-from zoo.store.listing import RecordsMixin
 from zoo.store.record import (
     SUMS_NAME,
     signature_status,
@@ -26,7 +27,7 @@ from zoo.store.record import (
 from zoo.store.transport import SizeMismatch
 
 
-class AuditMixin(RecordsMixin):
+class AuditMixin(IndexMixin):
     """Re-check everything a store holds; change nothing."""
 
     def verify(self, trusted: list[PublicKey] | None = None,
@@ -91,6 +92,7 @@ class AuditMixin(RecordsMixin):
                 continue
             problem = self._check_blob(key, match.group(1), size, report, say, todo)
             report.weights.append({"key": key, "size": size, "problem": problem})
+        report.index = self.audit_index()
         if self.transport.local is not None:
             report.leftovers = [k for k, _ in self.transport.list("tmp/")]
         # symbolic links, FIFOs, devices in a file:// store: refused, never read

@@ -123,17 +123,18 @@ class VerifyReport:
     stray: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)  # tmp/ files of killed publishes
     weights: list[dict[str, Any]] = field(default_factory=list)  # {"key", "problem"}
+    index: list[dict[str, str]] = field(default_factory=list)  # {"key", "problem"}
 
     @property
     def ok(self) -> bool:
         return (all(not r["problems"] for r in self.records) and not self.stray
-                and not any(w["problem"] for w in self.weights))
+                and not any(w["problem"] for w in self.weights) and not self.index)
 
     def as_dict(self) -> dict[str, Any]:
         return {"store": self.store, "ok": self.ok, "records": self.records,
                 "objects_checked": self.objects_checked, "bytes_hashed": self.bytes_hashed,
                 "unreferenced_objects": self.unreferenced, "stray": self.stray,
-                "leftovers": self.leftovers, "weights": self.weights}
+                "leftovers": self.leftovers, "weights": self.weights, "index": self.index}
 
 
 def _counter(progress: Progress | None, what: str, total: int) -> Callable[[int], None]:

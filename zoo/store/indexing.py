@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from zoo._core.log import warn
-from zoo.store.base import RECORDS, Listed
+from zoo.store.base import RECORD_KEY, RECORDS, Listed
 from zoo.store.errors import StoreError
 from zoo.store.index import (
     JOURNAL,
+    JOURNAL_KEY,
     MAX_HEAD_BYTES,
     MAX_PART_BYTES,
+    PART_KEY,
     SNAPSHOT_KEY,
     SNAPSHOTS,
     IndexFormatError,
@@ -250,6 +252,35 @@ class IndexMixin(RecordsMixin):
             if ref.key in fetched and folder is not None:
                 _keep(folder / f"{ref.sha256}.json", blob)
         return copies
+
+    def audit_index(self) -> list[dict[str, str]]:
+        """``{"key", "problem"}`` for each index object that fails its checks: a snapshot head
+        (its name, bytes, fields, a signature that does not verify; the newest HEADS_TRIED,
+        the ones readers may use, with their parts and every record copy, which must hash to
+        its key's name) or a key under ``index/`` that is not part of the layout. Changes
+        nothing."""
+        problems: list[dict[str, str]] = []
+        heads = []
+        for key, _size in self.transport.list("index/"):
+            if SNAPSHOT_KEY.fullmatch(key):
+                heads.append(key)
+            elif not (JOURNAL_KEY.fullmatch(key) or PART_KEY.fullmatch(key)):
+                problems.append({"key": key, "problem": "not part of the store layout"})
+        for n, key in enumerate(sorted(heads, reverse=True)):
+            try:
+                snap = self._read_head(key)
+                if snap.signature_status(None) == "invalid":
+                    raise _Refused("its signature does not verify (altered or signed wrongly)")
+                copies = self._read_parts(snap) if n < HEADS_TRIED else {}
+            except _Refused as exc:
+                problems.append({"key": key, "problem": str(exc)})
+                continue
+            for record_key, blob in copies.items():
+                match = RECORD_KEY.fullmatch(record_key)
+                if match and hashlib.sha256(blob).hexdigest() != match.group(2):
+                    problems.append({"key": key, "problem": f"its copy of {record_key} does "
+                                     "not hash to its name (altered)"})
+        return problems
 
     # -- writing the index ----------------------------------------------------------------
 

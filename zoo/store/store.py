@@ -38,7 +38,6 @@ from zoo.store.base import (
     PullResult,
     VerifyReport,
 )
-from zoo.store.indexing import IndexMixin
 from zoo.store.mirror import WeightsMixin
 from zoo.store.publishing import PublishMixin
 from zoo.store.pulling import PullMixin
@@ -48,7 +47,7 @@ __all__ = ["OBJECTS", "OBJECT_KEY", "RECORDS", "RECORD_KEY", "WEIGHTS", "WEIGHTS
            "Progress", "PublishResult", "PullResult", "Store", "VerifyReport", "open_store"]
 
 
-class Store(IndexMixin, PublishMixin, PullMixin, AuditMixin, WeightsMixin):
+class Store(PublishMixin, PullMixin, AuditMixin, WeightsMixin):
     """A store at one URL. Build it with :func:`open_store`."""
 
 
