@@ -106,7 +106,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         description="Re-check every record (its name, fields and signature; with "
         "--trusted-key, that a trusted key signed it) and every object it names (present, "
         "size, sha256: each object is downloaded and hashed) and every weights file (its "
-        "bytes must hash to its name). Reports objects no record "
+        "bytes must hash to its name) and the index (snapshot heads, their parts and record "
+        "copies). Reports objects no record "
         "names (left by interrupted publishes). Never deletes anything. Exit 1 on any "
         "problem.")
     add_store_options(q, publish=False, sign=False, no_store=False, require=False)
