@@ -69,7 +69,7 @@ class ListingInfo:
     taken_at: str | None = None
     indexed: int = 0  # records the snapshot holds
     journal: int = 0  # records named by journal entries after it (and not in it)
-    signer: str | None = None
+    signer: str | None = None  # the fingerprint of the key that signed the snapshot
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "snapshot": self.snapshot, "taken_at": self.taken_at,
@@ -131,7 +131,7 @@ class IndexMixin(RecordsMixin):
             missing_ok = frozenset(newer)  # a publish in flight, or a deleted record
             sig = snap.signature
             self.listing = ListingInfo("index", loaded.key, snap.taken_at, len(copies),
-                                       len(newer), sig.public_key.short if sig else None)
+                                       len(newer), sig.public_key.fingerprint if sig else None)
             if len(newer) > JOURNAL_ADVICE:
                 warn(f"store {self.url}: {len(newer)} records were published since the index "
                      f"of {snap.taken_at[:19]}Z; `zoo store index` makes listings faster")
