@@ -267,7 +267,7 @@ def bench_second_machine(args: argparse.Namespace) -> None:
                   "store vs the cold sync (target <= 0.2x)")
             table(times, base="cold sync + publish (CI)")
     finally:
-        moto.send_signal(signal.SIGINT)
+        moto.terminate()  # moto ignored SIGINT: wait(10) timed out and left it running
         moto.wait(10)
 
 
