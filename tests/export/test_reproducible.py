@@ -268,3 +268,37 @@ def test_zoo_fetch_flagship_is_byte_identical_in_ten_fresh_processes(
     verify = run_zoo(["verify", str(artifacts[-1])])
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "VERIFIED" in verify.stdout
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "lite"])
+def test_presave_then_save_gives_the_bytes_of_save_and_of_torchs_own_extra_files(
+    fmt: str, tmp_path: Path
+) -> None:
+    """The pipeline serialises ahead (``presave``) while the golden inputs run, then adds the
+    manifest: the archive must be the one a plain ``save`` writes, and the one torch writes
+    with the extra file itself (then made canonical)."""
+    from zoo.export.base import Prepared
+    from zoo_plugins.formats.torchscript import LiteExporter, TorchScriptExporter
+
+    exporter = TorchScriptExporter() if fmt == "torchscript" else LiteExporter()
+    extra = {"manifest.json": '{"zoo": "manifest"}'}
+    module = _frozen()
+    plain = Prepared(module=module, method="script", optimizations={})
+    ahead = Prepared(module=module, method="script", optimizations={})
+    exporter.presave(ahead)
+    assert ahead.presaved is not None
+    exporter.save(plain, tmp_path / "plain", extra)
+    exporter.save(ahead, tmp_path / "ahead", extra)
+    assert (tmp_path / "plain").read_bytes() == (tmp_path / "ahead").read_bytes()
+
+    raw = io.BytesIO()
+    if fmt == "torchscript":
+        torch.jit.save(module, raw, _extra_files=extra)
+    else:
+        raw.write(bytes(module._save_to_buffer_for_lite_interpreter(_extra_files=extra)))
+    by_torch = io.BytesIO()
+    canonicalize(raw.getvalue(), by_torch)
+    assert (tmp_path / "plain").read_bytes() == by_torch.getvalue()
+    with zipfile.ZipFile(tmp_path / "ahead") as archive:
+        assert archive.namelist()[0] == "archive/extra/manifest.json"
+        assert archive.read("archive/extra/manifest.json").decode() == extra["manifest.json"]

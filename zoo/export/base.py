@@ -94,6 +94,8 @@ class Prepared:
     operators: list[str] | None = None
     #: The artifact only accepts the example's shape, so the golden inputs must use it.
     static_shape: bool = False
+    #: What the exporter's ``presave`` computed ahead for its ``save`` (its own business).
+    presaved: Any = None
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,13 @@ class Exporter(abc.ABC):
         """Write the artifact to ``path`` (inside a fresh staging folder) with ``embedded``
         (file name -> text; ``manifest.json`` at least) stored inside it. Same inputs must give
         the same bytes. The caller moves it into place atomically and cleans up on failure."""
+
+    def presave(self, prepared: Prepared) -> None:
+        """Optional: the part of ``save`` that needs no embedded files (serialising, say),
+        done ahead: zoo calls it after ``prepare`` while the golden inputs still run on other
+        threads, then calls ``save``. Keep the result on ``prepared.presaved``; ``save`` must
+        give the same bytes with or without it. Default: nothing."""
+        return None
 
     def check_container(self, path: Path) -> str | None:
         """Why the artifact's container is refused (duplicate, unsafe or oversized entries,

@@ -312,6 +312,9 @@ def _produce(
         with plugin_code(format_code.plugin, f"format {exporter.name!r} prepare"):
             prepared = exporter.prepare(reference, torch.zeros(1, 3, h, w), card, options,
                                         **extra)
+        if background is not None:  # serialise while the golden inputs finish
+            with plugin_code(format_code.plugin, f"format {exporter.name!r} presave"):
+                exporter.presave(prepared)
     except Exception:
         if background is not None:
             check_contract(model, card, options.keep_aux, builder.plugin, background.result())

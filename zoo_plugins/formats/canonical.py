@@ -57,6 +57,13 @@ def canonicalize(source: Path | bytes, dest: Path | io.BytesIO) -> int | None:
     ``dest`` is a path (the archive's inner folder is the file's stem) or, as zoo's exporters
     use it, a buffer (inner folder ``archive``): torch's C++ file writer aborts the process
     when the disk fills, so the exporters write the finished bytes from Python."""
+    return write_archive(canonical_records(source), dest)
+
+
+def canonical_records(source: Path | bytes) -> list[tuple[str, bytes]]:
+    """The records of the archive ``source`` made canonical, in torch's order: the work of
+    :func:`canonicalize` before anything is written (exporters do it while the golden inputs
+    still run, then :func:`write_archive` adds the embedded files)."""
     import torch
 
     reader = torch._C.PyTorchFileReader(io.BytesIO(source) if isinstance(source, bytes)
@@ -75,19 +82,35 @@ def canonicalize(source: Path | bytes, dest: Path | io.BytesIO) -> int | None:
         text = constants.get(text, text)
         return _MANGLE.sub(lambda m: f"___torch_mangle_{mangles[m.group(1)]}", text)
 
-    writer = torch._C.PyTorchFileWriter(dest if isinstance(dest, io.BytesIO) else str(dest))
-    version = None
+    out = []
     for name in names:
-        data = records[name]
+        data = records.pop(name)
         if name.endswith(".pkl"):
             data = rewrite_pickle_strings(data, rename, name)
-            if name == "bytecode.pkl":
-                version = pickled_bytecode_version(data)
         elif name.startswith("code/") and name.endswith(".py"):
             data = canonical_code(rename(data.decode("utf-8"))).encode("utf-8")
         match = _BACKPORT_CONSTANT.match(name)
-        new_name = f"constants/{constants[match.group(1)]}" if match else rename(name)
-        writer.write_record(new_name, data, len(data))
+        out.append((f"constants/{constants[match.group(1)]}" if match else rename(name), data))
+    return out
+
+
+def write_archive(records: list[tuple[str, bytes]], dest: Path | io.BytesIO,
+                  extra_files: dict[str, str] | None = None) -> int | None:
+    """Write ``records`` (from :func:`canonical_records`) as an archive, with ``extra_files``
+    (name -> text) first as ``extra/NAME``, where torch's own writer puts them; return the
+    bytecode version of its ``bytecode.pkl`` (None without one)."""
+    import torch
+
+    extras = [(f"extra/{name}", text.encode("utf-8"))
+              for name, text in sorted((extra_files or {}).items())]
+    if extras and any(name.startswith("extra/") for name, _ in records):
+        raise ExportError("the archive already holds extra files; save it without them")
+    writer = torch._C.PyTorchFileWriter(dest if isinstance(dest, io.BytesIO) else str(dest))
+    version = None
+    for name, data in [*extras, *records]:
+        if name == "bytecode.pkl":
+            version = pickled_bytecode_version(data)
+        writer.write_record(name, data, len(data))
     writer.write_end_of_file()
     return version
 

@@ -17,7 +17,7 @@ from zoo.errors import ExportError, UsageError
 from zoo.export.base import Exporter, ExportOptions, Finding, Prepared
 from zoo.export.containers import ContainerError, ZipEntry, check_zip, read_zip_entry
 from zoo.export.manifest import EMBEDDED_NAME
-from zoo_plugins.formats.lite_archive import canonicalize
+from zoo_plugins.formats.canonical import canonical_records, write_archive
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -161,16 +161,28 @@ class TorchScriptExporter(_ScriptedExporter):
     description = "TorchScript archive for LibTorch and torch.jit.load (C++, Python, server)"
     runtime = "zoo_plugins.formats.runtimes.torchscript"
 
+    def presave(self, prepared: Prepared) -> None:
+        prepared.presaved = canonical_records(self._archive(prepared))
+
     def save(self, prepared: Prepared, path: Path, extra_files: dict[str, str]) -> None:
+        """Canonical bytes (process-independent names, no debug records: canonical.py) with
+        ``extra_files`` stored as the archive's extra files, written from Python."""
+        records = prepared.presaved if prepared.presaved is not None else \
+            canonical_records(self._archive(prepared))
+        canonical = io.BytesIO()  # inner folder 'archive', independent of the file name
+        write_archive(records, canonical, extra_files)
+        path.write_bytes(canonical.getbuffer())
+
+    @staticmethod
+    def _archive(prepared: Prepared) -> bytes:
+        """``torch.jit.save``'s bytes of the module, without extra files."""
         import torch
 
-        buffer = io.BytesIO()  # inner folder 'archive', independent of the file name
+        buffer = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "torch.jit.save is deprecated": we know
-            torch.jit.save(prepared.module, buffer, _extra_files=extra_files)
-        canonical = io.BytesIO()  # process-independent names, no debug records (canonical.py)
-        canonicalize(buffer.getvalue(), canonical)
-        path.write_bytes(canonical.getvalue())
+            torch.jit.save(prepared.module, buffer)
+        return buffer.getvalue()
 
 
 class LiteExporter(_ScriptedExporter):
@@ -193,18 +205,39 @@ class LiteExporter(_ScriptedExporter):
         prepared.bytecode_version = options.bytecode_version or current_bytecode_version()
         return prepared
 
+    def presave(self, prepared: Prepared) -> None:
+        prepared.presaved = self._records(prepared)
+
     def save(self, prepared: Prepared, path: Path, extra_files: dict[str, str]) -> None:
         """Save, backport and canonicalize in memory; only the finished archive touches the
         disk, and through Python: torch's C++ file writer aborts the process when the disk
         fills mid-write, while ``write_bytes`` raises an OSError zoo reports."""
+        target = prepared.bytecode_version
+        records = prepared.presaved if prepared.presaved is not None else \
+            self._records(prepared)
+        canonical = io.BytesIO()
+        try:
+            written = write_archive(records, canonical, extra_files)
+        except Exception as exc:
+            raise ExportError(f"saving the lite archive failed: {type(exc).__name__}: "
+                              f"{exc}") from exc
+        # the version is read from the bytecode record written, not by parsing it all
+        if target is not None and written != target:
+            raise ExportError(f"rewriting the bytecode {target} archive failed (it holds "
+                              f"version {written})")
+        path.write_bytes(canonical.getbuffer())
+
+    @staticmethod
+    def _records(prepared: Prepared) -> list[tuple[str, bytes]]:
+        """The lite archive's canonical records (process-independent names, no debug
+        records, backported constants by index), at the bytecode version asked for."""
         from torch.jit.mobile import _backport_for_mobile_to_buffer, _get_model_bytecode_version
 
         target = prepared.bytecode_version
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "lite interpreter is deprecated": we know
-                raw = bytes(prepared.module._save_to_buffer_for_lite_interpreter(
-                    _extra_files=extra_files))
+                raw = bytes(prepared.module._save_to_buffer_for_lite_interpreter())
             # this torch writes current_bytecode_version() (probed once): read the archive's
             # version only when another one was asked for (each read parses the whole archive)
             if target is not None and target != current_bytecode_version() and \
@@ -215,21 +248,13 @@ class LiteExporter(_ScriptedExporter):
                         f"cannot backport to bytecode version {target}: this torch "
                         f"({_torch_version()}) cannot write it; try a version >= 5"
                     )
-            # process-independent names, no debug records, backport constants by index;
-            # the version is read from the bytecode record written, not by parsing it all
-            canonical = io.BytesIO()
-            written = canonicalize(raw, canonical)
-            del raw
-            if target is not None and written != target:
-                raise ExportError(f"rewriting the bytecode {target} archive failed (it "
-                                  f"holds version {written})")
+            return canonical_records(raw)
         except ExportError:
             raise
         except Exception as exc:
             what = "saving the lite archive" if target is None else \
                 f"backport to bytecode version {target}"
             raise ExportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-        path.write_bytes(canonical.getbuffer())
 
 
 @functools.cache
