@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -154,10 +155,49 @@ def check_tensors(path: Path, state: Mapping[str, torch.Tensor]) -> None:
                                "must be a plain state dict of dense real tensors")
 
 
+class _FiniteCheck:
+    """The non-finite value counts of a state dict's floating-point tensors, counted on a
+    background thread (torch releases the GIL) while the caller builds the model."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor]) -> None:
+        self._counts: dict[str, int] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(dict(state),),
+                                        name="zoo-finite", daemon=True)
+        self._thread.start()
+
+    def _run(self, state: dict[str, torch.Tensor]) -> None:
+        try:
+            self._counts = non_finite_counts(state)
+        except BaseException as exc:  # raised by result()
+            self._error = exc
+
+    def result(self) -> dict[str, int]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._counts
+
+
+def non_finite_counts(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """``{name: count}`` of the floating-point tensors holding NaN or infinite values."""
+    counts = {}
+    for name, tensor in state.items():
+        if tensor.dtype.is_floating_point and tensor.numel():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                counts[name] = int((~finite).sum())
+    return counts
+
+
 def check_values(path: Path, state: Mapping[str, torch.Tensor],
-                 expected: Mapping[str, torch.dtype]) -> None:
+                 expected: Mapping[str, torch.dtype],
+                 non_finite: Mapping[str, int] | None = None) -> None:
     """Each tensor's kind matches the model's (floating point for floating point, integer
-    for integer), and floating-point values are finite; errors name the file and tensor."""
+    for integer), and floating-point values are finite; errors name the file and tensor.
+    ``non_finite`` is :func:`non_finite_counts` of ``state`` when the caller has it."""
+    if non_finite is None:
+        non_finite = non_finite_counts(state)
     for name, tensor in state.items():
         want = expected.get(name)
         if want is None:
@@ -168,14 +208,12 @@ def check_values(path: Path, state: Mapping[str, torch.Tensor],
             raise WeightsError(f"weights file {path}: tensor {name!r} is {_dtype(tensor)}; "
                                f"expected {kind}; nothing is cast silently: are these weights "
                                "for this model?")
-        if tensor.dtype.is_floating_point and tensor.numel():
-            finite = torch.isfinite(tensor)
-            if not bool(finite.all()):
-                bad = int((~finite).sum())
-                raise WeightsError(f"weights file {path}: tensor {name!r} holds {bad} NaN or "
-                                   f"infinite value{'s' if bad != 1 else ''} (of "
-                                   f"{tensor.numel()}); the weights are damaged (diverged "
-                                   "training or a bad conversion)")
+        bad = non_finite.get(name, 0)
+        if bad:
+            raise WeightsError(f"weights file {path}: tensor {name!r} holds {bad} NaN or "
+                               f"infinite value{'s' if bad != 1 else ''} (of "
+                               f"{tensor.numel()}); the weights are damaged (diverged "
+                               "training or a bad conversion)")
 
 
 def _dtype(tensor: torch.Tensor) -> str:
@@ -300,6 +338,7 @@ def build_model(
             f"({AUX_PREFIX}* keys); drop --keep-aux or use weights that include it"
         )
     where = f"weights {weights.path} do not fit model {card.name!r}"
+    finite = _FiniteCheck(state)  # counts non-finite values while the skeleton is built
     model = _skeleton(builder, card, has_aux, plugin)
     check_fit(model, state, where)
     if has_aux and not keep_aux:  # build without the head rather than set it to None later:
@@ -308,7 +347,7 @@ def build_model(
         model = _skeleton(builder, card, False, plugin)  # the one case that builds twice
     dtypes = {k: t.dtype for k, t in model.state_dict().items()}
     try:
-        check_values(weights.path, state, dtypes)
+        check_values(weights.path, state, dtypes, finite.result())
     except WeightsError as exc:
         raise _forgotten(exc, weights) from exc
     state = {k: v.to(dtypes[k]) if k in dtypes else v for k, v in state.items()}  # fp16 files

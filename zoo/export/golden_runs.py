@@ -3,6 +3,7 @@ on a second thread while the exporter prepares), and their manifest summaries.""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,8 @@ GOLDEN_SEEDS = {"noise": 0, "scene": 1}
 #: the noise case checks the numbers (every op, at any size), the scene case the labels
 #: (argmax agreement on a natural-looking image), so only the scene needs the larger input.
 NOISE_SIDE = 0.5
+#: Python's GIL switch interval (seconds) while golden inputs run on background threads.
+SWITCH_INTERVAL = 0.0005
 
 
 def golden_shape(input_size: tuple[int, int], static: bool) -> list[int]:
@@ -91,6 +94,11 @@ class BackgroundCases:
 
         self._threads = torch.get_num_threads()
         self._outcomes: dict[str, tuple[bool, Any]] = {}
+        # each op of the eager forward returns to Python and waits for the GIL, which the
+        # caller's Python-heavy prepare holds for up to the switch interval (5 ms): shorter
+        # turns while the runs last keep them from waiting about as long as they compute
+        self._switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self._workers = [threading.Thread(target=self._run, args=(fn, name, spec, contain),
                                           name=f"zoo-golden-{name}", daemon=True)
                          for name, spec in specs.items()]
@@ -114,6 +122,7 @@ class BackgroundCases:
         exception raised here."""
         for worker in self._workers:
             worker.join()
+        sys.setswitchinterval(self._switch)
         results = {}
         for name in self._order:
             done, value = self._outcomes[name]

@@ -162,6 +162,7 @@ def export_artifact(
                     _empty(staging)  # never installs what the rules refuse
                     provenance = None
                 source = "store" if provenance is not None else "export"
+                known: dict[str, str] | None = None  # the artifact's sha256, when built here
                 if provenance is not None:
                     say("pulled from the team store: verified, no export work done")
                 elif custody.require_signed:
@@ -172,12 +173,14 @@ def export_artifact(
                         "with `zoo fetch ... --publish --sign KEY`, or drop --require-signed")
                 else:
                     with export_threads():
-                        _produce(card, weights, exporter, options, name, staging, registry,
-                                 say, calibrate_dir, key, builder, format_code)
+                        known = _produce(card, weights, exporter, options, name, staging,
+                                         registry, say, calibrate_dir, key, builder,
+                                         format_code)
                     provenance = {"kind": "built", "weights_from": weights.source}
                 entry = cache.commit(key, staging, manifest_file=f"{name}{SIDECAR_SUFFIX}",
                                      model=card.name, format=exporter.name,
-                                     provenance=provenance)
+                                     provenance=provenance,
+                                     known=known)
         else:
             say(f"cache hit: {entry.folder}")
     return _install(cache, entry, name, out_dir, hit, source)
@@ -266,7 +269,9 @@ def _produce(
     card: ModelCard, weights: ResolvedWeights, exporter: Exporter, options: ExportOptions,
     name: str, staging: Path, registry: Registry, say: Log, calibrate_dir: Path | None,
     key: str, builder: CodeIdentity, format_code: CodeIdentity,
-) -> None:
+) -> dict[str, str]:
+    """Export into ``staging``; returns the sha256 of the artifact's files (as the cache
+    records them) hashed on the way."""
     import torch
 
     from zoo.catalog.plugins import plugin_code
@@ -322,8 +327,8 @@ def _produce(
     if background is not None:
         eager = background.result()
         check_contract(model, card, options.keep_aux, builder.plugin, eager)
-    _finish(card, weights, exporter, options, name, staging, key, builder, format_code, say,
-            model, reference, prepared, specs, eager, quantization, batches)
+    return _finish(card, weights, exporter, options, name, staging, key, builder, format_code,
+                   say, model, reference, prepared, specs, eager, quantization, batches)
 
 
 def _finish(
@@ -331,7 +336,7 @@ def _finish(
     name: str, staging: Path, key: str, builder: CodeIdentity, format_code: CodeIdentity,
     say: Log, model: Any, reference: Any, prepared: Prepared, specs: dict[str, GoldenInput],
     eager: dict[str, Any], quantization: Any, batches: list[Any] | None,
-) -> None:
+) -> dict[str, str]:
     """After ``prepare``: the golden cases (eager, or the artifact's for reduced precision
     made in conversion), the manifest, and the artifact, sidecar and operators in
     ``staging``."""
@@ -375,11 +380,15 @@ def _finish(
     if not artifact.exists():
         raise PluginError(f"format {exporter.name!r} (plugin {format_code.plugin!r}) wrote no "
                           f"artifact at {name}")
-    manifest = manifest.model_copy(update={"artifact": artifact_facts(artifact, name)})
+    facts = artifact_facts(artifact, name)
+    manifest = manifest.model_copy(update={"artifact": facts})
     if prepared.operators is not None:
         ops = yaml.safe_dump(sorted(prepared.operators), default_flow_style=False)
         (staging / f"{name}.ops.yaml").write_text(ops, encoding="utf-8")
     (staging / f"{name}{SIDECAR_SUFFIX}").write_text(manifest.to_json(), encoding="utf-8")
+    if facts.files:
+        return {f"{name}/{f.path}": f.sha256 for f in facts.files}
+    return {name: facts.sha256}
 
 
 def artifact_facts(artifact: Path, name: str) -> ArtifactFacts:

@@ -150,13 +150,16 @@ class ArtifactCache(HousekeepingMixin, InstallMixin):
 
     def commit(self, key: str, staging: Path, *, manifest_file: str, model: str, format: str,
                artifact: str | None = None,
-               provenance: dict[str, Any] | None = None) -> CachedExport:
+               provenance: dict[str, Any] | None = None,
+               known: dict[str, str] | None = None) -> CachedExport:
         """Make ``staging`` the entry for ``key``: hash every file, move the folder in place
         (one rename), write the record last (atomically). An older entry for the key is
         replaced safely (its record goes first). Then the size budget is applied, sparing
         this entry. ``artifact`` names the artifact (default: ``manifest_file`` less
         ``.manifest.json``); ``provenance`` says where the bytes came from (see
-        :func:`read_provenance`; default unknown) and travels with the entry."""
+        :func:`read_provenance`; default unknown) and travels with the entry. ``known``
+        holds the sha256 of files the caller itself wrote into ``staging`` and hashed there
+        (the pipeline's artifact), so they are not read again."""
         _check_key(key)
         if not _bare(manifest_file):
             raise ValueError(f"manifest_file must be a bare file name: {manifest_file!r}")
@@ -178,7 +181,8 @@ class ArtifactCache(HousekeepingMixin, InstallMixin):
         if artifact and not any(rel == artifact or rel.startswith(f"{artifact}/")
                                 for rel in found):
             raise ExportError(f"the export wrote no artifact {artifact} into {staging}")
-        sums = {rel: sha256_file(staging / rel) for rel in sorted(found)}
+        known = known or {}
+        sums = {rel: known.get(rel) or sha256_file(staging / rel) for rel in sorted(found)}
         base = self.root if self.writable else self._private_root()
         target = base / key
         now = time.time()
