@@ -7,6 +7,8 @@ per-round ratios.
     python benchmarks/sync.py dry-run --entries 1000      # `--dry-run` of a big plan (<= 2 s)
     python benchmarks/sync.py modes --rounds 2            # sequential vs --jobs 2 vs --ray
     python benchmarks/sync.py second-machine              # empty cache + the team store
+    python benchmarks/sync.py second-machine --models lraspp_mobilenet_v3_large --formats lite
+        [--file-store]                                    # a single store hit (<= 0.1x)
 
 ``modes`` syncs the 12-artifact plan (lraspp, deeplabv3_mobilenet_v3_large, single_conv x
 torchscript, lite, pte, onnx; untrained weights, so no download is timed) from an empty
@@ -52,6 +54,7 @@ def zoo(args: list[str], home: Path, env: dict[str, str] | None = None,
     """Run ``python -m zoo ARGS``; (seconds, the process)."""
     full = {**os.environ, **CREDS, "ZOO_HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0",
             **(env or {})}
+    full.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed zoo loads .pyc files
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "zoo", *args], env=full, text=True,
                           capture_output=True, check=False)
@@ -225,30 +228,35 @@ def bench_dry_run(args: argparse.Namespace) -> None:
 def bench_second_machine(args: argparse.Namespace) -> None:
     plan = plan_text(args.models, args.formats, args.size)
     count = len(args.models) * len(args.formats)
-    moto, endpoint = start_moto()
+    moto, endpoint = start_moto() if not args.file_store else (None, "")
     try:
         with tempfile.TemporaryDirectory(prefix="zoo-bench-second-") as tmp:
             work = Path(tmp)
-            import s3fs
 
-            fs = s3fs.S3FileSystem(**s3_options(endpoint))
+            def store(r: int) -> list[str]:
+                if args.file_store:
+                    return ["--store", (work / f"store-{r}").as_uri()]
+                return store_args(f"s3://{buckets[r]}/team", endpoint)
 
             def cold(r: int) -> float:
-                bucket = f"second-{r}-{secrets.token_hex(3)}"
-                fs.mkdir(bucket)
+                if args.file_store:
+                    (work / f"store-{r}").mkdir()
+                    buckets[r] = ""
+                else:
+                    import s3fs
+
+                    buckets[r] = f"second-{r}-{secrets.token_hex(3)}"
+                    s3fs.S3FileSystem(**s3_options(endpoint)).mkdir(buckets[r])
                 folder = new_app(work, f"ci-{r}", plan)
                 took, _ = zoo(["sync", "--publish", "--plan", str(folder / "zoo.toml"),
-                               *store_args(f"s3://{bucket}/team", endpoint)],
-                              work / f"ci-home-{r}")
-                buckets[r] = bucket
+                               *store(r)], work / f"ci-home-{r}")
                 return took
 
             def second(r: int) -> float:
                 folder = new_app(work, f"dev-{r}", plan)
                 shutil.copy(work / f"ci-{r}" / "zoo.lock", folder / "zoo.lock")
                 took, proc = zoo(["sync", "--locked", "--json", "--plan",
-                                  str(folder / "zoo.toml"),
-                                  *store_args(f"s3://{buckets[r]}/team", endpoint)],
+                                  str(folder / "zoo.toml"), *store(r)],
                                  work / f"dev-home-{r}")
                 if '"export"' in proc.stdout:
                     raise SystemExit("the second machine exported something")
@@ -267,8 +275,9 @@ def bench_second_machine(args: argparse.Namespace) -> None:
                   "store vs the cold sync (target <= 0.2x)")
             table(times, base="cold sync + publish (CI)")
     finally:
-        moto.terminate()  # moto ignored SIGINT: wait(10) timed out and left it running
-        moto.wait(10)
+        if moto is not None:
+            moto.terminate()  # moto ignored SIGINT: wait(10) timed out and left it running
+            moto.wait(10)
 
 
 def main() -> None:
@@ -282,6 +291,9 @@ def main() -> None:
                        "card's); e.g. 128x128 keeps a run short")
         p.add_argument("--rounds", type=int, default=2)
         p.set_defaults(fn=fn)
+        if name == "second-machine":
+            p.add_argument("--file-store", action="store_true",
+                           help="a file:// store instead of moto's S3 server")
         if name == "modes":
             p.add_argument("--no-ray", dest="ray", action="store_false")
             p.add_argument("--noop-runs", type=int, default=5)

@@ -63,8 +63,10 @@ from zoo.weights.urls import (
     MAX_REDIRECTS,
     check_url_allowed,
     follow_redirect,
+    hash_matches,
     is_loopback,
     redact_url,
+    size_limit,
     url_digest,
 )
 from zoo.weights.watchdog import (
@@ -107,13 +109,6 @@ class _Transient(Exception):
 
 class _Again(Exception):
     """Start the attempt over from zero without spending a retry (416, bad Content-Range)."""
-
-
-def size_limit(size: int | None, exact: bool = True) -> int | None:
-    """Most bytes accepted for a file published as ``size`` (approximate sizes get 5% + 1 MiB)."""
-    if size is None:
-        return None
-    return size if exact else size + size // 20 + (1 << 20)
 
 
 def _content_range(value: str | None) -> tuple[int, int | None] | None:
@@ -450,11 +445,6 @@ class _Transfer:
             raise _Transient(reason)
         if self.total is not None and self.offset < self.total:
             raise _Transient(f"connection closed at byte {self.offset} of {self.total}")
-
-
-def hash_matches(digest: str, expected: str | None) -> bool:
-    """True when ``expected`` (full sha256 or a prefix of it) agrees with ``digest``."""
-    return expected is None or digest.startswith(expected.lower())
 
 
 def download(

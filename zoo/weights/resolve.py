@@ -39,9 +39,15 @@ from zoo._core.fs import DISK_ERRNOS, disk_error_message
 from zoo.catalog.schema import ModelCard, WeightsSource
 from zoo.errors import DownloadError, HashMismatchError, UsageError
 from zoo.weights.cache import CacheEntry, WeightsCache, body_problem
-from zoo.weights.download import download, hash_matches, size_limit
 from zoo.weights.policy import DEFAULT_DEADLINE, PROGRESS_MODES, DownloadPolicy
-from zoo.weights.urls import parse_pin, redact_url, split_path_pin, url_problem
+from zoo.weights.urls import (
+    hash_matches,
+    parse_pin,
+    redact_url,
+    size_limit,
+    split_path_pin,
+    url_problem,
+)
 
 MIRROR_ENV = "ZOO_MIRROR"
 OFFLINE_ENV = "ZOO_OFFLINE"
@@ -399,6 +405,8 @@ class _Context:
     def _download(self, cache: WeightsCache, urls: list[str], expected: str | None,
                   size: int | None, size_exact: bool, *, key: str,
                   ref: tuple[str, str | None], label: str) -> CacheEntry:
+        from zoo.weights.download import download  # imports requests: only to download
+
         errors: list[DownloadError] = []
         for url in urls:
             try:

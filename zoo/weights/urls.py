@@ -126,3 +126,15 @@ def split_path_pin(spec: str) -> tuple[str, str | None]:
     if not sep or not fragment.lower().startswith("sha256"):
         return spec, None
     return base, parse_pin(fragment, spec)
+
+
+def hash_matches(digest: str, expected: str | None) -> bool:
+    """True when ``expected`` (full sha256 or a prefix of it) agrees with ``digest``."""
+    return expected is None or digest.startswith(expected.lower())
+
+
+def size_limit(size: int | None, exact: bool = True) -> int | None:
+    """Most bytes accepted for a file published as ``size`` (approximate sizes get 5% + 1 MiB)."""
+    if size is None:
+        return None
+    return size if exact else size + size // 20 + (1 << 20)
