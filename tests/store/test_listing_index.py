@@ -311,3 +311,73 @@ def test_listing_after_a_key(tmp_path: Path, url: str) -> None:
     assert [k for k, _ in store.transport.list("index/journal/", "index/journal/a")] == \
         ["index/journal/b", "index/journal/c"]
     assert len(store.transport.list("index/journal/")) == 3
+
+
+def _plant_head(root: Path, taken_at: str, part_refs: list[Any], sign_key: Any = None) -> Path:
+    """A head written straight into the store by someone with write access."""
+    from zoo.store.index import make_snapshot
+
+    snap = make_snapshot(taken_at, part_refs, sign_key, "planted")
+    path = root / snap.key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(snap.to_bytes())
+    return path
+
+
+def test_a_head_dated_in_the_future_is_not_used(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A head stamped 2099 naming no records would hide every record (and every later
+    journal entry) from readers, for good: it is refused, and verify names it."""
+    root = tmp_path / "store"
+    records = records_for(4)
+    put_files(root, records)
+    local(root, tmp_path, "w").index()
+    planted = _plant_head(root, "2099-01-01T00:00:00.000000Z", [])
+
+    store = local(root, tmp_path)
+    assert shown(list(store.records())) == {k: "m" for k in records}
+    assert store.listing is not None and store.listing.source == "index"
+    assert store.listing.indexed == 4
+    assert "dated in the future" in capsys.readouterr().err
+    problems = {p["key"]: p["problem"] for p in local(root, tmp_path, "v").audit_index()}
+    assert "dated in the future" in problems[str(planted.relative_to(root))]
+
+
+def test_unsigned_heads_newer_than_the_trusted_one_do_not_push_it_out(
+        tmp_path: Path, keys: Any) -> None:
+    """With trusted keys, a writer's planted unsigned heads (newer, more than a few) are read
+    and passed over, their parts never read; the trusted snapshot still stands."""
+    from zoo.store.record import now_utc
+
+    root = tmp_path / "store"
+    team = load_signing_key(keys.team)
+    records = records_for(3, team)
+    put_files(root, records)
+    local(root, tmp_path, "w").index(team)
+    from zoo.store.index import PartRef
+
+    for _ in range(5):  # each names a part that does not exist: it is never read
+        _plant_head(root, now_utc(), [PartRef("0" * 64, 10, 1)])
+    store = local(root, tmp_path)
+    listed = list(store.records(None, [load_public_key(keys.team_pub)]))
+    assert shown(listed) == {k: "m" for k in records}
+    assert store.listing is not None and store.listing.source == "index"
+    assert store.listing.signer is not None
+
+
+def test_an_index_this_reader_cannot_read_falls_back_to_records(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A part this reader cannot read (here: a link, which a file:// store never follows; on
+    S3, credentials that do not cover index/) lists key by key with one warning, not
+    exit 1."""
+    root = tmp_path / "store"
+    records = records_for(3)
+    put_files(root, records)
+    local(root, tmp_path, "w").index()
+    part = next((root / PARTS).iterdir())
+    part.rename(tmp_path / "elsewhere.json")
+    part.symlink_to(tmp_path / "elsewhere.json")
+    store = local(root, tmp_path)
+    assert shown(list(store.records())) == {k: "m" for k in records}
+    assert store.listing is not None and store.listing.source == "records"
+    assert "not used" in capsys.readouterr().err

@@ -67,8 +67,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    help="show at most N records")
     add_store_options(q, publish=False, sign=False, no_store=False, require=False)
     q.add_argument("--full", action="store_true",
-                   help="list records/ key by key instead of through the store's index "
-                   "(slower on big stores; shows exactly the records there now)")
+                   help="list records/ key by key and read no index (slower on big "
+                   "stores; shows exactly the records there now)")
     q.add_argument("--json", action="store_true", help="machine-readable output")
     q.set_defaults(handler=cmd_list)
 

@@ -27,6 +27,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from zoo.store.index import (
     MAX_HEAD_BYTES,
     MAX_PART_BYTES,
     PART_KEY,
+    SKEW,
     SNAPSHOT_KEY,
     SNAPSHOTS,
     IndexFormatError,
@@ -55,7 +57,10 @@ from zoo.store.keys import PublicKey, SigningKey
 from zoo.store.listing import RecordsMixin
 from zoo.store.record import Record, now_utc, signature_status
 
-HEADS_TRIED = 3  # newest snapshot heads a reader tries before listing records/ key by key
+HEADS_TRIED = 16  # snapshot heads a reader reads (newest first) before listing records/
+#                  key by key; heads are small, their parts are read for the one used only
+PART_BATCH = 8  # parts read at once (at most 8 x MAX_PART_BYTES in memory)
+AUDITED_PARTS = 3  # newest snapshot heads whose parts `zoo store verify` reads
 JOURNAL_ADVICE = 1000  # records listed key by key (or journal entries) above which a reader
 #                       says that `zoo store index` would help
 
@@ -119,14 +124,20 @@ class IndexMixin(RecordsMixin):
         the glob ``pattern`` are left out. A record that cannot be read or parsed is yielded
         with ``error`` set. :attr:`listing` says where the listing came from."""
         self.transport.check_root()  # a missing or unreachable store is an error, not empty
-        loaded, usable = self._load_index(trusted, quiet=full)
+        loaded = None if full else self._load_index(trusted)
         copies = loaded.copies if loaded else {}
         missing_ok: frozenset[str] = frozenset()
-        if loaded is not None and usable and not full:
+        newer: set[str] | None = None
+        if loaded is not None:
+            after = f"{JOURNAL}{stamp_before(loaded.snapshot.taken_at)}"
+            try:
+                newer = {rec for key, _ in self.transport.list(JOURNAL, start_after=after)
+                         if (named := journal_record(key)) and (rec := named[1]) not in copies}
+            except StoreError as exc:
+                warn(f"store {self.url}: cannot list its index's journal ({exc}); listing "
+                     "records/ key by key")
+        if loaded is not None and newer is not None:
             snap = loaded.snapshot
-            after = f"{JOURNAL}{stamp_before(snap.taken_at)}"
-            newer = {rec for key, _ in self.transport.list(JOURNAL, start_after=after)
-                     if (named := journal_record(key)) and (rec := named[1]) not in copies}
             keys = sorted({*copies, *newer})
             missing_ok = frozenset(newer)  # a publish in flight, or a deleted record
             sig = snap.signature
@@ -138,7 +149,7 @@ class IndexMixin(RecordsMixin):
         else:
             keys = [k for k, _size in self.transport.list(RECORDS)]
             self.listing = ListingInfo("records")
-            if not usable and not full and len(keys) > JOURNAL_ADVICE:
+            if loaded is None and not full and len(keys) > JOURNAL_ADVICE:
                 warn(f"store {self.url} holds {len(keys)} records and no index this reader "
                      "may use; `zoo store index --sign KEY` (by a writer) makes listing it a "
                      "few requests")
@@ -171,44 +182,48 @@ class IndexMixin(RecordsMixin):
     # -- reading the index ----------------------------------------------------------------
 
     def _part_cache(self) -> Path | None:
-        return self.record_cache.parent / "index" if self.record_cache else None
+        """This store's folder of checked index parts (one per store: it is pruned)."""
+        if not self.record_cache:
+            return None
+        return self.record_cache.parent / "index" / hashlib.sha256(
+            self.url.encode()).hexdigest()[:16]
 
-    def _load_index(self, trusted: list[PublicKey] | None, *, quiet: bool = False
-                    ) -> tuple[_Loaded | None, bool]:
-        """(the newest snapshot that loads, whether it may stand for the listing). A head
-        whose signature does not meet the rule (see the module docstring) is still read as a
-        source of copies when no other one qualifies. Refusals are warnings unless ``quiet``."""
+    def _load_index(self, trusted: list[PublicKey] | None) -> _Loaded | None:
+        """The newest snapshot that may stand for the listing, with its parts' record copies,
+        or None. Newest first, up to HEADS_TRIED heads are read: one stamped later than now
+        plus SKEW (a clock ahead, or planted to hide later publishes) is not used, nor one
+        whose signature does not meet the rule (see the module docstring); the parts of a
+        head that is not used are never read. Each refusal is one warning."""
         try:
-            heads = sorted((k for k, size in self.transport.list(SNAPSHOTS)
-                            if SNAPSHOT_KEY.fullmatch(k)), reverse=True)[:HEADS_TRIED]
+            keys = [k for k, _size in self.transport.list(SNAPSHOTS) if SNAPSHOT_KEY.fullmatch(k)]
         except StoreError as exc:
-            if not quiet:
-                warn(f"store {self.url}: cannot list its index ({exc}); listing records/")
-            return None, False
-        fallback: tuple[str, Snapshot] | None = None
-        for key in heads:
+            warn(f"store {self.url}: cannot list its index ({exc}); listing records/")
+            return None
+        latest = _latest_stamp()
+        future = [k for k in keys if _head_stamp(k) > latest]
+        if future:
+            warn(f"store {self.url}: {len(future)} index snapshot(s) dated in the future (e.g. "
+                 f"{future[0]}); not used (a writer's clock is ahead, or they were planted)")
+        for key in sorted(set(keys) - set(future), reverse=True)[:HEADS_TRIED]:
             try:
                 snap = self._read_head(key)
                 refusal = _signature_rule(snap, trusted)
                 if refusal is not None:
-                    if not quiet:
-                        warn(f"store {self.url}: index {key}: {refusal}; listing records/ "
-                             "instead (`zoo store index --sign KEY` with a trusted key)")
-                    fallback = fallback or (key, snap)
+                    warn(f"store {self.url}: index {key}: {refusal}; not used "
+                         "(`zoo store index --sign KEY` with a trusted key)")
                     continue
-                return _Loaded(key, snap, self._read_parts(snap)), True
+                return _Loaded(key, snap, self._read_parts(snap))
             except _Refused as exc:
-                if not quiet:
-                    warn(f"store {self.url}: index {key}: {exc}; not used")
-        if fallback is not None:
-            with contextlib.suppress(_Refused):
-                return _Loaded(fallback[0], fallback[1], self._read_parts(fallback[1])), False
-        return None, False
+                warn(f"store {self.url}: index {key}: {exc}; not used")
+        return None
 
     def _read_head(self, key: str) -> Snapshot:
         match = SNAPSHOT_KEY.fullmatch(key)
         assert match is not None
-        blob = self.transport.read_many([key], MAX_HEAD_BYTES)[key]
+        try:
+            blob = self.transport.read_many([key], MAX_HEAD_BYTES)[key]
+        except StoreError as exc:
+            raise _Refused(f"unreadable ({exc})") from None
         if isinstance(blob, Exception):
             raise _Refused(f"unreadable ({blob})")
         if len(blob) > MAX_HEAD_BYTES:
@@ -223,41 +238,49 @@ class IndexMixin(RecordsMixin):
             raise _Refused("named with another time than the one it holds")
         return snap
 
-    def _read_parts(self, snap: Snapshot) -> dict[str, bytes]:
+    def _read_parts(self, snap: Snapshot, *, prune: bool = True) -> dict[str, bytes]:
         """Every record copy of ``snap``'s parts: from the local part cache, else read
-        concurrently; each part's bytes must be the ones the head names."""
+        PART_BATCH at a time; each part's bytes must be the ones the head names. With
+        ``prune``, the part cache then keeps only this snapshot's parts."""
         folder = self._part_cache()
-        blobs: dict[str, bytes | Exception] = {}
-        for ref in snap.parts:
-            with contextlib.suppress(OSError):
-                if folder is not None:
-                    kept = (folder / f"{ref.sha256}.json").read_bytes()
-                    if hashlib.sha256(kept).hexdigest() == ref.sha256:
-                        blobs[ref.key] = kept
-        fetched = self.transport.read_many([r.key for r in snap.parts if r.key not in blobs],
-                                           MAX_PART_BYTES)
-        blobs.update(fetched)
         copies: dict[str, bytes] = {}
-        for ref in snap.parts:
-            blob = blobs[ref.key]
-            if not isinstance(blob, bytes):
-                raise _Refused(f"part {ref.key} unreadable ({blob})")
-            if len(blob) != ref.size or hashlib.sha256(blob).hexdigest() != ref.sha256:
-                raise _Refused(f"part {ref.key}: its bytes are not the ones the snapshot "
-                               "names (altered or truncated)")
+        for start in range(0, len(snap.parts), PART_BATCH):
+            refs = snap.parts[start:start + PART_BATCH]
+            blobs: dict[str, bytes | Exception] = {}
+            for ref in refs:
+                with contextlib.suppress(OSError):
+                    if folder is not None:
+                        kept = (folder / f"{ref.sha256}.json").read_bytes()
+                        if hashlib.sha256(kept).hexdigest() == ref.sha256:
+                            blobs[ref.key] = kept
             try:
-                copies.update(unpack_part(blob, ref.records))
-            except IndexFormatError as exc:
-                raise _Refused(f"part {ref.key}: {exc}") from None
-            if ref.key in fetched and folder is not None:
-                _keep(folder / f"{ref.sha256}.json", blob)
+                fetched = self.transport.read_many(
+                    [r.key for r in refs if r.key not in blobs], MAX_PART_BYTES)
+            except StoreError as exc:
+                raise _Refused(f"its parts are unreadable ({exc})") from None
+            blobs.update(fetched)
+            for ref in refs:
+                blob = blobs.pop(ref.key)
+                if not isinstance(blob, bytes):
+                    raise _Refused(f"part {ref.key} unreadable ({blob})")
+                if len(blob) != ref.size or hashlib.sha256(blob).hexdigest() != ref.sha256:
+                    raise _Refused(f"part {ref.key}: its bytes are not the ones the snapshot "
+                                   "names (altered or truncated)")
+                try:
+                    copies.update(unpack_part(blob, ref.records))
+                except IndexFormatError as exc:
+                    raise _Refused(f"part {ref.key}: {exc}") from None
+                if ref.key in fetched and folder is not None:
+                    _keep(folder / f"{ref.sha256}.json", blob)
+        if folder is not None and prune:
+            _prune_parts(folder, {f"{ref.sha256}.json" for ref in snap.parts})
         return copies
 
     def audit_index(self) -> list[dict[str, str]]:
         """``{"key", "problem"}`` for each index object that fails its checks: a snapshot head
-        (its name, bytes, fields, a signature that does not verify; the newest HEADS_TRIED,
-        the ones readers may use, with their parts and every record copy, which must hash to
-        its key's name) or a key under ``index/`` that is not part of the layout. Changes
+        (its name, bytes, fields, a date in the future, a signature that does not verify; the
+        newest AUDITED_PARTS with their parts and every record copy, which must hash to its
+        key's name) or a key under ``index/`` that is not part of the layout. Changes
         nothing."""
         problems: list[dict[str, str]] = []
         heads = []
@@ -266,12 +289,16 @@ class IndexMixin(RecordsMixin):
                 heads.append(key)
             elif not (JOURNAL_KEY.fullmatch(key) or PART_KEY.fullmatch(key)):
                 problems.append({"key": key, "problem": "not part of the store layout"})
+        latest = _latest_stamp()
         for n, key in enumerate(sorted(heads, reverse=True)):
             try:
+                if _head_stamp(key) > latest:
+                    raise _Refused("dated in the future: readers do not use it (a writer's "
+                                   "clock is ahead, or it was planted)")
                 snap = self._read_head(key)
                 if snap.signature_status(None) == "invalid":
                     raise _Refused("its signature does not verify (altered or signed wrongly)")
-                copies = self._read_parts(snap) if n < HEADS_TRIED else {}
+                copies = self._read_parts(snap, prune=False) if n < AUDITED_PARTS else {}
             except _Refused as exc:
                 problems.append({"key": key, "problem": str(exc)})
                 continue
@@ -291,14 +318,14 @@ class IndexMixin(RecordsMixin):
         self.transport.check_root()
         taken_at = now_utc()  # before the listing: journal entries from then on are read
         keys = [k for k, _size in self.transport.list(RECORDS)]
-        loaded, _usable = self._load_index(None, quiet=True)
+        loaded = self._load_index(None)
         keep: dict[str, bytes] = {}
         skipped = [{"record": k, "error": str(e)} for k, r, e in self._read_records(
             keys, copies=loaded.copies if loaded else None, keep=keep) if r is None]
         parts = pack_parts(keep)
         written = 0
         for ref, body in parts:
-            if self.transport.size(ref.key) != ref.size:
+            if not self.transport.holds(ref.key, body):
                 self.transport.write_new(ref.key, body)
                 written += 1
         snap = make_snapshot(taken_at, [ref for ref, _ in parts], sign_key, self.publisher)
@@ -317,6 +344,26 @@ def _signature_rule(snap: Snapshot, trusted: list[PublicKey] | None) -> str | No
         assert snap.signature is not None
         return f"signed by {snap.signature.public_key.short}, which is not a trusted key"
     return None
+
+
+def _latest_stamp() -> str:
+    """The newest stamp a usable snapshot head may carry: now plus SKEW."""
+    return stamp((datetime.now(timezone.utc) + SKEW).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+def _head_stamp(key: str) -> str:
+    match = SNAPSHOT_KEY.fullmatch(key)
+    assert match is not None
+    return match.group(1)
+
+
+def _prune_parts(folder: Path, wanted: set[str]) -> None:
+    """Remove the cached parts of older snapshots (what a store's readers keep is bounded
+    by one snapshot's parts)."""
+    with contextlib.suppress(OSError):
+        for path in folder.iterdir():
+            if path.name.endswith(".json") and path.name not in wanted:
+                path.unlink(missing_ok=True)
 
 
 def _keep(path: Path, blob: bytes) -> None:
