@@ -49,3 +49,36 @@ def test_a_model_that_fails_on_a_background_thread_is_named_by_result() -> None:
     with pytest.raises(PluginError, match="plugin 'p' failed in running model 'm': "
                                           "ValueError: no forward today"):
         runs.result()
+
+
+def test_the_gil_switch_interval_comes_back_on_every_way_out() -> None:
+    """Short GIL turns last while golden runs do: restored after result(), after close()
+    when prepare failed (result never called), and only when the last of two overlapping
+    runs (exports on two threads of one process) ends."""
+    import sys
+
+    import torch
+
+    from zoo.export.golden_runs import SWITCH_INTERVAL
+
+    before = sys.getswitchinterval()
+    assert before != SWITCH_INTERVAL
+    model = torch.nn.Conv2d(3, 2, 1).eval()
+    specs = golden_specs(zoo.get("deeplabv3_resnet50"), (64, 64), static=False)
+
+    runs = BackgroundCases(model, specs, contextlib.nullcontext)
+    assert sys.getswitchinterval() == SWITCH_INTERVAL
+    runs.result()
+    assert sys.getswitchinterval() == before
+
+    failed = BackgroundCases(model, specs, contextlib.nullcontext)
+    failed.close()  # what _produce's finally does when prepare raised
+    failed.close()  # idempotent
+    assert sys.getswitchinterval() == before
+
+    first = BackgroundCases(model, specs, contextlib.nullcontext)
+    second = BackgroundCases(model, specs, contextlib.nullcontext)
+    first.result()
+    assert sys.getswitchinterval() == SWITCH_INTERVAL  # the second still runs
+    second.result()
+    assert sys.getswitchinterval() == before

@@ -3,9 +3,10 @@ on a second thread while the exporter prepares), and their manifest summaries.""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from zoo.catalog.schema import ModelCard
@@ -94,17 +95,18 @@ class BackgroundCases:
 
         self._threads = torch.get_num_threads()
         self._outcomes: dict[str, tuple[bool, Any]] = {}
-        # each op of the eager forward returns to Python and waits for the GIL, which the
-        # caller's Python-heavy prepare holds for up to the switch interval (5 ms): shorter
-        # turns while the runs last keep them from waiting about as long as they compute
-        self._switch = sys.getswitchinterval()
-        sys.setswitchinterval(SWITCH_INTERVAL)
+        self._order = list(specs)
         self._workers = [threading.Thread(target=self._run, args=(fn, name, spec, contain),
                                           name=f"zoo-golden-{name}", daemon=True)
                          for name, spec in specs.items()]
-        for worker in self._workers:
-            worker.start()
-        self._order = list(specs)
+        self._turns: contextlib.ExitStack | None = contextlib.ExitStack()
+        self._turns.enter_context(short_gil_turns())
+        try:
+            for worker in self._workers:
+                worker.start()
+        except BaseException:
+            self.close()
+            raise
 
     def _run(self, fn: Callable[..., Any], name: str, spec: GoldenInput,
              contain: Callable[[], Any]) -> None:
@@ -120,9 +122,11 @@ class BackgroundCases:
     def result(self) -> dict[str, Any]:
         """Wait for the runs; their results (as :func:`run_cases` gives them), or the first
         exception raised here."""
-        for worker in self._workers:
-            worker.join()
-        sys.setswitchinterval(self._switch)
+        try:
+            for worker in self._workers:
+                worker.join()
+        finally:
+            self.close()
         results = {}
         for name in self._order:
             done, value = self._outcomes[name]
@@ -130,3 +134,39 @@ class BackgroundCases:
                 raise value
             results[name] = value
         return results
+
+    def close(self) -> None:
+        """Give back the short GIL turns (idempotent; :meth:`result` does it, and callers
+        call it on every other way out, e.g. when prepare raised or the user interrupted):
+        threads still running finish on their own (daemons)."""
+        if self._turns is not None:
+            self._turns.close()
+            self._turns = None
+
+
+_turns_lock = threading.Lock()
+_turns_users = 0
+_turns_saved = 0.0
+
+
+@contextlib.contextmanager
+def short_gil_turns() -> Iterator[None]:
+    """Python's GIL switch interval at :data:`SWITCH_INTERVAL` for the block: each op of an
+    eager forward on a background thread returns to Python and waits for the GIL, which a
+    Python-heavy main thread (scripting) holds for up to the interval (5 ms by default), so
+    the runs would wait about as long as they compute. Blocks nest and overlap across
+    threads (exports in threads of one process): the first in sets it, the last out puts
+    the saved value back."""
+    global _turns_users, _turns_saved
+    with _turns_lock:
+        if _turns_users == 0:
+            _turns_saved = sys.getswitchinterval()
+            sys.setswitchinterval(SWITCH_INTERVAL)
+        _turns_users += 1
+    try:
+        yield
+    finally:
+        with _turns_lock:
+            _turns_users -= 1
+            if _turns_users == 0:
+                sys.setswitchinterval(_turns_saved)

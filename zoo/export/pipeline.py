@@ -272,7 +272,6 @@ def _produce(
 ) -> dict[str, str]:
     """Export into ``staging``; returns the sha256 of the artifact's files (as the cache
     records them) hashed on the way."""
-    import torch
 
     from zoo.catalog.plugins import plugin_code
     from zoo.export.build import build_model
@@ -289,6 +288,27 @@ def _produce(
     # exceptions, the card's contract) are still reported before the exporter's
     overlap = options.precision == "fp32" and exporter.prepare_alongside_eager
     background = BackgroundCases(model, specs, contained) if overlap else None
+    try:
+        return _prepare_and_finish(
+            card, weights, exporter, options, name, staging, key, builder, format_code, say,
+            calibrate_dir, model, specs, background, contained)
+    finally:
+        if background is not None:
+            background.close()  # the GIL's short turns end on every way out
+
+
+def _prepare_and_finish(
+    card: ModelCard, weights: ResolvedWeights, exporter: Exporter, options: ExportOptions,
+    name: str, staging: Path, key: str, builder: CodeIdentity, format_code: CodeIdentity,
+    say: Log, calibrate_dir: Path | None, model: Any, specs: dict[str, GoldenInput],
+    background: BackgroundCases | None, contained: Callable[[], Any],
+) -> dict[str, str]:
+    """From the built model: contract check, quantization, prepare (alongside the golden
+    runs of ``background`` when given), then :func:`_finish`."""
+    import torch
+
+    from zoo.catalog.plugins import plugin_code
+
     if background is None:
         with contained():
             eager = run_cases(model, specs)
