@@ -43,7 +43,7 @@ def test_publish_then_site_shows_the_numbers_and_the_signer(
     built = run_zoo(["site", "-o", str(site), "--no-overlays", *store, "--trusted-key",
                      str(keys.team_pub)], env={"ZOO_HOME": str(home)})
     assert built.returncode == 0, built.stderr[-3000:]
-    assert "1 bench records" in built.stdout
+    assert "1 bench record (see store.html)" in built.stdout
     page = (site / "models" / "single_conv.html").read_text(encoding="utf-8")
     groups = re.findall(r'<section class="bench-group".*?</section>', page, re.S)
     assert len(groups) == 1

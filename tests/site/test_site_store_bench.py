@@ -140,7 +140,7 @@ def test_tampered_bench_objects_are_refused_with_a_reason_and_the_site_still_bui
 
     out = tmp_path / "site"
     said = site(out, "--store", store_dir.as_uri(), "--trusted-key", str(keys.team_pub))
-    assert "1 bench records, 6 refused" in said, said
+    assert "1 bench record, 6 refused" in said, said
     groups = bench_groups(out)
     assert len(groups) == 1 and "Good CPU" in groups[0] and "a trusted key" in groups[0]
     store_page = text((out / "store.html").read_text(encoding="utf-8"))

@@ -62,7 +62,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 def cmd_site(args: argparse.Namespace) -> int:
     from zoo.cli.main import load_registry
-    from zoo.cli.output import error_line, human_bytes, shown
+    from zoo.cli.output import counted, error_line, human_bytes, shown
     from zoo.cli.store_options import store_from_args
     from zoo.site.build import SiteOptions, build_site
 
@@ -85,8 +85,8 @@ def cmd_site(args: argparse.Namespace) -> int:
     elif store is not None:
         refused = f", {report.store_bench_refused} refused" if report.store_bench_refused \
             else ""
-        lines.append(f"  team store: {report.store_artifacts} artifacts, {report.store_bench} "
-                     f"bench records{refused} (see store.html)")
+        lines.append(f"  team store: {counted(report.store_artifacts, 'artifact')}, "
+                     f"{counted(report.store_bench, 'bench record')}{refused} (see store.html)")
     if report.demos:
         lines.append(f"  demos: {', '.join(report.demos)}")
     sys.stdout.write("\n".join(lines) + "\n")

@@ -12,8 +12,6 @@ from: a bench file (unsigned), or the team store with each signer and whether it
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ if TYPE_CHECKING:
     from zoo.bench.record import BenchRecord, Row
     from zoo.store.bench_records import PublishedBench
 
-#: records of one model from the team store shown at most (the newest)
+#: records of one model from the team store shown at most (trusted first, then newest)
 MAX_STORE_GROUPS = 32
 _STANDING = {"trusted": "a trusted key", "valid": "signature valid; no trusted keys given, "
              "so the signer is not vouched for", "untrusted": "NOT one of the trusted keys"}
@@ -54,21 +52,23 @@ class BenchGroup:
         return "From " + "; ".join(parts) + "."
 
 
-def _digest(record: BenchRecord) -> str:
-    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":"),
-                                     ensure_ascii=True).encode("ascii")).hexdigest()
+#: Which store copies a page keeps first: standing, then newest (``created`` is the
+#: publisher's word, so it only orders copies of the same standing).
+_RANK = {"trusted": 3, "valid": 2, "untrusted": 1, "unsigned": 0}
 
 
 def groups(files: dict[str, list[tuple[str, BenchRecord]]],
            stored: Sequence[PublishedBench]) -> dict[str, list[BenchGroup]]:
     """By model, oldest first: each distinct record once, with every place it came from
-    (``files``: model -> (file name, record); ``stored``: checked store records, of which the
-    newest :data:`MAX_STORE_GROUPS` per model are kept)."""
+    (``files``: model -> (file name, record); ``stored``: checked store records, of which
+    :data:`MAX_STORE_GROUPS` per model are kept: signed by a trusted key first, then newest)."""
+    from zoo.store.bench_records import record_digest
+
     found: dict[str, dict[str, BenchGroup]] = {}
     for model, items in files.items():
         for name, record in items:
             mine = found.setdefault(model, {})
-            key = _digest(record)
+            key = record_digest(record)
             old = mine.get(key, BenchGroup(record))
             if name not in old.files:
                 mine[key] = BenchGroup(record, (*old.files, name), old.stored)
@@ -76,17 +76,18 @@ def groups(files: dict[str, list[tuple[str, BenchRecord]]],
     for item in stored:
         by_model.setdefault(item.record["model"], []).append(item)
     for model, copies in by_model.items():
-        copies.sort(key=lambda p: (p.record["created"], p.key))
+        copies.sort(key=lambda p: (_RANK.get(p.status, 0), p.record["created"], p.key))
         mine = found.setdefault(model, {})
         for item in copies[-MAX_STORE_GROUPS:]:
-            key = _digest(item.record)
+            key = record_digest(item.record)
             old = mine.get(key, BenchGroup(item.record))
             copy = (item.signer, item.status)
             if copy not in old.stored:
                 mine[key] = BenchGroup(old.record, old.files,
                                        tuple(sorted((*old.stored, copy),
                                                     key=lambda c: (c[0] or "", c[1]))))
-    return {model: sorted(mine.values(), key=lambda g: (*_order(g.record), _digest(g.record)))
+    return {model: sorted(mine.values(),
+                          key=lambda g: (*_order(g.record), record_digest(g.record)))
             for model, mine in found.items()}
 
 

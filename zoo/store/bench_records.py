@@ -29,7 +29,7 @@ from zoo._core.jsonio import JSONRefused, json_object
 from zoo._core.names import MAX_NAME, SHA256_HEX
 from zoo.bench.record import RECORD_MAX_BYTES, BenchRecord, BenchRecordError, validate_record
 from zoo.store.keys import PublicKey, SigningKey
-from zoo.store.record import RecordError, Signature, _parse_signature
+from zoo.store.record import RecordError, Signature, parse_signature, signature_standing
 
 if TYPE_CHECKING:
     from zoo.store.store import Store
@@ -67,9 +67,8 @@ class PublishedBench:
 
     @property
     def digest(self) -> str:
-        """sha256 of the record's canonical JSON: the same record signed by several keys (or
-        none) has one digest."""
-        return hashlib.sha256(canonical(self.record)).hexdigest()
+        """:func:`record_digest` of the record."""
+        return record_digest(self.record)
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,12 @@ def canonical(record: BenchRecord) -> bytes:
     """The bytes a signature covers: the domain tag and the record's canonical JSON."""
     return DOMAIN + json.dumps(record, sort_keys=True, separators=(",", ":"),
                                ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def record_digest(record: BenchRecord) -> str:
+    """sha256 of the record's canonical form: the same record (from a file, or signed by
+    several keys, or none) has one digest."""
+    return hashlib.sha256(canonical(record)).hexdigest()
 
 
 def bench_bytes(record: BenchRecord, sign_key: SigningKey | None = None) -> bytes:
@@ -128,7 +133,7 @@ def publish_bench(store: Store, record: BenchRecord,
     key = bench_key(record["model"], blob)
     signer = sign_key.public.short if sign_key is not None else None
     store.transport.check_root()
-    if store.transport.size(key) == len(blob):
+    if store.transport.holds(key, blob):
         return BenchPublishResult(store.url, key, len(blob), signer, already=True)
     store.transport.write_new(key, blob)
     return BenchPublishResult(store.url, key, len(blob), signer, already=False)
@@ -138,15 +143,12 @@ def _status(signature: Signature | None, record: BenchRecord,
             trusted: list[PublicKey] | None) -> BenchSignature:
     """The signature's standing (the rule of :func:`zoo.store.record.signature_status`);
     BenchObjectError when it does not verify."""
-    if signature is None:
-        return "unsigned"
-    if not signature.public_key.verify(signature.value, canonical(record)):
+    standing = signature_standing(signature, canonical(record), trusted)
+    if standing == "invalid":
+        assert signature is not None
         raise BenchObjectError(f"its signature by {signature.public_key.short} does not verify "
                                "(the record was altered or signed wrongly)")
-    if not trusted:
-        return "valid"
-    return "trusted" if signature.public_key.fingerprint in {k.fingerprint for k in trusted} \
-        else "untrusted"
+    return standing
 
 
 def parse_bench(key: str, blob: bytes, trusted: list[PublicKey] | None = None
@@ -177,7 +179,7 @@ def parse_bench(key: str, blob: bytes, trusted: list[PublicKey] | None = None
         raise BenchObjectError(f"filed under model {match.group(1)!r} but measures "
                                f"{record['model']!r}")
     try:
-        signature = _parse_signature(data["signature"])
+        signature = parse_signature(data["signature"])
     except RecordError as exc:
         raise BenchObjectError(f"bad signature: {exc}") from None
     return PublishedBench(key, record, signature, _status(signature, record, trusted))

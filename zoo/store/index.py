@@ -37,8 +37,9 @@ from zoo.store.record import (
     MAX_RECORD_BYTES,
     RecordError,
     Signature,
-    _parse_signature,
     now_utc,
+    parse_signature,
+    signature_standing,
 )
 
 SCHEMA = "zoo-store-index/1"
@@ -144,15 +145,7 @@ class Snapshot:
 
     def signature_status(self, trusted: list[PublicKey] | None) -> str:
         """``invalid``, ``unsigned``, ``trusted``, ``untrusted`` or ``valid`` (as records)."""
-        sig = self.signature
-        if sig is None:
-            return "unsigned"
-        if not sig.public_key.verify(sig.value, self.canonical()):
-            return "invalid"
-        if not trusted:
-            return "valid"
-        return "trusted" if sig.public_key.fingerprint in {k.fingerprint for k in trusted} \
-            else "untrusted"
+        return signature_standing(self.signature, self.canonical(), trusted)
 
 
 def pack_parts(blobs: dict[str, bytes]) -> list[tuple[PartRef, bytes]]:
@@ -229,7 +222,7 @@ def parse_snapshot(blob: bytes) -> Snapshot:
     if not _whole(st["records"]) or st["records"] != sum(p.records for p in parts):
         raise IndexFormatError("records differs from the parts' total")
     try:
-        signature = _parse_signature(data["signature"])
+        signature = parse_signature(data["signature"])
     except RecordError as exc:
         raise IndexFormatError(str(exc)) from None
     return Snapshot(taken, st["records"], tuple(parts), publisher, nonce, signature)

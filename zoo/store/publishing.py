@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from zoo._core.log import warn
 from zoo.store.base import (
     OBJECTS,
     RECORDS,
@@ -16,7 +17,7 @@ from zoo.store.base import (
     _no_progress,
     _weights_sha256,
 )
-from zoo.store.errors import StoreRefusedError
+from zoo.store.errors import StoreError, StoreRefusedError
 from zoo.store.export_folder import (
     LocalExport,
     collected,
@@ -91,8 +92,14 @@ class PublishMixin(RecordsMixin):
         blob = record.to_bytes()
         key = f"{RECORDS}{identity}/{hashlib.sha256(blob).hexdigest()}.json"
         # the journal entry first: a reader that lists through the index finds the record by
-        # it (an entry whose record is not there yet, or any more, is passed over)
-        self.transport.write_new(journal_key(key), b"")
+        # it (an entry whose record is not there yet, or any more, is passed over). Best
+        # effort: without it the record is listed after the next `zoo store index`
+        try:
+            self.transport.write_new(journal_key(key), b"")
+        except StoreError as exc:
+            warn(f"store {self.url}: cannot write the index journal entry for {key} ({exc}); "
+                 "the record is published, and listings through the index show it after the "
+                 "next `zoo store index` (or with --full)")
         self.transport.write_new(key, blob)
         say("record", total, total)
         by_sha = {f.sha256 for f in uploaded}

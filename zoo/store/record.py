@@ -133,18 +133,24 @@ SignatureStatus = Literal["trusted", "valid", "untrusted", "unsigned", "invalid"
 
 
 def signature_status(record: Record, trusted: list[PublicKey] | None) -> SignatureStatus:
-    """``invalid`` (does not verify), ``unsigned``, or for a good signature: ``trusted`` (by
-    one of ``trusted``), ``untrusted`` (keys were given, it is none of them) or ``valid``
-    (no keys given: mathematically sound, signer unknown)."""
-    sig = record.signature
+    """:func:`signature_standing` of a record's signature over its statement."""
+    return signature_standing(record.signature, record.statement.canonical(), trusted)
+
+
+def signature_standing(sig: Signature | None, message: bytes,
+                       trusted: list[PublicKey] | None) -> SignatureStatus:
+    """The one rule for every signed store object (records, index heads, bench records):
+    ``invalid`` (does not verify over ``message``), ``unsigned``, or for a good signature:
+    ``trusted`` (by one of ``trusted``), ``untrusted`` (keys were given, it is none of them)
+    or ``valid`` (no keys given: mathematically sound, signer unknown)."""
     if sig is None:
         return "unsigned"
-    if not sig.public_key.verify(sig.value, record.statement.canonical()):
+    if not sig.public_key.verify(sig.value, message):
         return "invalid"
-    if trusted is None or not trusted:
+    if not trusted:
         return "valid"
-    fingerprints = {k.fingerprint for k in trusted}
-    return "trusted" if sig.public_key.fingerprint in fingerprints else "untrusted"
+    return "trusted" if sig.public_key.fingerprint in {k.fingerprint for k in trusted} \
+        else "untrusted"
 
 
 def now_utc() -> str:
@@ -238,7 +244,10 @@ def _check_statement(st: Statement) -> None:
         raise RecordError("size differs from the artifact objects' total")
 
 
-def _parse_signature(data: Any) -> Signature | None:
+def parse_signature(data: Any) -> Signature | None:
+    """A signed object's ``signature`` field: None, or ``{"scheme", "key", "public_key",
+    "value"}`` checked for shape (RecordError); whether it verifies is
+    :func:`signature_standing`'s question."""
     if data is None:
         return None
     if not isinstance(data, dict):
@@ -303,4 +312,4 @@ def parse_record(blob: bytes) -> Record:
         nonce=_get(st, "nonce", str, "statement"),
     )
     _check_statement(statement)
-    return Record(statement, _parse_signature(data["signature"]))
+    return Record(statement, parse_signature(data["signature"]))

@@ -122,6 +122,14 @@ class Transport(TransportCore):
             return {}
         return self.backend.read_many(rels, limit)
 
+    def holds(self, rel: str, data: bytes) -> bool:
+        """Whether object ``rel`` holds exactly ``data`` (a small object: same size, then its
+        bytes read back; a planted object of the same size is not taken for it)."""
+        if self.size(rel) != len(data):
+            return False
+        found = self.read_many([rel], len(data)).get(rel)
+        return isinstance(found, bytes) and found == data
+
     def write_new(self, rel: str, data: bytes) -> None:
         """Write a small object whole (records): atomically, never seen half-written."""
         self.backend.write_new(rel, data)

@@ -218,6 +218,8 @@ class LiteExporter(_ScriptedExporter):
         canonical = io.BytesIO()
         try:
             written = write_archive(records, canonical, extra_files)
+        except ExportError:
+            raise
         except Exception as exc:
             raise ExportError(f"saving the lite archive failed: {type(exc).__name__}: "
                               f"{exc}") from exc
