@@ -350,3 +350,30 @@ def test_a_waiter_takes_over_when_the_holder_is_killed(http_server: HTTPTestServ
     assert hashlib.sha256(Path(out.strip()).read_bytes()).hexdigest() == \
         hashlib.sha256(big).hexdigest()
     assert http_server.stats("/big.pth").statuses[-1] == 206  # it resumed the dead one's part
+
+
+def test_a_cold_export_downloads_while_torch_imports_and_errors_stay_one_line(
+        http_server: HTTPTestServer, tmp_path: Path) -> None:
+    """`zoo fetch --format` on an empty export cache resolves the weights on a thread while
+    torch imports: the download lands and the export is made; a download that fails there is
+    the same one line, exit 1, no traceback."""
+    from zoo.export.cache import ArtifactCache
+
+    home = tmp_path / "home"
+    env = {**tiny_env(http_server, tmp_path), "ZOO_HOME": str(home)}
+    cache = ArtifactCache(home / "artifacts")
+    assert not cache.may_hold("tiny.pt")
+    out = tmp_path / "out"
+    first = run_zoo(["fetch", "tiny", "--format", "torchscript", "-o", str(out)], env=env)
+    assert first.returncode == 0, first.stderr
+    assert (out / "tiny.pt").is_file()
+    assert cache.may_hold("tiny.pt") and not cache.may_hold("tiny.ptl")
+
+    (tmp_path / "b").mkdir()
+    env404 = {**tiny_env(http_server, tmp_path / "b", status=404),
+              "ZOO_HOME": str(tmp_path / "home2")}
+    failed = run_zoo(["fetch", "tiny", "--format", "lite", "-o", str(tmp_path / "o2")],
+                     env=env404)
+    assert failed.returncode == 1 and failed.stdout == ""
+    [line] = failed.stderr.splitlines()
+    assert "HTTP 404" in line

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from zoo.cli.export_opts import (
     add_export_options,
@@ -31,7 +33,10 @@ from zoo.weights.policy import (  # light: no requests (zoo --help must stay fas
 
 if TYPE_CHECKING:
     from zoo.catalog.schema import ModelCard
+    from zoo.cli.export_opts import ExportRequest
     from zoo.weights.resolve import ResolvedWeights, WeightsMirror
+
+T = TypeVar("T")
 
 EPILOG = """\
 weights sources (--weights):
@@ -243,7 +248,11 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from zoo.cli.store_options import store_from_args
 
     store = store_from_args(args, signatures=args.format is not None)
-    weights = weights_from_args(args, card, store)
+    if request is not None and store is None and not _export_may_be_cached(card, request):
+        # an export will run: torch is imported while the weights hash (or download)
+        weights = resolve_alongside_torch(lambda: weights_from_args(args, card, store))
+    else:
+        weights = weights_from_args(args, card, store)
     if request is not None:
         return run_export(request, args, card, weights, registry, store)
     if store is not None and store.publish_after:
@@ -251,3 +260,35 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if weights.path is not None:
         sys.stdout.write(f"{weights.path}\n")
     return 0
+
+
+def _export_may_be_cached(card: ModelCard, request: ExportRequest) -> bool:
+    from zoo.export.cache import ArtifactCache
+    from zoo.export.pipeline import artifact_file_name
+
+    name = artifact_file_name(card, request.exporter, request.options)
+    return ArtifactCache().may_hold(name)
+
+
+def resolve_alongside_torch(resolve: Callable[[], T]) -> T:
+    """``resolve()`` (hashing or downloading weights: file and network I/O, hashing that
+    releases the GIL) on a thread while this thread imports torch, which the export that
+    follows needs: a cold `zoo fetch --format` no longer waits for one, then the other.
+    Its exception is raised here; Ctrl-C leaves the (daemon) thread behind, and a download
+    it was making resumes next time."""
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["value"] = resolve()
+        except BaseException as exc:  # raised in the caller's thread below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="zoo-weights", daemon=True)
+    worker.start()
+    import torch  # noqa: F401  (the export's import, made while the weights resolve)
+
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]

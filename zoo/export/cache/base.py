@@ -71,6 +71,19 @@ class CacheBase:
         """Where the entry for ``key`` lives (whether or not it exists)."""
         return self.root / key
 
+    def may_hold(self, name: str) -> bool:
+        """Whether an entry may hold an artifact file named ``name``: a cheap hint (one folder
+        listing, a stat per entry) for callers deciding what to prepare; False means a lookup
+        of any identity with that artifact name misses. Unknown (unreadable) is True."""
+        try:
+            with os.scandir(self.root) as entries:
+                return any(len(e.name) == 64 and e.is_dir(follow_symlinks=False)
+                           and os.path.lexists(os.path.join(e.path, name)) for e in entries)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+
     def record_path(self, key: str) -> Path:
         """Where the record for ``key`` lives."""
         return self.records / f"{key}.json"
