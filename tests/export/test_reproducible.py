@@ -270,7 +270,7 @@ def test_zoo_fetch_flagship_is_byte_identical_in_ten_fresh_processes(
     assert "VERIFIED" in verify.stdout
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "lite"])
+@pytest.mark.parametrize("fmt", ["torchscript", "lite", "lite-v6"])
 def test_presave_then_save_gives_the_bytes_of_save_and_of_torchs_own_extra_files(
     fmt: str, tmp_path: Path
 ) -> None:
@@ -283,8 +283,9 @@ def test_presave_then_save_gives_the_bytes_of_save_and_of_torchs_own_extra_files
     exporter = TorchScriptExporter() if fmt == "torchscript" else LiteExporter()
     extra = {"manifest.json": '{"zoo": "manifest"}'}
     module = _frozen()
-    plain = Prepared(module=module, method="script", optimizations={})
-    ahead = Prepared(module=module, method="script", optimizations={})
+    version = 6 if fmt == "lite-v6" else None  # a backported archive
+    plain = Prepared(module=module, method="script", optimizations={}, bytecode_version=version)
+    ahead = Prepared(module=module, method="script", optimizations={}, bytecode_version=version)
     exporter.presave(ahead)
     assert ahead.presaved is not None
     exporter.save(plain, tmp_path / "plain", extra)
@@ -296,6 +297,12 @@ def test_presave_then_save_gives_the_bytes_of_save_and_of_torchs_own_extra_files
         torch.jit.save(module, raw, _extra_files=extra)
     else:
         raw.write(bytes(module._save_to_buffer_for_lite_interpreter(_extra_files=extra)))
+    if version is not None:
+        from torch.jit.mobile import _backport_for_mobile_to_buffer, _get_model_bytecode_version
+
+        raw = io.BytesIO(bytes(_backport_for_mobile_to_buffer(io.BytesIO(raw.getvalue()),
+                                                              version)))
+        assert _get_model_bytecode_version(tmp_path / "ahead") == version
     by_torch = io.BytesIO()
     canonicalize(raw.getvalue(), by_torch)
     assert (tmp_path / "plain").read_bytes() == by_torch.getvalue()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-MODEL_NAME_RE = re.compile(r"^[a-z0-9_]+$")
+MODEL_NAME_CLASS = "[a-z0-9_]"  # the characters of a model name (a regex class)
+MODEL_NAME_RE = re.compile(rf"^{MODEL_NAME_CLASS}+$")
 SHA256_HEX = "[0-9a-f]{64}"  # a sha256 in lowercase hex, for composing patterns
 SHA256_RE = re.compile(rf"^{SHA256_HEX}$")
 HEX64 = re.compile(SHA256_HEX)  # use with .fullmatch (``$`` would let a trailing newline in)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from zoo._core.jsonio import JSONRefused, json_object
-from zoo._core.names import MAX_NAME, SHA256_HEX
+from zoo._core.names import MAX_NAME, MODEL_NAME_CLASS, SHA256_HEX
 from zoo.bench.record import RECORD_MAX_BYTES, BenchRecord, BenchRecordError, validate_record
 from zoo.store.keys import PublicKey, SigningKey
 from zoo.store.record import RecordError, Signature, parse_signature, signature_standing
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 SCHEMA = "zoo-bench-record/1"
 DOMAIN = (SCHEMA + "\n").encode("ascii")
 PREFIX = "bench/"
-KEY = re.compile(rf"bench/([a-z0-9_]{{1,{MAX_NAME}}})/({SHA256_HEX})\.json")
+KEY = re.compile(rf"bench/({MODEL_NAME_CLASS}{{1,{MAX_NAME}}})/({SHA256_HEX})\.json")
 #: a published file: the record (at most RECORD_MAX_BYTES as a file) and its signature
 MAX_BYTES = RECORD_MAX_BYTES + (16 << 10)
 #: bench files one listing reads at most, and their bytes together
