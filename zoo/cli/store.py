@@ -282,17 +282,18 @@ def _print_table(items: list[Any]) -> None:
         rows.append((st.model + "".join(notes[-1]), st.format, st.precision,
                      human_bytes(st.size), _signer(item),
                      st.published_at[:19].replace("T", " ") + "Z", st.identity[:16]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [" " + "  ".join(paint(c.ljust(w), "1") for c, w in zip(rows[0], widths,
-                                                                 strict=True)) + " "]
-    for row, (untrained, revoked) in zip(rows[1:], notes[1:], strict=True):
-        line = shown(" " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) +
-                     " ")
-        if color and (untrained or revoked):  # after shown(): it would escape the colours
+    cells = [[shown(c) for c in row] for row in rows]  # what the terminal gets: measured
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = [" " + "  ".join(paint(c.ljust(w), "1") for c, w in zip(cells[0], widths,
+                                                                  strict=True)) + " "]
+    for row, (untrained, revoked) in zip(cells[1:], notes[1:], strict=True):
+        first = row[0].ljust(widths[0])
+        if color and (untrained or revoked):  # the notes are plain ASCII, shown() keeps them
             model = row[0][:len(row[0]) - len(untrained) - len(revoked)]
-            line = " " + shown(model) + paint(untrained, "33") * bool(untrained) + \
-                paint(revoked, "1;31") * bool(revoked) + line[1 + len(row[0]):]
-        lines.append(line)
+            first = model + paint(untrained, "33") * bool(untrained) + \
+                paint(revoked, "1;31") * bool(revoked) + " " * (widths[0] - len(row[0]))
+        lines.append(" " + "  ".join([first, *(c.ljust(w) for c, w in zip(
+            row[1:], widths[1:], strict=True))]) + " ")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
