@@ -162,9 +162,13 @@ class RecordsMixin(StoreBase):
         if not HEX64.fullmatch(identity):
             raise StoreConfigError(f"{identity[:80]!r} is not an export identity (64 hex)")
         keys = [k for k, _ in self.transport.list(f"{RECORDS}{identity}/")]
-        found = list(self._read_records(keys))
-        tombs = self.tombstones(identity) if found else []
-        return [Listed(k, r, e, None, self._revoked(k, r, tombs, trusted))
+        if not keys:
+            return []
+        with ThreadPoolExecutor(1) as pool:  # the tombstones' listing overlaps the reads
+            tombs = pool.submit(self.tombstones, identity)
+            found = list(self._read_records(keys))
+            revocations = tombs.result()
+        return [Listed(k, r, e, None, self._revoked(k, r, revocations, trusted))
                 for k, r, e in found]
 
     # -- revocation -----------------------------------------------------------------------
