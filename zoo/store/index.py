@@ -32,14 +32,17 @@ from typing import Any
 
 from zoo._core.jsonio import JSONRefused, json_object
 from zoo._core.names import HEX64, SHA256_HEX
+from zoo.store.base import RECORD_KEY
 from zoo.store.keys import PublicKey, SigningKey
 from zoo.store.record import (
     MAX_RECORD_BYTES,
+    NONCE,
+    PUBLISHER,
     RecordError,
     Signature,
     now_utc,
-    parse_signature,
     signature_standing,
+    signed_statement,
 )
 
 SCHEMA = "zoo-store-index/1"
@@ -51,15 +54,14 @@ _STAMP = r"\d{8}T\d{12}Z"
 SNAPSHOT_KEY = re.compile(rf"index/snapshots/({_STAMP})-({SHA256_HEX})\.json")
 PART_KEY = re.compile(rf"index/parts/({SHA256_HEX})\.json")
 JOURNAL_KEY = re.compile(rf"index/journal/({_STAMP})-({SHA256_HEX})-({SHA256_HEX})")
-RECORD_KEY = re.compile(rf"records/({SHA256_HEX})/({SHA256_HEX})\.json")
 MAX_HEAD_BYTES = 1 << 20
 MAX_PART_BYTES = 32 << 20
 PART_RECORDS = 4096
 MAX_PARTS = 4096
 MAX_INDEX_BYTES = 1 << 30  # all parts of one snapshot together
 SKEW = timedelta(hours=1)  # journal entries this much older than a snapshot are read again
+#: a snapshot's time has all six fraction digits: its stamp sorts like time in key names
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
-_PUBLISHER = re.compile(r"[\x20-\x7e]{1,100}")
 _FIELDS = {"schema", "taken_at", "records", "parts", "publisher", "nonce"}
 
 
@@ -189,18 +191,14 @@ def make_snapshot(taken_at: str, parts: list[PartRef], sign_key: SigningKey | No
 def parse_snapshot(blob: bytes) -> Snapshot:
     """Validate a snapshot head's bytes (IndexFormatError naming the first problem)."""
     try:
-        data = json_object(blob, MAX_HEAD_BYTES, "index snapshot")
-    except JSONRefused as exc:
+        st, signature = signed_statement(blob, MAX_HEAD_BYTES, "index snapshot", SCHEMA,
+                                         _FIELDS)
+    except RecordError as exc:
         raise IndexFormatError(str(exc)) from None
-    if set(data) != {"statement", "signature"}:
-        raise IndexFormatError("a snapshot is {'statement': ..., 'signature': ...}")
-    st = data["statement"]
-    if not isinstance(st, dict) or set(st) != _FIELDS or st.get("schema") != SCHEMA:
-        raise IndexFormatError(f"not a {SCHEMA} statement (a newer zoo wrote it?)")
     taken, publisher, nonce = st["taken_at"], st["publisher"], st["nonce"]
     if not (isinstance(taken, str) and _TIME.fullmatch(taken) and isinstance(publisher, str)
-            and _PUBLISHER.fullmatch(publisher) and isinstance(nonce, str)
-            and re.fullmatch(r"[0-9a-f]{16}", nonce)):
+            and PUBLISHER.fullmatch(publisher) and isinstance(nonce, str)
+            and NONCE.fullmatch(nonce)):
         raise IndexFormatError("taken_at, publisher or nonce has a value that is not allowed")
     raw_parts = st["parts"]
     if not isinstance(raw_parts, list) or len(raw_parts) > MAX_PARTS:
@@ -221,10 +219,6 @@ def parse_snapshot(blob: bytes) -> Snapshot:
         raise IndexFormatError("a part is named twice")
     if not _whole(st["records"]) or st["records"] != sum(p.records for p in parts):
         raise IndexFormatError("records differs from the parts' total")
-    try:
-        signature = parse_signature(data["signature"])
-    except RecordError as exc:
-        raise IndexFormatError(str(exc)) from None
     return Snapshot(taken, st["records"], tuple(parts), publisher, nonce, signature)
 
 

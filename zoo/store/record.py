@@ -38,8 +38,9 @@ MAX_OBJECT_SIZE = 1 << 44  # 16 TiB: larger claims are nonsense
 SUMS_NAME = "SHA256SUMS"
 _WORD = re.compile(r"[A-Za-z0-9_.+-]{1,100}")
 _BARE = re.compile(r"[^/\\\x00-\x1f\x7f]{1,255}")
-_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
-_PUBLISHER = re.compile(r"[\x20-\x7e]{1,100}")
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
+PUBLISHER = re.compile(r"[\x20-\x7e]{1,100}")
+NONCE = re.compile(r"[0-9a-f]{16}")  # every signed statement's nonce
 IdentitySource = Literal["manifest", "fallback"]
 
 
@@ -216,9 +217,9 @@ def _check_statement(st: Statement) -> None:
     _match(_BARE, st.artifact, "artifact")
     if st.artifact in (".", "..", SUMS_NAME):
         raise RecordError(f"artifact {st.artifact!r} is not allowed")
-    _match(_TIME, st.published_at, "published_at")
-    _match(_PUBLISHER, st.publisher, "publisher")
-    _match(re.compile(r"[0-9a-f]{16}"), st.nonce, "nonce")
+    _match(TIME, st.published_at, "published_at")
+    _match(PUBLISHER, st.publisher, "publisher")
+    _match(NONCE, st.nonce, "nonce")
     if not st.objects or len(st.objects) > MAX_OBJECTS:
         raise RecordError(f"a record holds 1..{MAX_OBJECTS} objects, not {len(st.objects)}")
     paths = [o.path for o in st.objects]
@@ -267,24 +268,36 @@ def parse_signature(data: Any) -> Signature | None:
     return Signature(key, value)
 
 
-def parse_record(blob: bytes) -> Record:
-    """Validate and parse a record file's bytes (RecordError with the first problem)."""
+def signed_statement(blob: bytes, limit: int, what: str, schema: str,
+                     fields: set[str]) -> tuple[dict[str, Any], Signature | None]:
+    """The envelope every signed store object shares (records, tombstones, index heads):
+    strict bounded JSON ``{"statement": {...}, "signature": ... | null}`` whose statement has
+    exactly ``fields`` and ``schema``; returns (statement, signature). RecordError names the
+    first problem; whether the signature verifies is :func:`signature_standing`'s question."""
     try:
-        data = json_object(blob, MAX_RECORD_BYTES, "record")
+        data = json_object(blob, limit, what)
     except JSONRefused as exc:
         raise RecordError(str(exc)) from None
     if set(data) != {"statement", "signature"}:
-        raise RecordError("a record is {'statement': ..., 'signature': ...}")
+        raise RecordError(f"a {what} is {{'statement': ..., 'signature': ...}}")
     st = data["statement"]
     if not isinstance(st, dict):
         raise RecordError("statement must be an object")
-    if _get(st, "schema", str, "statement") != SCHEMA:
-        raise RecordError(f"statement.schema is not {SCHEMA!r} (a newer zoo wrote it?)")
-    expected = {"schema", "identity", "identity_source", "model", "format", "precision",
-                "untrained", "artifact", "manifest", "manifest_sha256", "size", "objects",
-                "published_at", "publisher", "nonce"}
-    if set(st) != expected:
-        raise RecordError(f"statement fields differ: {sorted(set(st) ^ expected)[:5]}")
+    if st.get("schema") != schema:
+        raise RecordError(f"statement.schema is not {schema!r} (a newer zoo wrote it?)")
+    if set(st) != fields:
+        raise RecordError(f"statement fields differ: {sorted(set(st) ^ fields)[:5]}")
+    return st, parse_signature(data["signature"])
+
+
+_RECORD_FIELDS = {"schema", "identity", "identity_source", "model", "format", "precision",
+                  "untrained", "artifact", "manifest", "manifest_sha256", "size", "objects",
+                  "published_at", "publisher", "nonce"}
+
+
+def parse_record(blob: bytes) -> Record:
+    """Validate and parse a record file's bytes (RecordError with the first problem)."""
+    st, signature = signed_statement(blob, MAX_RECORD_BYTES, "record", SCHEMA, _RECORD_FIELDS)
     objects = []
     raw_objects = _get(st, "objects", list, "statement")
     if len(raw_objects) > MAX_OBJECTS:
@@ -312,4 +325,4 @@ def parse_record(blob: bytes) -> Record:
         nonce=_get(st, "nonce", str, "statement"),
     )
     _check_statement(statement)
-    return Record(statement, parse_signature(data["signature"]))
+    return Record(statement, signature)

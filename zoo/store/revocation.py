@@ -18,8 +18,6 @@ a tombstone from the store does not un-revoke a record for a machine that saw it
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -27,14 +25,16 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from zoo._core.jsonio import JSONRefused, json_object
 from zoo._core.names import HEX64, SHA256_HEX
-from zoo.store.keys import SCHEME, PublicKey, SigningKey
+from zoo.store.keys import PublicKey, SigningKey
 from zoo.store.record import (
+    NONCE,
+    TIME,
     Record,
     RecordError,
     Signature,
     now_utc,
+    signed_statement,
 )
 
 SCHEMA = "zoo-store-revocation/1"
@@ -43,7 +43,6 @@ PREFIX = "revocations/"
 MAX_BYTES = 64 << 10
 MAX_REASON = 500
 KEY = re.compile(rf"revocations/({SHA256_HEX})/({SHA256_HEX})\.json")
-_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 _PRINTABLE = re.compile(r"[\x20-\x7e]{0,500}")
 _FIELDS = {"schema", "identity", "record", "reason", "revoked_at", "publisher", "nonce"}
 
@@ -109,42 +108,15 @@ def make_revocation(identity: str, record: str, reason: str, sign_key: SigningKe
 
 def parse_revocation(blob: bytes) -> Revocation:
     """Validate a tombstone file's bytes (RecordError naming the first problem)."""
-    try:
-        data = json_object(blob, MAX_BYTES, "revocation")
-    except JSONRefused as exc:
-        raise RecordError(str(exc)) from None
-    if set(data) != {"statement", "signature"}:
-        raise RecordError("a revocation is {'statement': ..., 'signature': ...}")
-    st = data["statement"]
-    if not isinstance(st, dict) or set(st) != _FIELDS or st.get("schema") != SCHEMA:
-        raise RecordError(f"not a {SCHEMA} statement")
+    st, signature = signed_statement(blob, MAX_BYTES, "revocation", SCHEMA, _FIELDS)
     if not all(isinstance(st[k], str) for k in _FIELDS):
         raise RecordError("revocation fields are text")
     if not (HEX64.fullmatch(st["identity"]) and HEX64.fullmatch(st["record"])
-            and _TIME.fullmatch(st["revoked_at"]) and _PRINTABLE.fullmatch(st["reason"])
-            and _PRINTABLE.fullmatch(st["publisher"]) and re.fullmatch(r"[0-9a-f]{16}",
-                                                                         st["nonce"])):
+            and TIME.fullmatch(st["revoked_at"]) and _PRINTABLE.fullmatch(st["reason"])
+            and _PRINTABLE.fullmatch(st["publisher"]) and NONCE.fullmatch(st["nonce"])):
         raise RecordError("a revocation field has a value that is not allowed")
     return Revocation(st["identity"], st["record"], st["reason"], st["revoked_at"],
-                      st["publisher"], st["nonce"], _signature(data["signature"]))
-
-
-def _signature(data: Any) -> Signature | None:
-    if data is None:
-        return None
-    if not isinstance(data, dict) or data.get("scheme") != SCHEME:
-        raise RecordError(f"signature must be a {SCHEME} signature or null")
-    try:
-        raw = base64.b64decode(str(data.get("public_key")), validate=True)
-        value = base64.b64decode(str(data.get("value")), validate=True)
-    except (binascii.Error, ValueError):
-        raise RecordError("signature fields are not base64") from None
-    if len(raw) != 32 or len(value) != 64:
-        raise RecordError("signature has the wrong length for Ed25519")
-    key = PublicKey(raw, "revocation")
-    if data.get("key") != key.fingerprint:
-        raise RecordError("signature.key is not the fingerprint of signature.public_key")
-    return Signature(key, value)
+                      st["publisher"], st["nonce"], signature)
 
 
 def revoked_by(record: Record, digest: str, tombstones: list[Revocation],
