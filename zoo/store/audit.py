@@ -16,12 +16,12 @@ from zoo.store.base import (
     Progress,
     VerifyReport,
     _no_progress,
-    _signature_refusal,
 )
 from zoo.store.indexing import IndexMixin
 from zoo.store.keys import PublicKey
 from zoo.store.record import (
     SUMS_NAME,
+    signature_refusal,
     signature_status,
 )
 from zoo.store.transport import SizeMismatch
@@ -64,7 +64,7 @@ class AuditMixin(IndexMixin):
             entry["signature"] = status
             entry["signed_by"] = record.signature.public_key.fingerprint \
                 if record.signature else None
-            refusal = _signature_refusal(record, status, bool(trusted))
+            refusal = signature_refusal(status, record.signature, bool(trusted))
             if refusal:
                 entry["problems"].append(refusal)
             for obj in st.objects:

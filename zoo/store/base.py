@@ -175,17 +175,6 @@ class _Refused(Exception):
     """One record failed verification during a pull (the next one may pass)."""
 
 
-def _signature_refusal(record: Record, status: str, keys_given: bool) -> str | None:
-    if status == "invalid":
-        return "its signature does not verify (the record was altered or signed wrongly)"
-    if keys_given and status == "unsigned":
-        return "unsigned, and a trusted key is required"
-    if keys_given and status == "untrusted":
-        assert record.signature is not None
-        return f"signed by {record.signature.public_key.short}, which is not a trusted key"
-    return None
-
-
 class StoreBase:
     """A store at one URL (the parts below add publish, pull, audit, weights)."""
 

@@ -55,7 +55,7 @@ from zoo.store.index import (
 )
 from zoo.store.keys import PublicKey, SigningKey
 from zoo.store.listing import RecordsMixin
-from zoo.store.record import Record, now_utc, signature_status
+from zoo.store.record import Record, now_utc, signature_refusal, signature_status
 
 HEADS_TRIED = 16  # snapshot heads a reader reads (newest first) before listing records/
 #                  key by key; heads are small, their parts are read for the one used only
@@ -207,7 +207,8 @@ class IndexMixin(RecordsMixin):
         for key in sorted(set(keys) - set(future), reverse=True)[:HEADS_TRIED]:
             try:
                 snap = self._read_head(key)
-                refusal = _signature_rule(snap, trusted)
+                status = snap.signature_status(trusted)
+                refusal = signature_refusal(status, snap.signature, bool(trusted))
                 if refusal is not None:
                     warn(f"store {self.url}: index {key}: {refusal}; not used "
                          "(`zoo store index --sign KEY` with a trusted key)")
@@ -331,19 +332,6 @@ class IndexMixin(RecordsMixin):
         snap = make_snapshot(taken_at, [ref for ref, _ in parts], sign_key, self.publisher)
         self.transport.write_new(snap.key, snap.to_bytes())
         return IndexResult(self.url, snap.key, snap, written, skipped)
-
-
-def _signature_rule(snap: Snapshot, trusted: list[PublicKey] | None) -> str | None:
-    """Why ``snap`` may not stand for the listing, or None."""
-    status = snap.signature_status(trusted)
-    if status == "invalid":
-        raise _Refused("its signature does not verify (altered or signed wrongly)")
-    if trusted and status == "unsigned":
-        return "unsigned, and a trusted key is required"
-    if trusted and status == "untrusted":
-        assert snap.signature is not None
-        return f"signed by {snap.signature.public_key.short}, which is not a trusted key"
-    return None
 
 
 def _latest_stamp() -> str:

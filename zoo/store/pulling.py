@@ -14,7 +14,6 @@ from zoo.store.base import (
     PullResult,
     _no_progress,
     _Refused,
-    _signature_refusal,
 )
 from zoo.store.errors import StoreError, StoreRefusedError
 from zoo.store.keys import PublicKey
@@ -24,6 +23,7 @@ from zoo.store.record import (
     Record,
     SignatureStatus,
     Statement,
+    signature_refusal,
     signature_status,
 )
 from zoo.store.transport import SizeMismatch
@@ -71,7 +71,7 @@ class PullMixin(RecordsMixin):
                 reasons.append(f"record {name}…: {item.revoked}")
                 continue
             status = signature_status(item.record, trusted_keys)
-            refusal = _signature_refusal(item.record, status, bool(trusted_keys))
+            refusal = signature_refusal(status, item.record.signature, bool(trusted_keys))
             if refusal:
                 reasons.append(f"record {name}…: {refusal}")
             else:

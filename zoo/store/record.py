@@ -138,6 +138,20 @@ def signature_status(record: Record, trusted: list[PublicKey] | None) -> Signatu
     return signature_standing(record.signature, record.statement.canonical(), trusted)
 
 
+def signature_refusal(status: str, sig: Signature | None, keys_given: bool) -> str | None:
+    """Why an object whose signature has standing ``status`` may not be used, or None: a
+    signature that does not verify never; unsigned or untrusted ones when trusted keys were
+    given (records pulled or audited, index snapshots standing for a listing)."""
+    if status == "invalid":
+        return "its signature does not verify (altered or signed wrongly)"
+    if keys_given and status == "unsigned":
+        return "unsigned, and a trusted key is required"
+    if keys_given and status == "untrusted":
+        assert sig is not None
+        return f"signed by {sig.public_key.short}, which is not a trusted key"
+    return None
+
+
 def signature_standing(sig: Signature | None, message: bytes,
                        trusted: list[PublicKey] | None) -> SignatureStatus:
     """The one rule for every signed store object (records, index heads, bench records):
