@@ -65,6 +65,13 @@ WeightsUrl = Annotated[Url, AfterValidator(_weights_url),
                        Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"})]
 
 
+
+def checked_name(value: str, what: str) -> str:
+    """``value`` when it is a model/weights name (lowercase, digits, '_'), else ValueError."""
+    if not MODEL_NAME_RE.fullmatch(value):
+        raise ValueError(f"{what} {value!r} must match [a-z0-9_]+ (lowercase, digits, '_')")
+    return value
+
 class _Strict(BaseModel):
     # allow_inf_nan=False: every float on a card is finite (NaN/inf are refused by name)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
@@ -145,9 +152,7 @@ class WeightsSource(_Strict):
     @field_validator("name")
     @classmethod
     def _name_rule(cls, value: str) -> str:
-        if not MODEL_NAME_RE.fullmatch(value):
-            raise ValueError(f"weights name {value!r} must match [a-z0-9_]+")
-        return value
+        return checked_name(value, "weights name")
 
     @field_validator("sha256")
     @classmethod
@@ -324,9 +329,7 @@ class ModelCard(_Strict):
     @field_validator("name")
     @classmethod
     def _name_rule(cls, value: str) -> str:
-        if not MODEL_NAME_RE.fullmatch(value):
-            raise ValueError(f"name {value!r} must match [a-z0-9_]+ (lowercase, digits, '_')")
-        return value
+        return checked_name(value, "name")
 
     @field_validator("architecture")
     @classmethod
