@@ -87,16 +87,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Run the bench, write the record, show it; exit 1 when a row failed."""
     from zoo.bench.record import write_record
     from zoo.bench.runner import BenchOptions, parse_targets, run_bench, weights_label
-    from zoo.cli.fetch import progress_mode, weights_from_args
+    from zoo.cli.fetch import check_weights_arg, progress_mode, weights_from_args
     from zoo.cli.main import load_registry
     from zoo.cli.output import check_output_folder, print_json
     from zoo.cli.store_options import custody_from_args, store_from_args
-    from zoo.errors import UsageError
 
     registry = load_registry(args)
     card = registry.get(args.name)
-    if args.weights is not None and not args.weights.strip():
-        raise UsageError("--weights needs a value: NAME, URL, PATH or none")
+    check_weights_arg(args)
     targets = parse_targets(args.formats, card, registry)
     check_output_folder(args.output)
     size = args.size or tuple(card.preprocessing.input_size)

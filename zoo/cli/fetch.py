@@ -192,6 +192,13 @@ def policy_from_args(args: argparse.Namespace) -> DownloadPolicy:
     )
 
 
+def check_weights_arg(args: argparse.Namespace) -> None:
+    """An empty ``--weights`` is a usage error before any work (resolve_weights says the
+    same, later)."""
+    if args.weights is not None and not args.weights.strip():
+        raise UsageError("--weights needs a value: NAME, URL, PATH or none")
+
+
 def weights_from_args(args: argparse.Namespace, card: ModelCard,
                       store: WeightsMirror | None = None) -> ResolvedWeights:
     """Resolve the weights the options in ``args`` ask for (card weights from the team
@@ -237,8 +244,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
     registry = load_registry(args)
     card = registry.get(args.name)
-    if args.weights is not None and not args.weights.strip():
-        raise UsageError("--weights needs a value: NAME, URL, PATH or none")
+    check_weights_arg(args)
     request = None
     if args.format is not None:
         request = export_request(args, card, registry)  # before any download or build
