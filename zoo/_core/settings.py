@@ -92,6 +92,11 @@ def format_size(n: int | None) -> str:
     return f"{value:.1f} TiB"  # unreachable
 
 
+def counted(n: int, noun: str) -> str:
+    """``counted(1, "bench record")`` -> '1 bench record'; 2 -> '2 bench records'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_count(n: int | None) -> str:
     """42004074 -> '42.0M'; 644 -> '644'; None -> '-' (parameter and class counts)."""
     if n is None:

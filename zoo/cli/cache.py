@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from zoo._core.settings import counted
 from zoo.cli.output import error_line, human_bytes, print_json, stdout_console
 
 
@@ -198,14 +199,14 @@ def cmd_clear(args: argparse.Namespace) -> int:
         print(f"removed {len(export_leftovers)} leftover(s) of interrupted exports "
               f"({human_bytes(sum(x.size for x in export_leftovers))})")
     if exports:
-        print(f"removed {len(exports)} cached export{'s' if len(exports) != 1 else ''} "
+        print(f"removed {counted(len(exports), 'cached export')} "
               f"({human_bytes(sum(e.size for e in exports))})")
     freed = sum(e.size for e in removed)
     what = f" for {args.name}" if args.name else ""
     if args.name and not removed:
         print(f"no cached weights{what}")
     else:
-        print(f"removed {len(removed)} file{'s' if len(removed) != 1 else ''}{what} "
+        print(f"removed {counted(len(removed), 'file')}{what} "
               f"({human_bytes(freed)})")
     return 0
 
@@ -231,7 +232,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print_json({"budget": budget, "removed": [_export_row(e) for e in removed],
                     "kept": [_export_row(e) for e in kept]})
         return 0
-    print(f"removed {len(removed)} cached export{'s' if len(removed) != 1 else ''} "
+    print(f"removed {counted(len(removed), 'cached export')} "
           f"({human_bytes(sum(e.size for e in removed))}); {len(kept)} kept "
           f"({human_bytes(sum(e.size for e in kept))} of {human_bytes(budget)})")
     return 0

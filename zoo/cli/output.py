@@ -84,8 +84,3 @@ def check_output_folder(folder: Path, option: str = "-o") -> None:
     if not os.access(existing, os.W_OK | os.X_OK):  # also False on a read-only mount
         raise UsageError(f"{option} {folder}: cannot write into {existing} (read-only or no "
                          "permission); name a folder you can write")
-
-
-def counted(n: int, noun: str) -> str:
-    """``counted(1, "bench record")`` -> '1 bench record'; 2 -> '2 bench records'."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"

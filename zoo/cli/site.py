@@ -61,8 +61,9 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
 
 
 def cmd_site(args: argparse.Namespace) -> int:
+    from zoo._core.settings import counted
     from zoo.cli.main import load_registry
-    from zoo.cli.output import counted, error_line, human_bytes, shown
+    from zoo.cli.output import error_line, human_bytes, shown
     from zoo.cli.store_options import store_from_args
     from zoo.site.build import SiteOptions, build_site
 

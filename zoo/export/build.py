@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from zoo._core.settings import counted
 from zoo.catalog.plugins import plugin_code
 from zoo.errors import PluginError, UsageError, ZooError
 
@@ -210,8 +211,8 @@ def check_values(path: Path, state: Mapping[str, torch.Tensor],
                                "for this model?")
         bad = non_finite.get(name, 0)
         if bad:
-            raise WeightsError(f"weights file {path}: tensor {name!r} holds {bad} NaN or "
-                               f"infinite value{'s' if bad != 1 else ''} (of "
+            raise WeightsError(f"weights file {path}: tensor {name!r} holds "
+                               f"{counted(bad, 'NaN or infinite value')} (of "
                                f"{tensor.numel()}); the weights are damaged (diverged "
                                "training or a bad conversion)")
 

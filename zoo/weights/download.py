@@ -52,6 +52,7 @@ from zoo._core.fs import (
     read_json_record,
     warn_once,
 )
+from zoo._core.settings import counted
 from zoo.errors import DownloadError, HashMismatchError
 from zoo.weights.policy import (
     DEFAULT_MAX_SIZE,
@@ -574,8 +575,8 @@ def _gave_up(xfer: _Transfer, clock: Clock, reason: str, attempts: int) -> Downl
         reason += f"; the --deadline of {secs(clock.deadline)} s is over"
     kept = f"; {xfer.offset} bytes kept to resume" if xfer.offset else ""
     return DownloadError(
-        f"cannot download {xfer.shown}: {reason} (gave up after {attempts} "
-        f"attempt{'s' if attempts != 1 else ''}{kept})"
+        f"cannot download {xfer.shown}: {reason} (gave up after "
+        f"{counted(attempts, 'attempt')}{kept})"
     )
 
 
