@@ -6,10 +6,13 @@
   output ``[1, C, H, W]`` float32 logits.
 * **int8.** PT2E static quantization with litert-torch's ``PT2EQuantizer`` (symmetric,
   per-channel weights, int8 activations) calibrated on the pipeline's calibration batches,
-  then converted with its ``QuantConfig``. The converter makes the *input* int8 (its
-  scale and zero point are in the model's input tensor; the runtime module quantizes the
-  float input with them); the output stays float32. Golden outputs are recorded from the
-  artifact (``golden_from_artifact``) and fidelity to fp32 is recorded apart.
+  then converted with its ``QuantConfig``; hardswish is rewritten and the adds its
+  annotators miss are quantized so XNNPACK runs the whole graph (:mod:`.litert_int8`). The
+  input is int8, and so is the output when the last op is quantized (lraspp's is): scale
+  and zero point are in the tensors, the runtime module quantizes the float input and
+  dequantizes the output, and an int8 output's arg-max is already the label map. Golden
+  outputs are recorded from the artifact (``golden_from_artifact``) and fidelity to fp32 is
+  recorded apart.
 * **Manifest.** Stored as an *associated file*: a ZIP archive (entries stored, not
   compressed, fixed timestamps) appended to the flatbuffer, the way TFLite Support packs
   associated files. LiteRT ignores the bytes after the flatbuffer; any ZIP reader (Python's
@@ -87,12 +90,8 @@ class TFLiteExporter(Exporter):
                 if options.precision == "int8":
                     if not calibration:
                         raise ExportError("LiteRT int8 needs calibration batches (none given)")
-                    edge = _convert_int8(wrapped, calibration)
-                    optimizations["quantization"] = (
-                        f"litert-torch PT2EQuantizer static int8: symmetric per-channel "
-                        f"weights, int8 activations, {len(calibration)} calibration batches; "
-                        f"int8 input (scale and zero point in the input tensor), float32 "
-                        f"output")
+                    edge, notes = _convert_int8(wrapped, calibration)
+                    optimizations.update(notes)
                 else:
                     with torch.no_grad():
                         edge = _litert().convert(wrapped.eval(), (example,))
@@ -104,6 +103,11 @@ class TFLiteExporter(Exporter):
                               f"{' '.join(str(exc).split())[:300]}") from exc
         if flatbuffer[4:8] != TFLITE_IDENTIFIER:
             raise ExportError("litert-torch produced no TFLite flatbuffer")
+        if options.precision == "int8":
+            inputs, outputs = _signature(flatbuffer)
+            types = ", ".join(f"{found[0][0]} {role}" for role, found in
+                              (("input", inputs), ("output", outputs)) if found)
+            optimizations["quantization"] += f"; {types} (scale and zero point in the tensors)"
         return Prepared(module=flatbuffer, method="export", optimizations=optimizations,
                         static_shape=True)
 
@@ -184,19 +188,30 @@ def _no_progress() -> Iterator[None]:
             os.environ[key] = saved
 
 
-def _convert_int8(model: nn.Module, batches: list[Tensor]) -> Any:
+def _convert_int8(model: nn.Module, batches: list[Tensor]) -> tuple[Any, dict[str, str]]:
+    """The int8 edge model and what was done to make it (see :mod:`.litert_int8`)."""
     import torch
-    from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.quant_config import QuantConfig
 
     from zoo.export.quantize import quantize_pt2e
+    from zoo_plugins.formats.litert_int8 import delegable_hardswish, quantizer
 
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    quantized = quantize_pt2e(model, batches, quantizer=quantizer, fold_quantize=False)
+    model, hardswishes = delegable_hardswish(model)
+    complete = quantizer()
+    quantized = quantize_pt2e(model, batches, quantizer=complete, fold_quantize=False)
     with torch.no_grad():
-        return _litert().convert(quantized, (batches[0],),
-                                 quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        edge = _litert().convert(quantized, (batches[0],),
+                                 quant_config=QuantConfig(pt2e_quantizer=complete))
+    notes = {
+        "quantization": (
+            f"litert-torch PT2EQuantizer static int8: symmetric per-channel weights, int8 "
+            f"activations, {len(batches)} calibration batches"),
+        "int8_graph": (
+            f"for one XNNPACK partition: {hardswishes} hardswish as x*relu6(x+3)/6, "
+            f"{complete.annotated_extra} add/mul/relu6 quantized that litert-torch's "
+            f"annotators missed"),
+    }
+    return edge, notes
 
 
 def with_associated_files(flatbuffer: bytes, files: dict[str, str]) -> bytes:

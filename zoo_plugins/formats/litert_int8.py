@@ -1,0 +1,111 @@
+"""int8 graphs that LiteRT's XNNPACK delegate runs whole: what the LiteRT exporter changes
+before litert-torch's PT2E quantization.
+
+litert-torch's quantizer, left alone, gives a graph XNNPACK cannot take in one piece (lraspp:
+20 delegate partitions, int8 *slower* than fp32):
+
+* XNNPACK's LiteRT delegate takes no int8 ``HARD_SWISH``, so every hardswish split the graph.
+  :func:`delegable_hardswish` writes ``nn.Hardswish`` as ``x * relu6(x + 3) * (1/6)`` (int8
+  ADD with a fused RELU6, then MUL: ops the delegate takes), with its constants shaped
+  ``[1, 1, 1, 1]`` for 4-D inputs: a 0-d constant makes litert-torch's layout pass keep the
+  ops in NCHW between two TRANSPOSEs.
+* Its ``add``/``mul`` annotators find nodes by ``source_fn_stack``, which ``torch.export``
+  no longer records, and skip in-place ``add_`` (torchvision's residual ``out += x``): those
+  adds stayed float between DEQUANTIZE and QUANTIZE. :func:`quantizer` annotates what it
+  missed: every float ``add``/``mul``/``hardtanh`` node still unannotated.
+
+When the last op is quantized the output stays int8 (scale and zero point in the output
+tensor), as the input already was; runtimes dequantize it, and its arg-max is already the
+label map.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def delegable_hardswish(model: nn.Module) -> tuple[nn.Module, int]:
+    """A copy of ``model`` with every ``nn.Hardswish`` written as ``x * relu6(x + 3) / 6``
+    (same function), and how many were replaced; ``model`` itself is left as it is."""
+    import torch
+
+    class DelegableHardswish(torch.nn.Module):
+        """``x * relu6(x + 3) * (1/6)``; 4-D inputs use ``[1, 1, 1, 1]`` constants."""
+
+        three: torch.Tensor
+        sixth: torch.Tensor
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("three", torch.full((1, 1, 1, 1), 3.0), persistent=False)
+            self.register_buffer("sixth", torch.full((1, 1, 1, 1), 1.0 / 6.0),
+                                 persistent=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.dim() == 4:
+                return x * torch.nn.functional.relu6(x + self.three) * self.sixth
+            return x * torch.nn.functional.relu6(x + 3.0) * (1.0 / 6.0)
+
+    replaced = 0
+
+    def swap(module: nn.Module) -> None:
+        nonlocal replaced
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.Hardswish):
+                setattr(module, name, DelegableHardswish())
+                replaced += 1
+            else:
+                swap(child)
+
+    if not any(isinstance(m, torch.nn.Hardswish) for m in model.modules()):
+        return model, 0
+    rewritten = copy.deepcopy(model)
+    swap(rewritten)
+    return rewritten, replaced
+
+
+def quantizer() -> Any:
+    """litert-torch's ``PT2EQuantizer`` (symmetric, per-channel weights, static int8
+    activations) that also annotates the float ``add``/``mul``/``hardtanh`` nodes its own
+    annotators missed. ``annotated_extra`` counts them after ``annotate``."""
+    import torch
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.pt2e_quantizer_utils import (
+        get_input_act_qspec,
+        get_output_act_qspec,
+    )
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    aten = torch.ops.aten
+    missed = {aten.add.Tensor, aten.add_.Tensor, aten.mul.Tensor, aten.mul_.Tensor,
+              aten.hardtanh.default, aten.hardtanh_.default}
+
+    def is_float(value: Any) -> bool:
+        return isinstance(value, torch.Tensor) and value.dtype.is_floating_point
+
+    class CompleteQuantizer(pt2e_quantizer.PT2EQuantizer):  # type: ignore[misc]
+        annotated_extra = 0
+
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = super().annotate(model)
+            config = self.global_config
+            self.annotated_extra = 0
+            for node in model.graph.nodes:
+                if (node.op != "call_function" or node.target not in missed
+                        or "quantization_annotation" in node.meta
+                        or not is_float(node.meta.get("val"))):
+                    continue
+                inputs = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)
+                          and is_float(a.meta.get("val"))]
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map={a: get_input_act_qspec(config) for a in inputs},
+                    output_qspec=get_output_act_qspec(config), _annotated=True)
+                self.annotated_extra += 1
+            return model
+
+    return CompleteQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(
+        is_per_channel=True, is_dynamic=False))
