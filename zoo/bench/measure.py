@@ -3,6 +3,13 @@
 Single runs on a shared machine swing by +-40 %; pairs taken back to back (eager, artifact,
 eager, artifact, ...) share the machine's state, so the ratio of each pair is steadier than
 either series. Both medians and the median (min-max) of the pair ratios are kept.
+
+Each timed call starts after an untimed idle gap (:data:`SETTLE_S`): worker threads of the
+call before (torch's OpenMP team spin-waits after each parallel region) would otherwise still
+hold a core when the next call starts. Without it every runtime measured 15-25 % slower right
+after eager PyTorch than alone (lraspp 520x520, 2 threads: LiteRT int8 24.4 vs 18.2 ms,
+ExecuTorch fp32 37 vs 31.6 ms, ONNX Runtime fp32 37.5 vs 33.7 ms, eager unchanged), a cost
+no app that runs one runtime pays.
 """
 
 from __future__ import annotations
@@ -15,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from zoo.bench.record import SQNR_CAP_DB, Stats
+
+#: idle seconds before each timed call (and warm-up call), so the previous call's threads sleep
+SETTLE_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -37,10 +47,12 @@ def stats(values: Sequence[float]) -> Stats:
 
 def interleaved(eager: Callable[[Any], Any], candidate: Callable[[Any], Any], x: Any,
                 runs: int, warmup: int = 1,
-                clock: Callable[[], float] = time.perf_counter) -> Timing:
+                clock: Callable[[], float] = time.perf_counter, settle_s: float = SETTLE_S,
+                sleep: Callable[[float], None] = time.sleep) -> Timing:
     """Time ``eager(x)`` and ``candidate(x)`` as ``runs`` back-to-back pairs (A B A B ...)
-    after ``warmup`` untimed calls of each, without gradients. A zero-length measurement
-    (a coarse clock) is counted as one clock tick so ratios stay finite."""
+    after ``warmup`` untimed calls of each, without gradients, each call after ``settle_s``
+    idle seconds (untimed). A zero-length measurement (a coarse clock) is counted as one
+    clock tick so ratios stay finite."""
     import torch
 
     if runs < 1:
@@ -50,10 +62,12 @@ def interleaved(eager: Callable[[Any], Any], candidate: Callable[[Any], Any], x:
     tick = 1e-6
     with torch.no_grad():
         for _ in range(warmup):
-            eager(x)
-            candidate(x)
+            for fn in (eager, candidate):
+                sleep(settle_s)
+                fn(x)
         for _ in range(runs):
             for fn, into in ((eager, eager_ms), (candidate, candidate_ms)):
+                sleep(settle_s)
                 start = clock()
                 fn(x)
                 into.append(max(clock() - start, tick) * 1000.0)
