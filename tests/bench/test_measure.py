@@ -1,10 +1,16 @@
-"""zoo.bench.measure: interleaved pairs with an idle gap before every call, and fidelity."""
+"""zoo.bench.measure: interleaved pairs with an idle gap before every call, the steady
+allocator, and fidelity."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from tests.conftest import ROOT
 from zoo.bench.measure import SETTLE_S, argmax_agreement, interleaved, sqnr_db
 from zoo.bench.record import SQNR_CAP_DB
 
@@ -51,3 +57,39 @@ def test_fidelity_numbers() -> None:
     flipped = reference.clone()
     flipped[0, 2, 0, 0] = 2.0  # one pixel of four now argmaxes to class 2
     assert argmax_agreement(reference, flipped) == 0.75
+
+
+ALLOCATIONS = r"""
+import ctypes, json, resource, sys
+sys.path.insert(0, sys.argv[1])
+steady = sys.argv[2] == "steady"
+if steady:
+    from zoo.bench.measure import steady_allocator
+    assert steady_allocator()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+faults = []
+for _ in range(4):  # a forward pass's buffer: taken, written, given back
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(16 << 20)
+    ctypes.memset(block, 1, 16 << 20)
+    libc.free(block)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps(faults))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_steady_allocator_reuses_freed_blocks_from_the_second_call_on() -> None:
+    def faults(mode: str) -> list[int]:
+        proc = subprocess.run([sys.executable, "-c", ALLOCATIONS, str(ROOT), mode],
+                              capture_output=True, text=True, timeout=60, check=True)
+        return json.loads(proc.stdout)
+
+    default, steady = faults("default"), faults("steady")
+    pages = (16 << 20) // 4096
+    # glibc's default maps the first block, then grows the heap for the second: fresh pages
+    # twice; with the thresholds fixed only the first call faults its pages in.
+    assert default[1] > pages // 2, default
+    assert max(steady[1:]) < pages // 10, steady

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo._core.errors import UsageError, ZooError
 from zoo.bench.machine import describe, one_line
+from zoo.bench.measure import steady_allocator
 from zoo.bench.record import MAX_REASON, RECORD_VERSION, BenchRecord, Row, validate_record
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class _Bench:
         self.card, self.weights, self.options = card, weights, options
         self.registry, self.out_dir, self.pull, self.custody = registry, out_dir, pull, custody
         torch.set_num_threads(options.threads)
+        steady_allocator()
         self.model = build_model(card, weights, registry=registry)
         pre = card.preprocessing
         spec = {"kind": "scene", "seed": SCENE_SEED, "shape": [1, 3, *options.size],
