@@ -8,6 +8,7 @@ traceback only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import errno
 import os
 import sys
@@ -337,12 +338,16 @@ def run() -> None:
 
     After a command that loaded torch, interpreter teardown (finalising torch, torchvision and
     TorchScript objects) takes about a second; the work is done and every file is already in
-    place atomically, so the process flushes its streams and leaves with ``os._exit``.
+    place atomically, so the process flushes its streams, runs the ``atexit`` handlers (they
+    remove temporary folders: coremltools' converted packages, a read-only export cache's
+    private folder; skipping them left one package per Core ML export in the temp folder) and
+    leaves with ``os._exit``.
     """
     code = main()
     if "torch" in sys.modules:
         sys.stdout.flush()
         sys.stderr.flush()
+        atexit._run_exitfuncs()
         os._exit(code)
     sys.exit(code)
 

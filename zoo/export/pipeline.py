@@ -371,15 +371,14 @@ def _finish(
         calib = quantization["calib"]
         quantization = None
         from_artifact = exporter.golden_from_artifact(options)
-        runnable = _scratch_runnable(exporter, prepared, format_code, options) \
-            if exporter.runtime_unavailable() is None else None
-        if runnable is not None:
-            quantization = _fidelity_facts(model, runnable, batches or [], card, options,
-                                           {"method": exporter.name}, calib)
-            if from_artifact:
-                golden_ref = "artifact"
-                cases = summaries(run_cases(runnable, specs), specs,
-                                   card.output.key if exporter.keeps_dict_output else None)
+        if exporter.runtime_unavailable() is None:
+            with _scratch_runnable(exporter, prepared, format_code, options) as runnable:
+                quantization = _fidelity_facts(model, runnable, batches or [], card, options,
+                                               {"method": exporter.name}, calib)
+                if from_artifact:
+                    golden_ref = "artifact"
+                    cases = summaries(run_cases(runnable, specs), specs,
+                                      card.output.key if exporter.keeps_dict_output else None)
         else:
             quantization = QuantizationFacts(
                 scheme=options.precision, method=exporter.name,  # type: ignore[arg-type]
@@ -425,19 +424,25 @@ def artifact_facts(artifact: Path, name: str) -> ArtifactFacts:
                          files=files)
 
 
+@contextlib.contextmanager
 def _scratch_runnable(exporter: Exporter, prepared: Prepared, format_code: CodeIdentity,
-                      options: ExportOptions) -> Callable[..., Any]:
-    """Save the prepared artifact to a scratch folder and load it through its runtime module
-    in this process (for fidelity and artifact-referenced golden outputs)."""
+                      options: ExportOptions) -> Iterator[Callable[..., Any]]:
+    """The prepared artifact saved to a scratch folder and loaded through its runtime module
+    in this process (for fidelity and artifact-referenced golden outputs); the folder is
+    removed when the block ends, whichever way."""
+    from zoo._core.fs import remove_path
     from zoo.catalog.plugins import plugin_code
     from zoo.export.runtime import load_in_process
 
     scratch = Path(tempfile.mkdtemp(prefix="zoo-scratch-"))
-    path = scratch / f"scratch{exporter.suffix}"
-    with plugin_code(format_code.plugin, f"format {exporter.name!r} save"):
-        exporter.save(prepared, path, {})
-        fn = load_in_process(exporter.runtime, path, {**options.as_dict(), "threads": 1})
-    return fn
+    try:
+        path = scratch / f"scratch{exporter.suffix}"
+        with plugin_code(format_code.plugin, f"format {exporter.name!r} save"):
+            exporter.save(prepared, path, {})
+            fn = load_in_process(exporter.runtime, path, {**options.as_dict(), "threads": 1})
+        yield fn
+    finally:
+        remove_path(scratch)
 
 
 def _fidelity_facts(model: Any, candidate: Any, batches: list[Any], card: ModelCard,

@@ -175,8 +175,9 @@ class CoreMLExporter(Exporter):
                     else ct.precision.FLOAT16,
                     skip_model_load=True,
                 )
+                _reclaim_when_dropped(mlmodel)
                 if options.precision == "int8":
-                    mlmodel = quantize_weights(mlmodel)
+                    mlmodel = _reclaim_when_dropped(quantize_weights(mlmodel))
                     optimizations["int8_weights"] = (
                         f"linear_quantize_weights: symmetric int8, per output channel, weights "
                         f">= {INT8_WEIGHT_THRESHOLD} elements")
@@ -285,6 +286,20 @@ def proto(name: str) -> Any:
         stub.__path__ = [str(Path(next(iter(found.submodule_search_locations))) / "proto")]
         sys.modules[package] = stub
     return importlib.import_module(f"{package}.{name}")
+
+
+def _reclaim_when_dropped(mlmodel: Any) -> Any:
+    """Remove ``mlmodel``'s temporary package (where coremltools keeps a converted model and
+    its weights, 168 MB for deeplabv3 fp32) as soon as the object is dropped, not only at
+    interpreter exit: a ``zoo sync`` of many Core ML artifacts would otherwise hold them all
+    in the temp folder until it ends."""
+    import shutil
+    import weakref
+
+    path = getattr(mlmodel, "package_path", None)
+    if getattr(mlmodel, "is_temp_package", False) and path:
+        weakref.finalize(mlmodel, shutil.rmtree, path, True)
+    return mlmodel
 
 
 def quantize_weights(mlmodel: Any) -> Any:
