@@ -182,3 +182,25 @@ def test_an_oversize_object_is_refused_unread(tmp_path: Path) -> None:
     big = _plant(store_dir, MODEL, b" " * (MAX_BYTES + 1))
     listing = list_bench(open_store(store_dir.as_uri(), record_cache=False))
     assert dict(listing.refused)[big].endswith("is larger than any bench record")
+
+
+def test_the_read_limit_is_shared_model_by_model(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six records of one model before one of another in key order, a limit of four: the
+    listing still reads the other model's record (in key order it was 'not read')."""
+    import zoo.store.bench_records as bench_records
+
+    monkeypatch.setattr(bench_records, "MAX_READ", 4)
+    monkeypatch.setattr(bench_records, "_CHUNK", 2)
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    store = open_store(store_dir.as_uri(), record_cache=False)
+    for day in range(1, 7):
+        many = copy.deepcopy(record("AMD EPYC 7B13", "0.1.0", 0.5, f"2026-01-0{day}T10:00:00Z"))
+        many["model"] = "deeplabv3_resnet50"
+        publish_bench(store, many)
+    publish_bench(store, record("AMD EPYC 7B13", "0.1.0", 0.5, "2026-02-01T10:00:00Z"))
+    listing = list_bench(store)
+    models = [p.record["model"] for p in listing.records]
+    assert MODEL in models and models.count("deeplabv3_resnet50") == 3
+    assert sum("limit of bench records is spent" in why for _, why in listing.refused) == 3

@@ -19,6 +19,7 @@ that does not verify refuses the file. Each refusal is one line saying why.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterable
@@ -185,11 +186,23 @@ def parse_bench(key: str, blob: bytes, trusted: list[PublicKey] | None = None
     return PublishedBench(key, record, signature, _status(signature, record, trusted))
 
 
+def _model_by_model(keys: list[str]) -> list[str]:
+    """``keys`` reordered one model at a time, round robin, so a read limit spent early still
+    covers every model (in key order one model with thousands of records used it all up)."""
+    by_model: dict[str, list[str]] = {}
+    for key in keys:
+        match = KEY.fullmatch(key)
+        by_model.setdefault(match.group(1) if match else "", []).append(key)
+    rounds = itertools.zip_longest(*(by_model[m] for m in sorted(by_model)))
+    return [key for keys_of_round in rounds for key in keys_of_round if key is not None]
+
+
 def list_bench(store: Store, models: Iterable[str] | None = None,
                trusted: list[PublicKey] | None = None) -> BenchListing:
     """Every bench record ``store`` holds for ``models`` (None: all), checked; refused files
     are listed with the reason. At most :data:`MAX_READ` files and :data:`READ_BUDGET` bytes
-    are read. Raises StoreError when the store cannot be listed."""
+    are read, taken model by model in turn. Raises StoreError when the store cannot be
+    listed."""
     wanted = None if models is None else set(models)
     listing = BenchListing()
     store.transport.check_root()
@@ -208,6 +221,7 @@ def list_bench(store: Store, models: Iterable[str] | None = None,
     for key, why in store.transport.refused.items():  # file:// links, FIFOs, devices
         if key.startswith(PREFIX) and key not in todo:
             listing.refused.append((key, why))
+    todo = _model_by_model(todo)
     budget = READ_BUDGET
     for start in range(0, len(todo), _CHUNK):
         chunk = todo[start:start + _CHUNK]
