@@ -2,8 +2,8 @@
 
 ``options["threads"]`` sizes ExecuTorch's own thread pool (XNNPACK runs on it, not on torch's
 threads); an app sets the same through its runtime's threadpool API. On two cores, lraspp at
-520x520 runs at about 0.74x eager's latency on one pool thread and 0.45x on two (see
-benchmarks/formats.py).
+520x520 fp32 runs at about 0.74x eager's latency on one pool thread and 0.49-0.50x on two
+(docs/bench.md has the figures and the command).
 """
 
 from __future__ import annotations
