@@ -70,10 +70,10 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_rewritten_hardswish_is_the_same_function_and_leaves_the_model_alone() -> None:
-    from zoo_plugins.formats.litert_int8 import delegable_hardswish
+    from zoo_plugins.formats.rewrites import hardswish_as_relu6
 
     model = Block().eval()
-    rewritten, count = delegable_hardswish(model)
+    rewritten, count = hardswish_as_relu6(model)
     assert count == 2 and rewritten is not model
     assert sum(isinstance(m, nn.Hardswish) for m in model.modules()) == 2  # untouched
     assert not any(isinstance(m, nn.Hardswish) for m in rewritten.modules())
@@ -82,10 +82,10 @@ def test_rewritten_hardswish_is_the_same_function_and_leaves_the_model_alone() -
         assert torch.allclose(model(x), rewritten(x), atol=1e-5)
     flat = torch.randn(7, 11) * 4  # not 4-D: scalar constants, same shape out
     replacement = next(m for m in rewritten.modules() if type(m).__name__ ==
-                       "DelegableHardswish")
+                       "Relu6Hardswish")
     assert torch.allclose(replacement(flat), nn.functional.hardswish(flat), atol=1e-6)
     plain = nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())
-    assert delegable_hardswish(plain) == (plain, 0)
+    assert hardswish_as_relu6(plain) == (plain, 0)
 
 
 def test_int8_graph_is_integer_throughout_and_one_xnnpack_partition(

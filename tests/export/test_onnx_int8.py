@@ -65,6 +65,10 @@ def test_lraspp_int8_is_qdq_small_and_faithful(lraspp: tuple[Path, dict, Path]) 
     assert q["sqnr_db"] >= 25 and q["argmax_agreement"] >= 0.95
     assert manifest["golden"]["reference"] == "artifact"
     assert "QDQ" in manifest["export"]["optimizations"]["quantization"]
+    # hardswish is quantized Add/Clip/Mul, not a float HardSwish/HardSigmoid between Q and DQ
+    assert "HardSwish" not in ops and ops.count("HardSigmoid") == 8  # the 8 SE blocks
+    assert "20 hardswish" in manifest["export"]["optimizations"]["int8_graph"]
+    assert ops[-1] == "Resize"  # the final upsample writes the output in float
     props = {p.key: p.value for p in graph.metadata_props}
     assert json.loads(props["zoo_manifest"]) == {**manifest, "artifact": None}
 

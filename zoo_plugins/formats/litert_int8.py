@@ -4,11 +4,10 @@ before litert-torch's PT2E quantization.
 litert-torch's quantizer, left alone, gives a graph XNNPACK cannot take in one piece (lraspp:
 20 delegate partitions, int8 *slower* than fp32):
 
-* XNNPACK's LiteRT delegate takes no int8 ``HARD_SWISH``, so every hardswish split the graph.
-  :func:`delegable_hardswish` writes ``nn.Hardswish`` as ``x * relu6(x + 3) * (1/6)`` (int8
-  ADD with a fused RELU6, then MUL: ops the delegate takes), with its constants shaped
-  ``[1, 1, 1, 1]`` for 4-D inputs: a 0-d constant makes litert-torch's layout pass keep the
-  ops in NCHW between two TRANSPOSEs.
+* XNNPACK's LiteRT delegate takes no int8 ``HARD_SWISH``, so every hardswish split the graph:
+  the exporter writes them as ``x * relu6(x + 3) * (1/6)`` first
+  (:func:`zoo_plugins.formats.rewrites.hardswish_as_relu6`: int8 ADD with a fused RELU6,
+  then MUL, ops the delegate takes).
 * Its ``add``/``mul`` annotators find nodes by ``source_fn_stack``, which ``torch.export``
   no longer records, and skip in-place ``add_`` (torchvision's residual ``out += x``): those
   adds stayed float between DEQUANTIZE and QUANTIZE. :func:`quantizer` annotates what it
@@ -21,51 +20,7 @@ label map.
 
 from __future__ import annotations
 
-import copy
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from torch import nn
-
-
-def delegable_hardswish(model: nn.Module) -> tuple[nn.Module, int]:
-    """A copy of ``model`` with every ``nn.Hardswish`` written as ``x * relu6(x + 3) / 6``
-    (same function), and how many were replaced; ``model`` itself is left as it is."""
-    import torch
-
-    class DelegableHardswish(torch.nn.Module):
-        """``x * relu6(x + 3) * (1/6)``; 4-D inputs use ``[1, 1, 1, 1]`` constants."""
-
-        three: torch.Tensor
-        sixth: torch.Tensor
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.register_buffer("three", torch.full((1, 1, 1, 1), 3.0), persistent=False)
-            self.register_buffer("sixth", torch.full((1, 1, 1, 1), 1.0 / 6.0),
-                                 persistent=False)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if x.dim() == 4:
-                return x * torch.nn.functional.relu6(x + self.three) * self.sixth
-            return x * torch.nn.functional.relu6(x + 3.0) * (1.0 / 6.0)
-
-    replaced = 0
-
-    def swap(module: nn.Module) -> None:
-        nonlocal replaced
-        for name, child in module.named_children():
-            if isinstance(child, torch.nn.Hardswish):
-                setattr(module, name, DelegableHardswish())
-                replaced += 1
-            else:
-                swap(child)
-
-    if not any(isinstance(m, torch.nn.Hardswish) for m in model.modules()):
-        return model, 0
-    rewritten = copy.deepcopy(model)
-    swap(rewritten)
-    return rewritten, replaced
+from typing import Any
 
 
 def quantizer() -> Any:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.errors import ExportError
 from zoo.export.base import Exporter, ExportOptions, Finding, Prepared
 from zoo.export.manifest import EMBEDDED_NAME
+from zoo_plugins.formats.rewrites import hardswish_as_relu6
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -52,19 +53,24 @@ class OnnxExporter(Exporter):
         self, model: nn.Module, example: Tensor, card: ModelCard, options: ExportOptions,
         calibration: list[Tensor] | None = None,
     ) -> Prepared:
-        graph = _export_fp32(model, example, card)
         optimizations = {"onnx.checker": "passed", "opset": str(OPSET),
                          "dynamic_axes": "height, width"}
-        if options.precision == "int8":
-            if not calibration:
-                raise ExportError("ONNX int8 needs calibration batches (none were given)")
-            graph = quantize_qdq(graph, calibration)
-            optimizations["quantization"] = (
-                f"onnxruntime quantize_static QDQ: per-channel symmetric int8 weights, uint8 "
-                f"activations, MinMax calibration on {len(calibration)} batches")
-            last = _output_producer(graph)
-            if last is not None and last.op_type == "Resize":
-                optimizations["quantization"] += "; the output's Resize kept float"
+        if options.precision != "int8":
+            return Prepared(module=_export_fp32(model, example, card), method="trace",
+                            optimizations=optimizations, static_shape=False)
+        if not calibration:
+            raise ExportError("ONNX int8 needs calibration batches (none were given)")
+        rewritten, hardswishes = hardswish_as_relu6(model)
+        graph = quantize_qdq(_export_fp32(rewritten, example, card), calibration)
+        optimizations["quantization"] = (
+            f"onnxruntime quantize_static QDQ: per-channel symmetric int8 weights, uint8 "
+            f"activations, MinMax calibration on {len(calibration)} batches")
+        last = _output_producer(graph)
+        if last is not None and last.op_type == "Resize":
+            optimizations["quantization"] += "; the output's Resize kept float"
+        if hardswishes:
+            optimizations["int8_graph"] = (f"{hardswishes} hardswish as x*relu6(x+3)/6 "
+                                           f"(quantized Add/Clip/Mul, not float)")
         return Prepared(module=graph, method="trace", optimizations=optimizations,
                         static_shape=False)
 

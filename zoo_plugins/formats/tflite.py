@@ -194,9 +194,10 @@ def _convert_int8(model: nn.Module, batches: list[Tensor]) -> tuple[Any, dict[st
     from litert_torch.quantize.quant_config import QuantConfig
 
     from zoo.export.quantize import quantize_pt2e
-    from zoo_plugins.formats.litert_int8 import delegable_hardswish, quantizer
+    from zoo_plugins.formats.litert_int8 import quantizer
+    from zoo_plugins.formats.rewrites import hardswish_as_relu6
 
-    model, hardswishes = delegable_hardswish(model)
+    model, hardswishes = hardswish_as_relu6(model)
     complete = quantizer()
     quantized = quantize_pt2e(model, batches, quantizer=complete, fold_quantize=False)
     with torch.no_grad():
