@@ -223,7 +223,10 @@ def run_bench(card: ModelCard, weights: ResolvedWeights, targets: Sequence[tuple
               custody: Custody | None = None) -> BenchRecord:
     """Bench ``card`` with ``weights`` for each (format, precision) of ``targets``; artifacts
     are installed in ``out_dir`` (reused from the export cache, or pulled by ``pull`` from the
-    team store, as ``zoo fetch`` would). Returns the validated record (not yet written)."""
+    team store, as ``zoo fetch`` would). Returns the validated record (not yet written).
+
+    Sets torch's thread count to ``options.threads`` and, on glibc, fixes the process's malloc
+    thresholds (:func:`zoo.bench.measure.steady_allocator`); both stay set afterwards."""
     from zoo import __version__
     from zoo.catalog.registry import default_registry
     from zoo.export import get_exporter
