@@ -70,8 +70,27 @@ def main() -> int:
                 return exc.exit_code
             path = write_record(record, args.output)
             print_table(record)
+            print(_against_targets(record))
             print(f"record: {path}\n")
     return 0
+
+
+#: issue 23's targets: artifact / eager latency per precision (lraspp at 520x520, 2 threads)
+TARGETS = {"fp32": 0.5, "int8": 0.35}
+
+
+def _against_targets(record: dict) -> str:
+    """One line per measured row: its median ratio against issue 23's target."""
+    lines = ["against issue 23's targets (median ratio of the pairs):"]
+    for row in record["rows"]:
+        target = TARGETS.get(row["precision"])
+        if row["status"] != "ok" or target is None or row.get("ratio") is None:
+            continue
+        ratio = row["ratio"]["median"]
+        verdict = "met" if ratio <= target else "missed"
+        lines.append(f"  {row['format']:8s} {row['precision']:5s} {ratio:.2f}x "
+                     f"(target <= {target}x): {verdict}")
+    return "\n".join(lines)
 
 
 def _progress(done: int, total: int, label: str, stage: str) -> None:
