@@ -4,6 +4,7 @@ allocator, and fidelity."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -83,8 +84,10 @@ print(json.dumps(faults))
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_steady_allocator_reuses_freed_blocks_from_the_second_call_on() -> None:
     def faults(mode: str) -> list[int]:
+        env = {k: v for k, v in os.environ.items()  # glibc's own defaults, no tunables
+               if not k.startswith(("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD"))}
         proc = subprocess.run([sys.executable, "-c", ALLOCATIONS, str(ROOT), mode],
-                              capture_output=True, text=True, timeout=60, check=True)
+                              capture_output=True, text=True, timeout=60, check=True, env=env)
         return json.loads(proc.stdout)
 
     default, steady = faults("default"), faults("steady")

@@ -345,9 +345,9 @@ def run() -> None:
     """
     code = main()
     if "torch" in sys.modules:
+        atexit._run_exitfuncs()  # first: what a handler writes is flushed too
         sys.stdout.flush()
         sys.stderr.flush()
-        atexit._run_exitfuncs()
         os._exit(code)
     sys.exit(code)
 

@@ -201,8 +201,8 @@ def list_bench(store: Store, models: Iterable[str] | None = None,
                trusted: list[PublicKey] | None = None) -> BenchListing:
     """Every bench record ``store`` holds for ``models`` (None: all), checked; refused files
     are listed with the reason. At most :data:`MAX_READ` files and :data:`READ_BUDGET` bytes
-    are read, taken model by model in turn. Raises StoreError when the store cannot be
-    listed."""
+    are read, taken model by model in turn (within a model, in key order: the records' hashes,
+    not their dates). Raises StoreError when the store cannot be listed."""
     wanted = None if models is None else set(models)
     listing = BenchListing()
     store.transport.check_root()

@@ -11,7 +11,9 @@ litert-torch's quantizer, left alone, gives a graph XNNPACK cannot take in one p
 * Its ``add``/``mul`` annotators find nodes by ``source_fn_stack``, which ``torch.export``
   no longer records, and skip in-place ``add_`` (torchvision's residual ``out += x``): those
   adds stayed float between DEQUANTIZE and QUANTIZE. :func:`quantizer` annotates what it
-  missed: every float ``add``/``mul``/``hardtanh`` node still unannotated.
+  missed, every float ``add``/``mul`` node still unannotated, then lets litert-torch's
+  propagation run again so the ops that share their input's parameters (relu6, views,
+  means) after those adds are quantized too.
 
 When the last op is quantized the output stays int8 (scale and zero point in the output
 tensor), as the input already was; runtimes dequantize it, and its arg-max is already the
@@ -25,19 +27,20 @@ from typing import Any
 
 def quantizer() -> Any:
     """litert-torch's ``PT2EQuantizer`` (symmetric, per-channel weights, static int8
-    activations) that also annotates the float ``add``/``mul``/``hardtanh`` nodes its own
-    annotators missed. ``annotated_extra`` counts them after ``annotate``."""
+    activations) that also annotates the float ``add``/``mul`` nodes left unannotated after
+    its own annotators (including those of :mod:`.rewrites`), then propagates again.
+    ``annotated_extra`` counts them after ``annotate``."""
     import torch
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.pt2e_quantizer_utils import (
         get_input_act_qspec,
         get_output_act_qspec,
+        propagate_annotation,
     )
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
 
     aten = torch.ops.aten
-    missed = {aten.add.Tensor, aten.add_.Tensor, aten.mul.Tensor, aten.mul_.Tensor,
-              aten.hardtanh.default, aten.hardtanh_.default}
+    missed = {aten.add.Tensor, aten.add_.Tensor, aten.mul.Tensor, aten.mul_.Tensor}
 
     def is_float(value: Any) -> bool:
         return isinstance(value, torch.Tensor) and value.dtype.is_floating_point
@@ -60,6 +63,7 @@ def quantizer() -> Any:
                     input_qspec_map={a: get_input_act_qspec(config) for a in inputs},
                     output_qspec=get_output_act_qspec(config), _annotated=True)
                 self.annotated_extra += 1
+            propagate_annotation(model)  # what follows the new annotations shares them
             return model
 
     return CompleteQuantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 def hardswish_as_relu6(model: nn.Module) -> tuple[nn.Module, int]:
     """A copy of ``model`` with every ``nn.Hardswish`` written as ``x * relu6(x + 3) / 6``
-    (same function), and how many were replaced; ``model`` itself is left as it is."""
+    (same function), and how many were replaced; ``model`` itself when it has none. The
+    original is left as it is. Constants are made on the CPU, where exports run."""
     import torch
 
     class Relu6Hardswish(torch.nn.Module):

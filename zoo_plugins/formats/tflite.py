@@ -105,9 +105,11 @@ class TFLiteExporter(Exporter):
             raise ExportError("litert-torch produced no TFLite flatbuffer")
         if options.precision == "int8":
             inputs, outputs = _signature(flatbuffer)
-            types = ", ".join(f"{found[0][0]} {role}" for role, found in
-                              (("input", inputs), ("output", outputs)) if found)
-            optimizations["quantization"] += f"; {types} (scale and zero point in the tensors)"
+            kinds = [(found[0][0], role) for role, found in
+                     (("input", inputs), ("output", outputs)) if found]
+            optimizations["quantization"] += "; " + ", ".join(f"{t} {r}" for t, r in kinds)
+            if any(t != "FLOAT32" for t, _ in kinds):
+                optimizations["quantization"] += " (scale and zero point in the tensors)"
         return Prepared(module=flatbuffer, method="export", optimizations=optimizations,
                         static_shape=True)
 
@@ -209,8 +211,8 @@ def _convert_int8(model: nn.Module, batches: list[Tensor]) -> tuple[Any, dict[st
             f"activations, {len(batches)} calibration batches"),
         "int8_graph": (
             f"for one XNNPACK partition: {hardswishes} hardswish as x*relu6(x+3)/6, "
-            f"{complete.annotated_extra} add/mul/relu6 quantized that litert-torch's "
-            f"annotators missed"),
+            f"{complete.annotated_extra} more add/mul quantized than litert-torch's "
+            f"annotators found"),
     }
     return edge, notes
 

@@ -39,6 +39,9 @@ def _owned_float32(view: Any, detail: dict[str, Any]) -> Any:
         np.copyto(out, view)
         return out
     scale, zero_point = detail["quantization"]
+    if not scale:
+        raise ValueError(f"the model's output is {np.dtype(detail['dtype']).name} without a "
+                         "scale: it cannot be turned into logits")
     np.subtract(view, np.float32(zero_point), out=out, dtype=np.float32)
     out *= np.float32(scale)
     return out
