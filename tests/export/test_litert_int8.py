@@ -134,3 +134,34 @@ def test_runtime_dequantizes_into_arrays_the_caller_owns(converted: dict[str, An
     with torch.no_grad():
         reference = converted["model"](batches[1])
     assert sqnr_db(reference, second) > 20  # int8 of a 4-layer block
+
+
+class ResidualRelu(nn.Module):
+    """ResNet's tail of a block: ``out += identity``, then an in-place ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Conv2d(8, 8, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = self.stem(x)
+        out = self.body(identity)
+        out += identity
+        return self.head(self.relu(out))
+
+
+def test_a_residual_add_and_its_relu_are_integer() -> None:
+    """ResNet's ``out += identity; relu_(out)`` (deeplabv3, fcn): before, a float ADD between
+    DEQUANTIZE and QUANTIZE (deeplabv3 at 96x128: 16 of them); now int8, the ReLU fused."""
+    from zoo_plugins.formats.tflite import _convert_int8
+
+    torch.manual_seed(0)
+    batches = [torch.rand(1, 3, 24, 32) * 2 - 1 for _ in range(3)]
+    edge, notes = _convert_int8(ResidualRelu().eval(), batches)
+    ops = _ops(bytes(edge.model_content()))
+    assert not any(kind == "FLOAT32" for _, kind in ops), ops
+    assert not any(name in {"QUANTIZE", "DEQUANTIZE"} for name, _ in ops), ops
+    assert "0 hardswish" in notes["int8_graph"]

@@ -210,9 +210,9 @@ def _convert_int8(model: nn.Module, batches: list[Tensor]) -> tuple[Any, dict[st
             f"litert-torch PT2EQuantizer static int8: symmetric per-channel weights, int8 "
             f"activations, {len(batches)} calibration batches"),
         "int8_graph": (
-            f"for one XNNPACK partition: {hardswishes} hardswish as x*relu6(x+3)/6, "
-            f"{complete.annotated_extra} more add/mul quantized than litert-torch's "
-            f"annotators found"),
+            f"{hardswishes} hardswish as x*relu6(x+3)/6, {complete.annotated_extra} more "
+            f"add/mul quantized than litert-torch's annotators found (XNNPACK takes int8 "
+            f"ops whole; float ones split its partitions)"),
     }
     return edge, notes
 
