@@ -30,7 +30,13 @@ from zoo._core.jsonio import JSONRefused, json_object
 from zoo._core.names import MAX_NAME, MODEL_NAME_CLASS, SHA256_HEX
 from zoo.bench.record import RECORD_MAX_BYTES, BenchRecord, BenchRecordError, validate_record
 from zoo.store.keys import PublicKey, SigningKey
-from zoo.store.record import RecordError, Signature, parse_signature, signature_standing
+from zoo.store.record import (
+    RecordError,
+    Signature,
+    parse_signature,
+    signature_standing,
+    signing_bytes,
+)
 
 if TYPE_CHECKING:
     from zoo.store.store import Store
@@ -94,8 +100,7 @@ class BenchListing:
 
 def canonical(record: BenchRecord) -> bytes:
     """The bytes a signature covers: the domain tag and the record's canonical JSON."""
-    return DOMAIN + json.dumps(record, sort_keys=True, separators=(",", ":"),
-                               ensure_ascii=True, allow_nan=False).encode("ascii")
+    return signing_bytes(DOMAIN, dict(record))
 
 
 def record_digest(record: BenchRecord) -> str:

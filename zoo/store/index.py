@@ -40,9 +40,11 @@ from zoo.store.record import (
     PUBLISHER,
     RecordError,
     Signature,
+    envelope_bytes,
     now_utc,
     signature_standing,
     signed_statement,
+    signing_bytes,
 )
 
 SCHEMA = "zoo-store-index/1"
@@ -131,13 +133,10 @@ class Snapshot:
 
     def canonical(self) -> bytes:
         """The bytes a signature covers: domain tag + canonical JSON."""
-        return DOMAIN + json.dumps(self.statement(), sort_keys=True, separators=(",", ":"),
-                                   ensure_ascii=True).encode("ascii")
+        return signing_bytes(DOMAIN, self.statement())
 
     def to_bytes(self) -> bytes:
-        data = {"statement": self.statement(),
-                "signature": self.signature.as_dict() if self.signature else None}
-        return (json.dumps(data, sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode()
+        return envelope_bytes(self.statement(), self.signature)
 
     @property
     def key(self) -> str:

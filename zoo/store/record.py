@@ -92,12 +92,27 @@ class Statement:
 
     def canonical(self) -> bytes:
         """The bytes a signature covers: domain tag + canonical JSON."""
-        return DOMAIN + json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"),
-                                   ensure_ascii=True).encode("ascii")
+        return signing_bytes(DOMAIN, self.as_dict())
 
     @property
     def total_size(self) -> int:
         return sum(o.size for o in self.objects)
+
+
+def signing_bytes(domain: bytes, statement: dict[str, Any]) -> bytes:
+    """What a signature over ``statement`` covers, for every signed store object (records,
+    tombstones, index heads, bench records): ``domain`` (the object's tag) and the
+    statement's canonical JSON (sorted keys, no spaces, ASCII, NaN refused)."""
+    return domain + json.dumps(statement, sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def envelope_bytes(statement: dict[str, Any], signature: Signature | None) -> bytes:
+    """A signed store object's file: ``{"statement", "signature"}`` as sorted, indented
+    ASCII JSON with a final newline (stable bytes for the same object)."""
+    data = {"statement": statement, "signature": signature.as_dict() if signature else None}
+    return (json.dumps(data, sort_keys=True, indent=1, ensure_ascii=True, allow_nan=False)
+            + "\n").encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -121,9 +136,7 @@ class Record:
 
     def to_bytes(self) -> bytes:
         """The record file's bytes (stable for the same record)."""
-        data = {"statement": self.statement.as_dict(),
-                "signature": self.signature.as_dict() if self.signature else None}
-        return (json.dumps(data, sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode()
+        return envelope_bytes(self.statement.as_dict(), self.signature)
 
     @property
     def digest(self) -> str:

@@ -19,7 +19,6 @@ a tombstone from the store does not un-revoke a record for a machine that saw it
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -33,8 +32,10 @@ from zoo.store.record import (
     Record,
     RecordError,
     Signature,
+    envelope_bytes,
     now_utc,
     signed_statement,
+    signing_bytes,
 )
 
 SCHEMA = "zoo-store-revocation/1"
@@ -65,13 +66,10 @@ class Revocation:
                 "publisher": self.publisher, "nonce": self.nonce}
 
     def canonical(self) -> bytes:
-        return DOMAIN + json.dumps(self.statement(), sort_keys=True, separators=(",", ":"),
-                                   ensure_ascii=True).encode("ascii")
+        return signing_bytes(DOMAIN, self.statement())
 
     def to_bytes(self) -> bytes:
-        data = {"statement": self.statement(),
-                "signature": self.signature.as_dict() if self.signature else None}
-        return (json.dumps(data, sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode()
+        return envelope_bytes(self.statement(), self.signature)
 
     @property
     def digest(self) -> str:
