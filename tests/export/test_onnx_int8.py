@@ -67,7 +67,12 @@ def test_lraspp_int8_is_qdq_small_and_faithful(lraspp: tuple[Path, dict, Path]) 
     assert "QDQ" in manifest["export"]["optimizations"]["quantization"]
     # hardswish is quantized Add/Clip/Mul, not a float HardSwish/HardSigmoid between Q and DQ
     assert "HardSwish" not in ops and ops.count("HardSigmoid") == 8  # the 8 SE blocks
-    assert "20 hardswish" in manifest["export"]["optimizations"]["int8_graph"]
+    notes = manifest["export"]["optimizations"]
+    assert "20 hardswish" in notes["int8_graph"]
+    # each hardswish's "* (1/6)" is folded into the scale after it: 20 x*relu6 + 9 SE muls
+    assert "20 multiplications by a constant folded" in notes["int8_graph"]
+    assert ops.count("Mul") == 29
+    assert "force_spinning_stop" in notes["session"]  # how zoo runs it, what apps should do
     assert ops[-1] == "Resize"  # the final upsample writes the output in float
     props = {p.key: p.value for p in graph.metadata_props}
     assert json.loads(props["zoo_manifest"]) == {**manifest, "artifact": None}

@@ -9,8 +9,10 @@ fp32 graph is pre-processed (``quant_pre_process``: shape inference and graph op
 then ``quantize_static`` inserts QuantizeLinear/DequantizeLinear pairs with per-channel
 symmetric int8 weights and uint8 activations whose ranges come from MinMax calibration over
 the pipeline's calibration batches; a final ``Resize`` that writes the output stays float
-(:func:`float_output_resize`). The golden outputs are then recorded from the artifact
-(``golden_from_artifact``); fidelity to fp32 is recorded apart. Needs ``zoo[onnx]``.
+(:func:`float_output_resize`), and multiplications by a positive constant are folded into
+the scales after them (:mod:`zoo_plugins.formats.qdq_folding`). The golden outputs are then
+recorded from the artifact (``golden_from_artifact``); fidelity to fp32 is recorded apart.
+Needs ``zoo[onnx]``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.errors import ExportError
 from zoo.export.base import Exporter, ExportOptions, Finding, Prepared
 from zoo.export.manifest import EMBEDDED_NAME
+from zoo_plugins.formats.qdq_folding import fold_constant_multipliers
 from zoo_plugins.formats.rewrites import hardswish_as_relu6
 
 if TYPE_CHECKING:
@@ -36,6 +39,11 @@ METADATA_KEY = "zoo_manifest"
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "out"
+#: how zoo's runtime makes an onnxruntime session, and what docs/apps.md advises apps
+SESSION_ADVICE = ("onnxruntime: free dimensions height and width fixed to the input size "
+                  "(AddFreeDimensionOverrideByName, one session per size); intra-op threads "
+                  "spin only while a run lasts (session.intra_op.allow_spinning=1, "
+                  "session.force_spinning_stop=1)")
 
 
 class OnnxExporter(Exporter):
@@ -54,7 +62,7 @@ class OnnxExporter(Exporter):
         calibration: list[Tensor] | None = None,
     ) -> Prepared:
         optimizations = {"onnx.checker": "passed", "opset": str(OPSET),
-                         "dynamic_axes": "height, width"}
+                         "dynamic_axes": "height, width", "session": SESSION_ADVICE}
         if options.precision != "int8":
             return Prepared(module=_export_fp32(model, example, card), method="trace",
                             optimizations=optimizations, static_shape=False)
@@ -62,15 +70,22 @@ class OnnxExporter(Exporter):
             raise ExportError("ONNX int8 needs calibration batches (none were given)")
         rewritten, hardswishes = hardswish_as_relu6(model)
         graph = quantize_qdq(_export_fp32(rewritten, example, card), calibration)
+        folded = fold_constant_multipliers(graph)
         optimizations["quantization"] = (
             f"onnxruntime quantize_static QDQ: per-channel symmetric int8 weights, uint8 "
             f"activations, MinMax calibration on {len(calibration)} batches")
         last = _output_producer(graph)
         if last is not None and last.op_type == "Resize":
             optimizations["quantization"] += "; the output's Resize kept float"
+        graph_notes = []
         if hardswishes:
-            optimizations["int8_graph"] = (f"{hardswishes} hardswish as x*relu6(x+3)/6 "
-                                           f"(quantized Add/Clip/Mul, not float)")
+            graph_notes.append(f"{hardswishes} hardswish as x*relu6(x+3)/6 (quantized "
+                               "Add/Clip/Mul, not float)")
+        if folded:
+            graph_notes.append(f"{folded} multiplications by a constant folded into "
+                               "DequantizeLinear scales")
+        if graph_notes:
+            optimizations["int8_graph"] = "; ".join(graph_notes)
         return Prepared(module=graph, method="trace", optimizations=optimizations,
                         static_shape=False)
 
