@@ -90,3 +90,16 @@ def test_a_wrong_rank_gets_onnxruntimes_own_error(tmp_path: Path) -> None:
     run = runtime.load(str(_export(tmp_path / "m.onnx", dynamic=True)), {"threads": 1})
     with pytest.raises(Exception, match=r"(?i)rank|dimension"):
         run(torch.rand(3, 32, 32))
+
+
+def test_threads_share_the_sessions(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = _export(tmp_path / "m.onnx", dynamic=True)
+    run = runtime.load(str(model), {"threads": 1})
+    inputs = [torch.rand(1, 3, 16 + 8 * (i % 3), 24) for i in range(12)]
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(run, inputs))
+    for x, got in zip(inputs, outputs, strict=True):
+        np.testing.assert_allclose(got.numpy(), _plain(model, x), rtol=1e-5, atol=1e-5)
+    assert sorted(run.sessions) == [(1, 3, 16, 24), (1, 3, 24, 24), (1, 3, 32, 24)]

@@ -39,21 +39,26 @@ def load(path: str, options: dict[str, Any]) -> Any:
 
 class SizedSessions:
     """The artifact as a callable: one session per input shape, its free dimensions fixed
-    to that shape; ``sessions`` keeps the last :data:`MAX_SESSIONS`."""
+    to that shape; ``sessions`` keeps the last :data:`MAX_SESSIONS`. Safe to call from
+    several threads (onnxruntime's ``run`` is; the cache is behind a lock)."""
 
     def __init__(self, path: str, threads: int, name: str, dims: list[Any]) -> None:
+        import threading
+
         self.path, self.threads, self.name, self.dims = path, threads, name, dims
         self.sessions: dict[tuple[int, ...], Any] = {}
+        self._lock = threading.Lock()
 
     def session_for(self, shape: tuple[int, ...]) -> Any:
-        session = self.sessions.get(shape)
-        if session is None:
-            fixed = _free_dimensions(self.dims, shape) or {}
-            session = _session(self.path, self.threads, fixed)
-            if len(self.sessions) >= MAX_SESSIONS:
-                self.sessions.pop(next(iter(self.sessions)))
-            self.sessions[shape] = session
-        return session
+        with self._lock:
+            session = self.sessions.get(shape)
+            if session is None:
+                fixed = _free_dimensions(self.dims, shape) or {}
+                session = _session(self.path, self.threads, fixed)
+                if len(self.sessions) >= MAX_SESSIONS:
+                    self.sessions.pop(next(iter(self.sessions)))
+                self.sessions[shape] = session
+            return session
 
     def __call__(self, x: Any) -> Any:
         import torch
