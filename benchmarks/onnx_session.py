@@ -2,8 +2,9 @@
 
 Why zoo's ONNX runtime module (:mod:`zoo_plugins.formats.runtimes.onnx`) makes its sessions
 as it does. Four sessions of one ``.onnx`` artifact live in one process with the eager model
-(generated weights, as ``benchmarks/formats.py``); each round runs every session once, each
-followed by one eager forward, every call after an idle gap as ``zoo bench`` does:
+(generated weights, as ``benchmarks/formats.py``); each round runs every session once (in an
+order that rotates from round to round), each followed by one eager forward, every call after
+an idle gap as ``zoo bench`` does:
 
 - ``blocking``: workers block between operators (``allow_spinning`` 0; zoo before 2026-12);
 - ``spin``: workers spin, also after the run (onnxruntime's default);
@@ -96,8 +97,9 @@ def main() -> int:
         for name in SETTINGS:  # warm-up
             runs[name](x)
             model(x)
-        for _ in range(args.rounds):
-            for name in SETTINGS:
+        names = list(SETTINGS)
+        for turn in range(args.rounds):  # the order rotates: no setting always follows "spin"
+            for name in names[turn % len(names):] + names[:turn % len(names)]:
                 own[name].append(_timed(runs[name], x, SETTLE_S))
                 after[name].append(_timed(model, x, SETTLE_S))
 

@@ -69,7 +69,8 @@ def test_lraspp_int8_is_qdq_small_and_faithful(lraspp: tuple[Path, dict, Path]) 
     assert "HardSwish" not in ops and ops.count("HardSigmoid") == 8  # the 8 SE blocks
     notes = manifest["export"]["optimizations"]
     assert "20 hardswish" in notes["int8_graph"]
-    # each hardswish's "* (1/6)" is folded into the scale after it: 20 x*relu6 + 9 SE muls
+    # each hardswish's "* (1/6)" is folded into the scale after it; left: 20 x*relu6(x+3),
+    # 8 squeeze-excitation scales and the LR-ASPP head's gate
     assert "20 multiplications by a constant folded" in notes["int8_graph"]
     assert ops.count("Mul") == 29
     assert "force_spinning_stop" in notes["session"]  # how zoo runs it, what apps should do

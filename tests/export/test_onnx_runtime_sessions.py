@@ -2,8 +2,9 @@
 
 A session made for one size lets onnxruntime plan for known shapes (lraspp 520x520: about 5 %
 faster); its threads spin during a run and stop after it. These tests check what the module
-promises: every size answers what a plain session answers, each session is fixed to its
-size, the settings are set, and only the last ``MAX_SESSIONS`` sizes are kept.
+promises: every size answers what a plain session answers, a size that comes back gets a
+session fixed to it, the settings are set, only the ``MAX_SESSIONS`` most recently used
+sizes are kept, and threads share them.
 """
 
 from __future__ import annotations
@@ -47,35 +48,43 @@ def _plain(path: Path, x: torch.Tensor) -> np.ndarray:
     return session.run(None, {"input": x.numpy()})[0]
 
 
-def test_each_size_gets_its_own_fixed_session(tmp_path: Path) -> None:
+def test_a_size_that_comes_back_gets_its_own_fixed_session(tmp_path: Path) -> None:
     model = _export(tmp_path / "m.onnx", dynamic=True)
     run = runtime.load(str(model), {"threads": 2})
     assert isinstance(run, runtime.SizedSessions)
-    sizes = [(32, 48), (64, 40), (32, 48)]
+    sizes = [(32, 48), (64, 40), (32, 48), (16, 16), (64, 40)]
     for height, width in sizes:
         x = torch.rand(1, 3, height, width)
         got = run(x)
         assert tuple(got.shape) == (1, 4, height, width)
         np.testing.assert_allclose(got.numpy(), _plain(model, x), rtol=1e-5, atol=1e-5)
+    # 16x16 came once: the general session answered it
     assert list(run.sessions) == [(1, 3, 32, 48), (1, 3, 64, 40)]
-    for shape, session in run.sessions.items():
-        assert session.get_inputs()[0].shape == list(shape)  # height and width fixed
+    for shape, session in [*run.sessions.items(), (None, run.general)]:
+        want = list(shape) if shape else [1, 3, "height", "width"]
+        assert session.get_inputs()[0].shape == want  # height and width fixed, or free
         settings = session.get_session_options()
         assert settings.intra_op_num_threads == 2
         assert settings.get_session_config_entry("session.intra_op.allow_spinning") == "1"
         assert settings.get_session_config_entry("session.force_spinning_stop") == "1"
 
 
-def test_only_the_last_sizes_are_kept(tmp_path: Path) -> None:
+def test_the_least_recently_used_size_goes(tmp_path: Path) -> None:
     model = _export(tmp_path / "m.onnx", dynamic=True)
     run = runtime.load(str(model), {"threads": 1})
     shapes = [(1, 3, 16, 16 + 8 * i) for i in range(runtime.MAX_SESSIONS + 1)]
-    for shape in shapes:
+    for shape in shapes[:-1]:
         run(torch.rand(*shape))
-    assert list(run.sessions) == shapes[1:]
-    x = torch.rand(*shapes[0])  # dropped, made again on demand
+        run(torch.rand(*shape))
+    run(torch.rand(*shapes[0]))  # used again: the second is now the least recent
+    run(torch.rand(*shapes[-1]))
+    run(torch.rand(*shapes[-1]))
+    assert list(run.sessions) == [*shapes[2:-1], shapes[0], shapes[-1]]
+    x = torch.rand(*shapes[1])  # dropped: answered by the general session, then made again
     np.testing.assert_allclose(run(x).numpy(), _plain(model, x), rtol=1e-5, atol=1e-5)
-    assert len(run.sessions) == runtime.MAX_SESSIONS and shapes[0] in run.sessions
+    assert shapes[1] not in run.sessions
+    run(x)
+    assert shapes[1] in run.sessions and len(run.sessions) == runtime.MAX_SESSIONS
 
 
 def test_a_static_graph_gets_one_session(tmp_path: Path) -> None:
@@ -86,20 +95,44 @@ def test_a_static_graph_gets_one_session(tmp_path: Path) -> None:
     np.testing.assert_allclose(run(x).numpy(), _plain(model, x), rtol=1e-5, atol=1e-5)
 
 
-def test_a_wrong_rank_gets_onnxruntimes_own_error(tmp_path: Path) -> None:
+def test_a_wrong_rank_gets_onnxruntimes_own_error_and_no_session(tmp_path: Path) -> None:
     run = runtime.load(str(_export(tmp_path / "m.onnx", dynamic=True)), {"threads": 1})
-    with pytest.raises(Exception, match=r"(?i)rank|dimension"):
-        run(torch.rand(3, 32, 32))
+    for _ in range(2):
+        run(torch.rand(1, 3, 32, 32))
+    for _ in range(2):
+        with pytest.raises(Exception, match=r"(?i)rank|dimension"):
+            run(torch.rand(3, 32, 32))
+    assert list(run.sessions) == [(1, 3, 32, 32)]
 
 
-def test_threads_share_the_sessions(tmp_path: Path) -> None:
+def test_threads_share_the_sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four threads meet a new size at the same moment, three times each: one session is made
+    for it, and every answer is right."""
+    import threading
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     model = _export(tmp_path / "m.onnx", dynamic=True)
     run = runtime.load(str(model), {"threads": 1})
-    inputs = [torch.rand(1, 3, 16 + 8 * (i % 3), 24) for i in range(12)]
+    made = []
+    original = runtime._session
+
+    def counted(*args: object) -> object:  # slow, so that the others arrive meanwhile
+        made.append(args)
+        time.sleep(0.05)
+        return original(*args)
+
+    monkeypatch.setattr(runtime, "_session", counted)
+    start = threading.Barrier(4)
+    x = torch.rand(1, 3, 40, 24)
+    want = _plain(model, x)
+
+    def worker(_: int) -> list[np.ndarray]:
+        start.wait()
+        return [run(x).numpy() for _ in range(3)]
+
     with ThreadPoolExecutor(4) as pool:
-        outputs = list(pool.map(run, inputs))
-    for x, got in zip(inputs, outputs, strict=True):
-        np.testing.assert_allclose(got.numpy(), _plain(model, x), rtol=1e-5, atol=1e-5)
-    assert sorted(run.sessions) == [(1, 3, 16, 24), (1, 3, 24, 24), (1, 3, 32, 24)]
+        answers = [a for batch in pool.map(worker, range(4)) for a in batch]
+    for got in answers:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert len(made) == 1 and list(run.sessions) == [(1, 3, 40, 24)]

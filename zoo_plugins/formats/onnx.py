@@ -39,10 +39,11 @@ METADATA_KEY = "zoo_manifest"
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "out"
-#: how zoo's runtime makes an onnxruntime session, and what docs/apps.md advises apps
+#: how zoo's runtime makes an onnxruntime session (keep in step with runtimes/onnx.py), and
+#: what docs/apps.md advises apps
 SESSION_ADVICE = ("onnxruntime: free dimensions height and width fixed to the input size "
-                  "(AddFreeDimensionOverrideByName, one session per size); intra-op threads "
-                  "spin only while a run lasts (session.intra_op.allow_spinning=1, "
+                  "(AddFreeDimensionOverrideByName, a session per size that recurs); intra-op "
+                  "threads spin only while a run lasts (session.intra_op.allow_spinning=1, "
                   "session.force_spinning_stop=1)")
 
 

@@ -6,58 +6,74 @@ pass); both are what docs/apps.md advises apps:
 
 - Worker threads spin while a run lasts and stop when it ends
   (``session.intra_op.allow_spinning`` 1 with ``session.force_spinning_stop`` 1): waking
-  blocked workers for each operator cost lraspp 4-5 % at 520x520 on 2 threads, and threads
-  left spinning after a run slowed the next eager PyTorch pass by a third.
-- A session is made per input size, with the graph's free dimensions (height, width) fixed to
-  it (``add_free_dimension_override_by_name``): shapes known when the session is made let
-  ONNX Runtime fuse more (residual adds into convolutions) and plan memory once; about 5 %.
-  The last :data:`MAX_SESSIONS` sizes are kept; a graph without free dimensions gets one
-  session.
+  blocked workers for each operator cost lraspp 4-6 % at 520x520 on 2 threads, and threads
+  left spinning after a run slowed the next eager PyTorch pass by 27-35 %.
+- An input size that comes back gets its own session, with the graph's free dimensions
+  (height, width) fixed to it (``add_free_dimension_override_by_name``): shapes known when the
+  session is made let ONNX Runtime fuse more (residual adds into convolutions) and plan
+  memory once; about 5 %. A size seen once runs on the general session (making a session
+  costs about as much as a run: images of ever new sizes would pay it each time); the last
+  :data:`MAX_SESSIONS` fixed sizes are kept, each with its own copy of the weights and its
+  own memory arena. A graph without free dimensions has only the general session.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 REQUIRES = ("onnxruntime", "torch")
 
-#: sessions kept, one per input size (the oldest is dropped first)
-MAX_SESSIONS = 4
+#: sessions with fixed sizes kept besides the general one (the least recently used goes)
+MAX_SESSIONS = 2
+#: sizes remembered as seen once, waiting to come back
+_SEEN_LIMIT = 64
 
 
 def load(path: str, options: dict[str, Any]) -> Any:
     import torch
 
     threads = int(options.get("threads", 1) or 1)
-    probe = _session(path, threads, {})  # fails here, at load, for a model it cannot run
-    meta = probe.get_inputs()[0]
+    general = _session(path, threads, {})  # fails here, at load, for a model it cannot run
+    meta = general.get_inputs()[0]
     if not any(isinstance(d, str) for d in meta.shape):
-        return lambda x: torch.from_numpy(probe.run(None, {meta.name: x.numpy()})[0])
-    # sessions per input size from here on (two copies of the weights otherwise)
-    return SizedSessions(path, threads, meta.name, list(meta.shape))
+        return lambda x: torch.from_numpy(general.run(None, {meta.name: x.numpy()})[0])
+    return SizedSessions(path, threads, general, meta.name, list(meta.shape))
 
 
 class SizedSessions:
-    """The artifact as a callable: one session per input shape, its free dimensions fixed
-    to that shape; ``sessions`` keeps the last :data:`MAX_SESSIONS`. Safe to call from
-    several threads (onnxruntime's ``run`` is; the cache is behind a lock)."""
+    """The artifact as a callable: the general session, and one session per input shape that
+    came back, its free dimensions fixed (``sessions``, the last :data:`MAX_SESSIONS`). Safe to
+    call from several threads (onnxruntime's ``run`` is; the cache is behind a lock)."""
 
-    def __init__(self, path: str, threads: int, name: str, dims: list[Any]) -> None:
+    def __init__(self, path: str, threads: int, general: Any, name: str,
+                 dims: list[Any]) -> None:
         import threading
 
-        self.path, self.threads, self.name, self.dims = path, threads, name, dims
-        self.sessions: dict[tuple[int, ...], Any] = {}
+        self.path, self.threads, self.general, self.name, self.dims = (
+            path, threads, general, name, dims)
+        self.sessions: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._seen: OrderedDict[tuple[int, ...], None] = OrderedDict()
         self._lock = threading.Lock()
 
     def session_for(self, shape: tuple[int, ...]) -> Any:
         with self._lock:
             session = self.sessions.get(shape)
-            if session is None:
-                fixed = _free_dimensions(self.dims, shape) or {}
-                session = _session(self.path, self.threads, fixed)
-                if len(self.sessions) >= MAX_SESSIONS:
-                    self.sessions.pop(next(iter(self.sessions)))
-                self.sessions[shape] = session
+            if session is not None:
+                self.sessions.move_to_end(shape)
+                return session
+            fixed = _free_dimensions(self.dims, shape)
+            if fixed is None:  # wrong rank, or one name for two sizes: onnxruntime answers
+                return self.general
+            if shape not in self._seen:  # seen once: remembered, answered by the general one
+                self._seen[shape] = None
+                if len(self._seen) > _SEEN_LIMIT:
+                    self._seen.popitem(last=False)
+                return self.general
+            del self._seen[shape]
+            session = self.sessions[shape] = _session(self.path, self.threads, fixed)
+            if len(self.sessions) > MAX_SESSIONS:
+                self.sessions.popitem(last=False)
             return session
 
     def __call__(self, x: Any) -> Any:
@@ -82,8 +98,7 @@ def _session(path: str, threads: int, fixed: dict[str, int]) -> Any:
 
 def _free_dimensions(dims: list[Any], shape: tuple[int, ...]) -> dict[str, int] | None:
     """{dimension name: size} for the input's named dimensions, or None when the input's rank
-    differs or one name would need two sizes (a session without overrides then answers,
-    with its own error for a wrong rank)."""
+    differs or one name would need two sizes."""
     if len(dims) != len(shape):
         return None
     fixed: dict[str, int] = {}
