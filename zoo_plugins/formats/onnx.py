@@ -71,7 +71,7 @@ class OnnxExporter(Exporter):
             raise ExportError("ONNX int8 needs calibration batches (none were given)")
         rewritten, hardswishes = hardswish_as_relu6(model)
         graph = quantize_qdq(_export_fp32(rewritten, example, card), calibration)
-        folded = fold_constant_multipliers(graph)
+        folded = _fold(graph)
         optimizations["quantization"] = (
             f"onnxruntime quantize_static QDQ: per-channel symmetric int8 weights, uint8 "
             f"activations, MinMax calibration on {len(calibration)} batches")
@@ -249,6 +249,19 @@ def _export_fp32(model: nn.Module, example: Tensor, card: ModelCard) -> Any:
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: "
                           f"{' '.join(str(exc).split())[:300]}") from exc
     return graph
+
+
+def _fold(graph: Any) -> int:
+    """:func:`fold_constant_multipliers` on the quantized graph, checked again after."""
+    import onnx
+
+    try:
+        folded = fold_constant_multipliers(graph)
+        onnx.checker.check_model(graph)
+    except Exception as exc:
+        raise ExportError(f"ONNX int8 constant folding failed: {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:300]}") from exc
+    return folded
 
 
 def float_output_resize(graph: Any) -> list[str]:
