@@ -87,6 +87,19 @@ def test_the_least_recently_used_size_goes(tmp_path: Path) -> None:
     assert shapes[1] in run.sessions and len(run.sessions) == runtime.MAX_SESSIONS
 
 
+def test_the_file_is_read_once(tmp_path: Path) -> None:
+    """Sessions made later run the bytes read at load, not whatever the path holds by then
+    (the bytes ``zoo verify`` or ``zoo run --artifact`` checked are the bytes that run)."""
+    model = _export(tmp_path / "m.onnx", dynamic=True)
+    x = torch.rand(1, 3, 24, 40)
+    want = _plain(model, x)
+    run = runtime.load(str(model), {"threads": 1})
+    model.write_bytes(b"not an onnx model any more")
+    for _ in range(2):  # the second call makes the fixed session
+        np.testing.assert_allclose(run(x).numpy(), want, rtol=1e-5, atol=1e-5)
+    assert list(run.sessions) == [(1, 3, 24, 40)]
+
+
 def test_a_static_graph_gets_one_session(tmp_path: Path) -> None:
     model = _export(tmp_path / "static.onnx", dynamic=False)
     run = runtime.load(str(model), {"threads": 1})

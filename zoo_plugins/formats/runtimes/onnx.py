@@ -14,7 +14,9 @@ pass); both are what docs/apps.md advises apps:
   memory once; about 5 %. A size seen once runs on the general session (making a session
   costs about as much as a run: images of ever new sizes would pay it each time); the last
   :data:`MAX_SESSIONS` fixed sizes are kept, each with its own copy of the weights and its
-  own memory arena. A graph without free dimensions has only the general session.
+  own memory arena. A graph without free dimensions has only the general session. Every
+  session is made from the bytes read at load: the file is read once, so what was checked
+  before loading is what every later session runs (the model's bytes stay in memory).
 """
 
 from __future__ import annotations
@@ -34,24 +36,27 @@ def load(path: str, options: dict[str, Any]) -> Any:
     import torch
 
     threads = int(options.get("threads", 1) or 1)
-    general = _session(path, threads, {})  # fails here, at load, for a model it cannot run
+    with open(path, "rb") as file:  # read once: later sessions run the bytes read now
+        model = file.read()
+    general = _session(model, threads, {})  # fails here, at load, for a model it cannot run
     meta = general.get_inputs()[0]
     if not any(isinstance(d, str) for d in meta.shape):
         return lambda x: torch.from_numpy(general.run(None, {meta.name: x.numpy()})[0])
-    return SizedSessions(path, threads, general, meta.name, list(meta.shape))
+    return SizedSessions(model, threads, general, meta.name, list(meta.shape))
 
 
 class SizedSessions:
     """The artifact as a callable: the general session, and one session per input shape that
-    came back, its free dimensions fixed (``sessions``, the last :data:`MAX_SESSIONS`). Safe to
-    call from several threads (onnxruntime's ``run`` is; the cache is behind a lock)."""
+    came back, its free dimensions fixed (``sessions``, the last :data:`MAX_SESSIONS`), all
+    made from the model bytes read at load (the file is not opened again). Safe to call from
+    several threads (onnxruntime's ``run`` is; the cache is behind a lock)."""
 
-    def __init__(self, path: str, threads: int, general: Any, name: str,
+    def __init__(self, model: bytes, threads: int, general: Any, name: str,
                  dims: list[Any]) -> None:
         import threading
 
-        self.path, self.threads, self.general, self.name, self.dims = (
-            path, threads, general, name, dims)
+        self.model, self.threads, self.general, self.name, self.dims = (
+            model, threads, general, name, dims)
         self.sessions: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self._seen: OrderedDict[tuple[int, ...], None] = OrderedDict()
         self._lock = threading.Lock()
@@ -71,7 +76,7 @@ class SizedSessions:
                     self._seen.popitem(last=False)
                 return self.general
             del self._seen[shape]
-            session = self.sessions[shape] = _session(self.path, self.threads, fixed)
+            session = self.sessions[shape] = _session(self.model, self.threads, fixed)
             if len(self.sessions) > MAX_SESSIONS:
                 self.sessions.popitem(last=False)
             return session
@@ -83,7 +88,7 @@ class SizedSessions:
         return torch.from_numpy(session.run(None, {self.name: x.numpy()})[0])
 
 
-def _session(path: str, threads: int, fixed: dict[str, int]) -> Any:
+def _session(model: bytes, threads: int, fixed: dict[str, int]) -> Any:
     import onnxruntime
 
     settings = onnxruntime.SessionOptions()
@@ -93,7 +98,7 @@ def _session(path: str, threads: int, fixed: dict[str, int]) -> Any:
     settings.add_session_config_entry("session.force_spinning_stop", "1")
     for dim, value in fixed.items():
         settings.add_free_dimension_override_by_name(dim, value)
-    return onnxruntime.InferenceSession(path, settings, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(model, settings, providers=["CPUExecutionProvider"])
 
 
 def _free_dimensions(dims: list[Any], shape: tuple[int, ...]) -> dict[str, int] | None:
