@@ -25,7 +25,6 @@ Get an artifact with ``python benchmarks/formats.py --formats onnx:fp32 onnx:int
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -75,7 +74,7 @@ def main() -> int:
     import torch
 
     from tests.support.export_helpers import make_weights
-    from zoo.bench.measure import SETTLE_S, steady_allocator
+    from zoo.bench.measure import SETTLE_S, stats, steady_allocator
     from zoo.catalog.registry import default_registry
     from zoo.export.build import build_model
     from zoo.weights.resolve import resolve_weights
@@ -104,16 +103,16 @@ def main() -> int:
                 after[name].append(_timed(model, x, SETTLE_S))
 
     def ratio(values: list[float], base: list[float]) -> str:
-        pairs = [v / b for v, b in zip(values, base, strict=True)]
-        return f"{statistics.median(pairs):.3f} ({min(pairs):.2f}-{max(pairs):.2f})"
+        pairs = stats([v / b for v, b in zip(values, base, strict=True)])
+        return f"{pairs['median']:.3f} ({pairs['min']:.2f}-{pairs['max']:.2f})"
 
     print(f"{args.artifact.name}: {args.size}x{args.size}, {args.threads} threads, "
           f"{args.rounds} rounds")
     print(f"{'setting':16s} {'ms':>7s}  {'vs blocking':18s} {'eager after ms':>14s}  "
           "eager after vs blocking's")
     for name in SETTINGS:
-        print(f"{name:16s} {statistics.median(own[name]):7.2f}  "
-              f"{ratio(own[name], own['blocking']):18s} {statistics.median(after[name]):14.2f}  "
+        print(f"{name:16s} {stats(own[name])['median']:7.2f}  "
+              f"{ratio(own[name], own['blocking']):18s} {stats(after[name])['median']:14.2f}  "
               f"{ratio(after[name], after['blocking'])}")
     return 0
 

@@ -16,7 +16,13 @@ import pytest
 
 from tests.conftest import run_zoo
 from tests.export.test_formats import run_runtime_clean
-from tests.support.export_helpers import eager_output, fetch, golden_case, make_weights
+from tests.support.export_helpers import (
+    eager_output,
+    fetch,
+    golden_case,
+    make_weights,
+    tiny_segmenter_onnx,
+)
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -133,28 +139,13 @@ def test_deeplabv3_resnet50_int8_size_and_fidelity(tmp_path: Path) -> None:
 def test_a_final_resize_writes_the_output_in_float(tmp_path: Path) -> None:
     """A segmenter's last op (the upsample to the input size) stays out of quantization: no
     QuantizeLinear/DequantizeLinear pair over the whole output."""
-    import io
-
     import torch
 
     from zoo_plugins.formats.onnx import INPUT_NAME, OUTPUT_NAME, quantize_qdq
 
-    class Head(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 4, 3, stride=4, padding=1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.interpolate(self.conv(x), size=x.shape[-2:],
-                                                   mode="bilinear", align_corners=False)
-
-    torch.manual_seed(0)
-    model = Head().eval()
-    buffer = io.BytesIO()
-    torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), buffer, dynamo=False, opset_version=17,
-                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+    model, exported = tiny_segmenter_onnx(stride=4)
     batches = [torch.rand(1, 3, 32, 32) for _ in range(3)]
-    graph = quantize_qdq(onnx.load_from_string(buffer.getvalue()), batches)
+    graph = quantize_qdq(onnx.load_from_string(exported), batches)
     last = next(n for n in graph.graph.node if OUTPUT_NAME in n.output)
     assert last.op_type == "Resize"
     made_by = {out: n for n in graph.graph.node for out in n.output}

@@ -9,7 +9,6 @@ sizes are kept, and threads share them.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -19,27 +18,12 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
+from tests.support.export_helpers import tiny_segmenter_onnx  # noqa: E402
 from zoo_plugins.formats.runtimes import onnx as runtime  # noqa: E402
 
 
-class _Segmenter(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.interpolate(self.conv(x), size=x.shape[-2:],
-                                               mode="bilinear", align_corners=False)
-
-
 def _export(path: Path, dynamic: bool) -> Path:
-    torch.manual_seed(0)
-    buffer = io.BytesIO()
-    axes = {"input": {2: "height", 3: "width"}, "out": {2: "height", 3: "width"}}
-    torch.onnx.export(_Segmenter().eval(), (torch.zeros(1, 3, 32, 32),), buffer, dynamo=False,
-                      opset_version=17, input_names=["input"], output_names=["out"],
-                      dynamic_axes=axes if dynamic else None)
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(tiny_segmenter_onnx(dynamic=dynamic)[1])
     return path
 
 

@@ -102,3 +102,30 @@ def eager_output(name: str, weights: Path | None, manifest: dict, case: str = "s
     with torch.no_grad():
         out = model(golden_input(golden_case(manifest, case)["input"]))
     return select_output(out, card.output.key)
+
+
+def tiny_segmenter_onnx(stride: int = 2, dynamic: bool = False):
+    """A seeded segmenter's shape in miniature (a strided conv to 4 classes, then a bilinear
+    upsample back to the input size) and its ONNX export (opset 17, input ``input``, output
+    ``out``; with ``dynamic``, free ``height`` and ``width``): (model, ONNX bytes)."""
+    import io
+
+    import torch
+
+    class Segmenter(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, stride=stride, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(self.conv(x), size=x.shape[-2:],
+                                                   mode="bilinear", align_corners=False)
+
+    torch.manual_seed(0)
+    model = Segmenter().eval()
+    axes = {"input": {2: "height", 3: "width"}, "out": {2: "height", 3: "width"}}
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (torch.zeros(1, 3, 32, 32),), buffer, dynamo=False,
+                      opset_version=17, input_names=["input"], output_names=["out"],
+                      dynamic_axes=axes if dynamic else None)
+    return model, buffer.getvalue()

@@ -29,6 +29,7 @@ from zoo._core.names import (
     MAX_TEXT,
     MAX_URL,
     MAX_VALUE,
+    MODEL_NAME_CLASS,
     MODEL_NAME_RE,
     SHA256_PREFIX_RE,
     SHA256_RE,
@@ -65,12 +66,13 @@ WeightsUrl = Annotated[Url, AfterValidator(_weights_url),
                        Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"})]
 
 
-
 def checked_name(value: str, what: str) -> str:
     """``value`` when it is a model/weights name (lowercase, digits, '_'), else ValueError."""
     if not MODEL_NAME_RE.fullmatch(value):
-        raise ValueError(f"{what} {value!r} must match [a-z0-9_]+ (lowercase, digits, '_')")
+        raise ValueError(f"{what} {value!r} must match {MODEL_NAME_CLASS}+ (lowercase, "
+                         "digits, '_')")
     return value
+
 
 class _Strict(BaseModel):
     # allow_inf_nan=False: every float on a card is finite (NaN/inf are refused by name)
@@ -353,7 +355,7 @@ class ModelCard(_Strict):
         for pname, colours in self.palettes.items():
             if not MODEL_NAME_RE.fullmatch(pname) or len(pname) > MAX_NAME:
                 raise ValueError(
-                    f"palettes: name {pname[:MAX_NAME]!r} must match [a-z0-9_]+ "
+                    f"palettes: name {pname[:MAX_NAME]!r} must match {MODEL_NAME_CLASS}+ "
                     f"(at most {MAX_NAME} characters)"
                 )
             if len(colours) != n:
