@@ -4,7 +4,6 @@ concurrent ranged downloads hashed while they arrive, resumable multipart upload
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from zoo.store.backends import FsspecBackend
 from zoo.store.backends_s3_upload import multipart_upload
+from zoo.store.ordered_parts import fetch_in_order
 from zoo.store.transport_core import CHUNK, HashingSink, Progress, SizeMismatch
 
 
@@ -105,7 +105,8 @@ class S3Backend(FsspecBackend):
     async def _get_ranges(self, bucket: str, key: str, rel: str, sink: HashingSink) -> None:
         """Ranges of ``part_size`` bytes, ``concurrency`` at a time; each part is handed, in
         order, to one worker thread that hashes and writes it while later parts download.
-        At most ``2 * concurrency`` parts are held in memory."""
+        At most ``2 * concurrency`` parts are held fetched and not yet written
+        (:func:`~zoo.store.ordered_parts.fetch_in_order`)."""
         fs, size, part_size = self.fs, sink.size, self.core.part_size
 
         async def fetch(start: int) -> bytes:
@@ -124,39 +125,8 @@ class S3Backend(FsspecBackend):
                 raise SizeMismatch(rel)
             return bytes(data)
 
-        loop = asyncio.get_running_loop()
-        starts = list(range(0, size, part_size))
-        window = 2 * self.core.concurrency
-        cond = asyncio.Condition()
-        sem = asyncio.Semaphore(self.core.concurrency)
-        ready: dict[int, bytes] = {}
-        state = {"next": 0, "failed": False}
-        writes: builtins.list[asyncio.Future[None]] = []
+        starts = range(0, size, part_size)
         with ThreadPoolExecutor(1, thread_name_prefix="zoo-store-hash") as worker:
-            async def part(i: int) -> None:
-                async with cond:
-                    await cond.wait_for(lambda: state["failed"] or i < state["next"] + window)
-                    if state["failed"]:
-                        return
-                try:
-                    async with sem:
-                        data = await fetch(starts[i])
-                except BaseException:
-                    async with cond:
-                        state["failed"] = True
-                        cond.notify_all()
-                    raise
-                async with cond:
-                    ready[i] = data
-                    while state["next"] in ready:
-                        writes.append(loop.run_in_executor(worker, sink.add,
-                                                           ready.pop(state["next"])))
-                        state["next"] += 1
-                    cond.notify_all()
-
-            results = await asyncio.gather(*(part(i) for i in range(len(starts))),
-                                           return_exceptions=True)
-            results += await asyncio.gather(*writes, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+            await fetch_in_order(len(starts), lambda i: fetch(starts[i]), sink.add,
+                                 concurrency=self.core.concurrency,
+                                 window=2 * self.core.concurrency, executor=worker)
