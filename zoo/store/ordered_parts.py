@@ -58,8 +58,11 @@ async def fetch_in_order(
 
     async def consumer() -> None:
         for i in range(count):
+            def arrived(i: int = i) -> bool:
+                return state["failed"] or i in ready
+
             async with cond:
-                await cond.wait_for(lambda i=i: state["failed"] or i in ready)
+                await cond.wait_for(arrived)
                 if state["failed"]:
                     return
                 data = ready.pop(i)
