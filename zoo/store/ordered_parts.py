@@ -34,17 +34,19 @@ async def fetch_in_order(
     cond = asyncio.Condition()
     slots = asyncio.Semaphore(concurrency)
     ready: dict[int, T] = {}
-    state = {"consumed": 0, "failed": False}
+    consumed = 0  # parts 0..consumed-1 are consumed
+    failed = False
 
     async def fail() -> None:
+        nonlocal failed
         async with cond:
-            state["failed"] = True
+            failed = True
             cond.notify_all()
 
     async def part(i: int) -> None:
         async with cond:
-            await cond.wait_for(lambda: state["failed"] or i < state["consumed"] + window)
-            if state["failed"]:
+            await cond.wait_for(lambda: failed or i < consumed + window)
+            if failed:
                 return
         try:
             async with slots:
@@ -57,13 +59,14 @@ async def fetch_in_order(
             cond.notify_all()
 
     async def consumer() -> None:
+        nonlocal consumed
         for i in range(count):
             def arrived(i: int = i) -> bool:
-                return state["failed"] or i in ready
+                return failed or i in ready
 
             async with cond:
                 await cond.wait_for(arrived)
-                if state["failed"]:
+                if failed:
                     return
                 data = ready.pop(i)
             try:
@@ -73,7 +76,7 @@ async def fetch_in_order(
                 raise
             del data
             async with cond:
-                state["consumed"] = i + 1
+                consumed = i + 1
                 cond.notify_all()
 
     results = await asyncio.gather(consumer(), *(part(i) for i in range(count)),
