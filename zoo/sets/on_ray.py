@@ -138,9 +138,19 @@ def realize_on_ray(todo: list[Entry], staging: Path, options: SyncOptions,
     ExportError naming every task that failed."""
     ray = _import_ray()
     # Ray prints its raylet's messages (a worker died, a task is retried) on sys.stdout:
-    # stdout is for --json, so they go to stderr
-    with contextlib.redirect_stdout(sys.stderr):
-        yield from _run_tasks(ray, todo, staging, options, watch)
+    # stdout is for --json, so they go to stderr while Ray's code runs; never while the
+    # caller's own code runs between two artifacts
+    tasks = _run_tasks(ray, todo, staging, options, watch)
+    try:
+        while True:
+            with contextlib.redirect_stdout(sys.stderr):
+                artifact = next(tasks, None)
+            if artifact is None:
+                return
+            yield artifact
+    finally:
+        with contextlib.redirect_stdout(sys.stderr):
+            tasks.close()
 
 
 def _run_tasks(ray: Any, todo: list[Entry], staging: Path, options: SyncOptions,
