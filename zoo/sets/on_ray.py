@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,7 +154,7 @@ def realize_on_ray(todo: list[Entry], staging: Path, options: SyncOptions,
 
 
 def _run_tasks(ray: Any, todo: list[Entry], staging: Path, options: SyncOptions,
-               watch: Watch) -> Iterator[LockedArtifact]:
+               watch: Watch) -> Generator[LockedArtifact, None, None]:
     from zoo.sets.sync import _slot
 
     connect(ray, options.ray, options.ray_deadline)
