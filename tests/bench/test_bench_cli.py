@@ -104,6 +104,7 @@ def test_bench_single_conv_end_to_end(tmp_path: Path,
     (["--formats", "onnx:fp16"], "onnx exports fp32, int8"),
     (["--runs", "0"], "must be a whole number"),
     (["--size", "64x"], "is not HEIGHTxWIDTH"),
+    (["--size", "0"], "'0' is not a size: give N"),
     (["--formats", "onnx", "-o", "{file}"], "exists and is not a folder"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: list[str], said: str) -> None:

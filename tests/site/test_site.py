@@ -205,6 +205,12 @@ def test_bad_output_folder_and_bad_bench_file_are_one_line_errors(tmp_path: Path
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "x.bench.json" in proc.stderr and not (tmp_path / "s").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".s.tmp")]
+    blocker = tmp_path / "a-file"  # a folder cannot be made under a file
+    blocker.write_text("x")
+    proc = run_zoo(["site", "-o", str(blocker / "site")])
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"cannot write the site to {blocker / 'site'}" in proc.stderr
+    assert "choose another -o folder" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # -- bench records -------------------------------------------------------------------------

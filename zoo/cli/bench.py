@@ -45,9 +45,16 @@ def _positive(limit: int) -> Any:
 
 def _size(text: str) -> tuple[int, int]:
     """``520`` -> (520, 520); ``400x600`` -> (400, 600)."""
-    from zoo.cli.export_opts import parse_hw
+    from zoo.cli.export_opts import MAX_SIDE, parse_hw
 
-    return parse_hw(f"{text}x{text}" if text.strip().isdigit() else text)
+    if not text.strip().isdigit():
+        return parse_hw(text)
+    try:
+        return parse_hw(f"{text.strip()}x{text.strip()}")
+    except argparse.ArgumentTypeError:  # name what was typed, not the square made of it
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: give N (a square, 1..{MAX_SIDE}) or HEIGHTxWIDTH, "
+            "e.g. 520 or 400x600") from None
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

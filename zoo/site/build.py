@@ -123,9 +123,12 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
     docs = snippets.load(options.apps_doc)
     shared_snippets = model_page.snippet_html(docs)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    stage.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage.mkdir()
+    except OSError as exc:
+        raise _write_error(out, exc) from exc
     report = SiteReport(out, models=len(cards), bench_records=sum(map(len, bench.values())))
     try:
         (stage / "models").mkdir()
@@ -191,10 +194,21 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
             (stage / "img").rmdir()
         _tally(stage, report)
         _swap(stage, out)
+    except OSError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise _write_error(out, exc) from exc
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return report
+
+
+def _write_error(out: Path, exc: OSError) -> ZooError:
+    """One line for a site that could not be written: the folder, what failed, the way out
+    (``out`` is left as it was: the site is built beside it and swapped in whole)."""
+    what = (exc.strerror or type(exc).__name__).lower()
+    return ZooError(f"cannot write the site to {out}: {what}; {out} was left as it "
+                    "was; choose another -o folder, or free some space if the disk is full")
 
 
 def _entry(card: ModelCard, support: list[Any], demo: bool) -> index_mod.Entry:
