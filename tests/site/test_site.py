@@ -213,6 +213,23 @@ def test_bad_output_folder_and_bad_bench_file_are_one_line_errors(tmp_path: Path
     assert "choose another -o folder" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_failed_build_names_the_file_it_could_not_read_or_the_site_it_could_not_write(
+        tmp_path: Path) -> None:
+    import errno
+
+    from zoo.site.build import _write_error
+
+    out, stage = tmp_path / "site", tmp_path / ".site.tmp-1-ab"
+    source = tmp_path / "ort" / "ort.wasm"
+    read = _write_error(out, stage, OSError(errno.EIO, "Input/output error", str(source)))
+    assert str(read).startswith(f"cannot read {source} while building the site")
+    for written in (stage / "models" / "a.html", stage, out):
+        message = str(_write_error(out, stage, OSError(errno.ENOSPC, "No space left on device",
+                                                       str(written))))
+        assert message.startswith(f"cannot write the site to {out}: no space left on device")
+    assert "free some space" in str(_write_error(out, stage, OSError(errno.ENOSPC, "full")))
+
+
 # -- bench records -------------------------------------------------------------------------
 
 def record(cpu: str, version: str, ratio: float, created: str) -> dict[str, Any]:

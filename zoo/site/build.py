@@ -128,7 +128,7 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
         out.parent.mkdir(parents=True, exist_ok=True)
         stage.mkdir()
     except OSError as exc:
-        raise _write_error(out, exc) from exc
+        raise _write_error(out, stage, exc) from exc
     report = SiteReport(out, models=len(cards), bench_records=sum(map(len, bench.values())))
     try:
         (stage / "models").mkdir()
@@ -196,17 +196,25 @@ def build_site(registry: Registry, out: Path, options: SiteOptions | None = None
         _swap(stage, out)
     except OSError as exc:
         shutil.rmtree(stage, ignore_errors=True)
-        raise _write_error(out, exc) from exc
+        raise _write_error(out, stage, exc) from exc
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return report
 
 
-def _write_error(out: Path, exc: OSError) -> ZooError:
-    """One line for a site that could not be written: the folder, what failed, the way out
-    (``out`` is left as it was: the site is built beside it and swapped in whole)."""
+def _write_error(out: Path, stage: Path, exc: OSError) -> ZooError:
+    """One line for a site that could not be built: writing it (the folder, what failed, the
+    way out), or reading a file it copies (that file named). ``out`` is left as it was: the
+    site is built beside it and swapped in whole."""
     what = (exc.strerror or type(exc).__name__).lower()
+    failed = Path(exc.filename).absolute() if isinstance(exc.filename, str | Path) else None
+    if failed is not None and failed not in (stage, out) and stage not in failed.parents \
+            and failed not in out.parents:
+        return ZooError(f"cannot read {failed} while building the site: {what}; {out} was "
+                        "left as it was")
+    if failed is not None and failed in out.parents and failed.is_file():
+        what = f"{failed} is a file, not a folder"
     return ZooError(f"cannot write the site to {out}: {what}; {out} was left as it "
                     "was; choose another -o folder, or free some space if the disk is full")
 
