@@ -9,7 +9,8 @@ an idle gap as ``zoo bench`` does:
 - ``blocking``: workers block between operators (``allow_spinning`` 0; zoo before 2026-12);
 - ``spin``: workers spin, also after the run (onnxruntime's default);
 - ``spin-stop``: workers spin only while a run lasts (``session.force_spinning_stop`` 1);
-- ``spin-stop-fixed``: that, with height and width fixed to the input size (zoo now).
+- ``zoo``: that, with height and width fixed to the input size: the session zoo's runtime
+  makes (:func:`zoo_plugins.formats.runtimes.onnx.make_session`, called here, not copied).
 
 Printed per setting: its median ms, the median (min-max) of its per-round ratio to
 ``blocking``, and the eager forward right after it, as milliseconds and as a ratio to the
@@ -37,21 +38,21 @@ SETTINGS: dict[str, dict[str, str]] = {
     "blocking": {"session.intra_op.allow_spinning": "0"},
     "spin": {"session.intra_op.allow_spinning": "1"},
     "spin-stop": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
-    "spin-stop-fixed": {"session.intra_op.allow_spinning": "1",
-                        "session.force_spinning_stop": "1"},
+    "zoo": {},  # zoo's own session, fixed to the input size
 }
 
 
 def _session(path: Path, threads: int, name: str, size: int) -> Any:
     import onnxruntime
 
+    from zoo_plugins.formats.runtimes.onnx import make_session
+
+    if name == "zoo":
+        return make_session(path.read_bytes(), threads, {"height": size, "width": size})
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     for key, value in SETTINGS[name].items():
         options.add_session_config_entry(key, value)
-    if name.endswith("fixed"):
-        options.add_free_dimension_override_by_name("height", size)
-        options.add_free_dimension_override_by_name("width", size)
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -112,14 +112,14 @@ def test_threads_share_the_sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     model = _export(tmp_path / "m.onnx", dynamic=True)
     run = runtime.load(str(model), {"threads": 1})
     made = []
-    original = runtime._session
+    original = runtime.make_session
 
     def counted(*args: object) -> object:  # slow, so that the others arrive meanwhile
         made.append(args)
         time.sleep(0.05)
         return original(*args)
 
-    monkeypatch.setattr(runtime, "_session", counted)
+    monkeypatch.setattr(runtime, "make_session", counted)
     start = threading.Barrier(4)
     x = torch.rand(1, 3, 40, 24)
     want = _plain(model, x)

@@ -38,7 +38,7 @@ def load(path: str, options: dict[str, Any]) -> Any:
     threads = int(options.get("threads", 1) or 1)
     with open(path, "rb") as file:  # read once: later sessions run the bytes read now
         model = file.read()
-    general = _session(model, threads, {})  # fails here, at load, for a model it cannot run
+    general = make_session(model, threads, {})  # fails here, at load, for a model it cannot run
     meta = general.get_inputs()[0]
     if not any(isinstance(d, str) for d in meta.shape):
         return lambda x: torch.from_numpy(general.run(None, {meta.name: x.numpy()})[0])
@@ -76,7 +76,7 @@ class SizedSessions:
                     self._seen.popitem(last=False)
                 return self.general
             del self._seen[shape]
-            session = self.sessions[shape] = _session(self.model, self.threads, fixed)
+            session = self.sessions[shape] = make_session(self.model, self.threads, fixed)
             if len(self.sessions) > MAX_SESSIONS:
                 self.sessions.popitem(last=False)
             return session
@@ -88,7 +88,10 @@ class SizedSessions:
         return torch.from_numpy(session.run(None, {self.name: x.numpy()})[0])
 
 
-def _session(model: bytes, threads: int, fixed: dict[str, int]) -> Any:
+def make_session(model: bytes, threads: int, fixed: dict[str, int]) -> Any:
+    """An onnxruntime CPU session of ``model`` as zoo makes every one: ``threads`` intra-op
+    threads that spin only while a run lasts, and the free dimensions ``fixed`` names set
+    (benchmarks/onnx_session.py measures this against other settings)."""
     import onnxruntime
 
     settings = onnxruntime.SessionOptions()
